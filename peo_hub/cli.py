@@ -1,0 +1,123 @@
+"""``peo-hub``: the command line. Thin on purpose: each verb is one call into a module.
+
+User mistakes surface as :class:`~peo_hub.errors.PEOError` and are printed as one line
+(``error: ...``) with a non-zero exit code; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+from peo_hub.errors import PEOError
+
+
+def _recipe_validate(args: argparse.Namespace) -> int:
+    from peo_hub.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    print(f"ok: {args.recipe} is a valid recipe ({len(recipe.aspects)} aspects: {', '.join(recipe.aspects)})")
+    return 0
+
+
+def _recipe_run(args: argparse.Namespace) -> int:
+    from peo_hub.pipeline import run_recipe
+
+    bundle = run_recipe(args.recipe, output=args.output, resume=args.resume, push=args.push)
+    print(f"bundle written to {bundle}")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from peo_hub.merge import merge_command
+    from peo_hub.policy import parse_assignments
+
+    weights = parse_assignments(args.weights, "weights") if args.weights else None
+    coefficients = parse_assignments(args.coefficients, "coefficients") if args.coefficients else None
+    out = merge_command(args.bundle, output=args.output, as_=args.as_, weights=weights,
+                        alpha=args.alpha, coefficients=coefficients)
+    print(f"wrote {args.as_} to {out}")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from peo_hub.hub import push_bundle
+
+    url = push_bundle(args.bundle, args.repo_id, private=args.private)
+    print(f"pushed {args.bundle} to {url}")
+    if args.space:
+        from peo_hub.hub import push_space
+
+        print(f"space published at {push_space(args.space, bundle_repo_id=args.repo_id, private=args.private)}")
+    return 0
+
+
+def _space(args: argparse.Namespace) -> int:
+    from peo_hub.space import launch
+
+    launch(args.bundle, host=args.host, port=args.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="peo-hub",
+        description="PEO: one LoRA adapter per preference aspect, a dial at inference time.",
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    recipe = verbs.add_parser("recipe", help="validate or run a YAML recipe")
+    recipe_verbs = recipe.add_subparsers(dest="recipe_verb", required=True, metavar="ACTION")
+    validate = recipe_verbs.add_parser("validate", help="check a recipe without running it")
+    validate.add_argument("recipe", help="path to RECIPE.yaml")
+    validate.set_defaults(func=_recipe_validate)
+    run = recipe_verbs.add_parser("run", help="train aspect adapters, sweep, write a bundle")
+    run.add_argument("recipe", help="path to RECIPE.yaml")
+    run.add_argument("--output", "-o", default=None, help="bundle folder (default: runs/<recipe name>)")
+    run.add_argument("--resume", action="store_true", help="keep finished aspects and sweep points")
+    run.add_argument("--push", metavar="REPO_ID", default=None, help="push the bundle to this Hub repo")
+    run.set_defaults(func=_recipe_run)
+
+    merge = verbs.add_parser("merge", help="materialise one preference point")
+    merge.add_argument("bundle", help="bundle folder or Hub repo id")
+    merge.add_argument("--weights", help="e.g. helpful=0.7,harmless=0.3")
+    merge.add_argument("--coefficients", help="raw per-aspect coefficients (task arithmetic)")
+    merge.add_argument("--alpha", type=float, default=0.0, help="extrapolation (0 = soup)")
+    merge.add_argument("--output", "-o", required=True, help="output folder (or .yaml file)")
+    merge.add_argument("--as", dest="as_", choices=["adapter", "model", "yaml"], default="adapter")
+    merge.set_defaults(func=_merge)
+
+    push = verbs.add_parser("push", help="push a bundle to the Hugging Face Hub")
+    push.add_argument("bundle")
+    push.add_argument("repo_id")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--space", metavar="SPACE_REPO_ID", default=None,
+                      help="also publish the demo Space, loading this bundle")
+    push.set_defaults(func=_push)
+
+    space = verbs.add_parser("space", help="serve the preference-slider chat app locally")
+    space.add_argument("bundle", help="bundle folder or Hub repo id")
+    space.add_argument("--host", default="127.0.0.1")
+    space.add_argument("--port", type=int, default=7860)
+    space.set_defaults(func=_space)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except PEOError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; finished parts are kept, re-run with --resume to continue",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""The PEO formulation, in one place.
+
+Every PEO policy is ``θ₀ + Σᵢ cᵢ Δᵢ`` where ``Δᵢ`` is aspect ``i``'s LoRA task vector.
+Phase 2 (interpolation) picks normalised preference weights ``w`` (``wᵢ ≥ 0``,
+``Σ wᵢ = 1``): ``θ_gen = θ₀ + Σ wᵢ Δᵢ``. Phase 3 (extrapolation) moves further along the
+same direction: ``θ = θ_gen + α (θ_gen − θ₀)``, hence ``cᵢ = (1 + α) wᵢ``.
+``α = 0`` is a rewarded soup; a one-hot ``w`` with ``α > 0`` is ExPO.
+
+Keeping this a single small function is deliberate: another reading of the paper (for
+instance a short generalist fine-tune from ``θ_gen`` before extrapolating) becomes a second
+entry in :data:`FORMULATIONS`, and everything downstream (live scales, exported adapters,
+mergekit YAML) only ever sees coefficients.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Sequence
+
+from peo_hub.errors import PreferenceError
+
+DEFAULT_FORMULATION = "extrapolated_soup"
+
+
+def _extrapolated_soup(weights: Mapping[str, float], alpha: float) -> dict[str, float]:
+    """``cᵢ = (1 + α) wᵢ``: interpolate with ``w``, then extrapolate away from the base by ``α``."""
+    return {name: (1.0 + alpha) * w for name, w in weights.items()}
+
+
+FORMULATIONS: dict[str, Callable[[Mapping[str, float], float], dict[str, float]]] = {
+    DEFAULT_FORMULATION: _extrapolated_soup,
+}
+
+
+@dataclass(frozen=True)
+class Preference:
+    """A point of the PEO family: normalised weights, alpha, and the coefficients they give.
+
+    When built from raw coefficients (task arithmetic), ``weights`` is the normalised
+    direction of ``coefficients`` and ``alpha`` the matching extrapolation, when the
+    coefficients are non-negative with a positive sum; otherwise both are ``None``.
+    """
+
+    coefficients: dict[str, float]
+    weights: dict[str, float] | None = None
+    alpha: float | None = None
+    formulation: str = DEFAULT_FORMULATION
+
+    def label(self) -> str:
+        """A short, file-name-safe name such as ``helpful0.70-harmless0.30-a0.50``."""
+        if self.weights is not None and self.alpha is not None:
+            parts = [f"{k}{v:.2f}" for k, v in self.weights.items()]
+            return "-".join(parts) + f"-a{self.alpha:.2f}"
+        return "c-" + "-".join(f"{k}{v:.2f}" for k, v in self.coefficients.items())
+
+
+def _check_finite(name: str, value: float) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise PreferenceError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(value):
+        raise PreferenceError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+def _check_aspects(given: Iterable[str], aspects: Sequence[str]) -> None:
+    unknown = [a for a in given if a not in aspects]
+    if unknown:
+        raise PreferenceError(
+            f"unknown aspect {unknown[0]!r}; this model's aspects are: {', '.join(aspects)}"
+        )
+
+
+def normalise_weights(weights: Mapping[str, float], aspects: Sequence[str]) -> dict[str, float]:
+    """Validate preference weights and scale them to sum to one, in ``aspects`` order.
+
+    Aspects left out get weight 0. Negative, non-finite or all-zero weights are refused:
+    they do not describe a trade-off (use raw coefficients for task arithmetic).
+    """
+    if not aspects:
+        raise PreferenceError("the model has no aspects; train at least one adapter first")
+    _check_aspects(weights, aspects)
+    values = {a: _check_finite(f"weight for {a!r}", weights.get(a, 0.0)) for a in aspects}
+    negative = [a for a, v in values.items() if v < 0]
+    if negative:
+        raise PreferenceError(
+            f"weight for {negative[0]!r} is negative ({values[negative[0]]}); preference weights "
+            "must be >= 0 (use raw coefficients for task arithmetic)"
+        )
+    total = sum(values.values())
+    if total <= 0:
+        raise PreferenceError(
+            "all preference weights are zero; give at least one aspect a positive weight, "
+            f"e.g. {aspects[0]}=1"
+        )
+    return {a: v / total for a, v in values.items()}
+
+
+def make_preference(
+    aspects: Sequence[str],
+    weights: Mapping[str, float] | None = None,
+    alpha: float = 0.0,
+    coefficients: Mapping[str, float] | None = None,
+    formulation: str = DEFAULT_FORMULATION,
+) -> Preference:
+    """Build a :class:`Preference` from weights + alpha, or from raw coefficients."""
+    if formulation not in FORMULATIONS:
+        raise PreferenceError(
+            f"unknown formulation {formulation!r}; known: {', '.join(FORMULATIONS)}"
+        )
+    if (weights is None) == (coefficients is None):
+        raise PreferenceError("give either preference weights or raw coefficients, not both")
+    if coefficients is not None:
+        _check_aspects(coefficients, aspects)
+        coefs = {a: _check_finite(f"coefficient for {a!r}", coefficients.get(a, 0.0)) for a in aspects}
+        total = sum(coefs.values())
+        if total > 0 and all(c >= 0 for c in coefs.values()) and formulation == DEFAULT_FORMULATION:
+            return Preference(
+                coefficients=coefs,
+                weights={a: c / total for a, c in coefs.items()},
+                alpha=total - 1.0,
+                formulation=formulation,
+            )
+        return Preference(coefficients=coefs, formulation=formulation)
+    alpha = _check_finite("alpha", alpha)
+    if alpha < -1.0:
+        raise PreferenceError(
+            f"alpha={alpha} flips every adapter's sign; use alpha >= -1 (0 = soup, > 0 extrapolates)"
+        )
+    normalised = normalise_weights(weights, aspects)  # type: ignore[arg-type]
+    coefs = FORMULATIONS[formulation](normalised, alpha)
+    return Preference(coefficients=coefs, weights=normalised, alpha=alpha, formulation=formulation)
+
+
+def parse_assignments(text: str, what: str = "weights") -> dict[str, float]:
+    """Parse ``"helpful=0.7,harmless=0.3"`` into a dict, with a clear error for bad syntax."""
+    result: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise PreferenceError(
+                f"cannot read {what} item {item!r}; write them as name=value pairs, e.g. helpful=0.7,harmless=0.3"
+            )
+        result[name.strip()] = _check_finite(f"{what} for {name.strip()!r}", value)
+    if not result:
+        raise PreferenceError(f"no {what} given; write e.g. helpful=0.7,harmless=0.3")
+    return result
+
+
+def weight_grid(aspects: Sequence[str], points_per_edge: int) -> list[dict[str, float]]:
+    """All weight vectors on the simplex lattice with ``points_per_edge`` values per axis.
+
+    For two aspects and 5 points: (0, 1), (0.25, 0.75), ..., (1, 0). For N aspects the
+    lattice has ``C(points_per_edge + N - 2, N - 1)`` points, corners included.
+    """
+    if points_per_edge < 2:
+        raise PreferenceError("sweep.weights must be >= 2 (the two corners at least)")
+    steps = points_per_edge - 1
+    grid = []
+    for combo in itertools.product(range(steps + 1), repeat=len(aspects)):
+        if sum(combo) == steps:
+            grid.append({a: k / steps for a, k in zip(aspects, combo)})
+    grid.sort(key=lambda w: tuple(-w[a] for a in aspects))
+    return grid
