@@ -1,0 +1,911 @@
+"""Preference data: Hub ids, local files and the embedded world → prompt/chosen/rejected.
+
+Every aspect of a PEO recipe names its preference data with a :class:`DatasetSpec`. This
+module turns any supported source and format into one shape, a ``datasets.Dataset`` with
+three string columns, so that the DPO trainer, the evaluation and the Space never see a
+dataset's own layout:
+
+``prompt``
+    what the model is asked; rendered with the tokenizer's chat template when one is
+    given (:func:`render_prompt`), so training, evaluation and the Space agree on it.
+``chosen`` / ``rejected``
+    plain completions (strings). TRL appends the EOS token itself.
+
+Formats (``DatasetSpec.format``):
+
+``pairs``
+    columns ``prompt``, ``chosen``, ``rejected``; the prompt may be a string or a list of
+    ``{role, content}`` messages, a completion a string or a list of assistant messages.
+``pku-saferlhf``
+    PKU-Alignment/PKU-SafeRLHF's columns ``prompt``, ``response_0``, ``response_1`` and
+    ``better_response_id`` (``label: better``) or ``safer_response_id`` (``label: safer``).
+``hh-rlhf``
+    Anthropic/hh-rlhf's ``chosen``/``rejected`` full dialogues; the prompt is the text up
+    to and including the chosen dialogue's last ``"\\n\\nAssistant:"``.
+``conversational``
+    TRL's conversational preference format: message lists, with an explicit ``prompt``
+    column or an implicit one (the shared messages before the final assistant turn).
+``columns``
+    ``pairs`` under other column names: ``columns: {prompt: q, chosen: good, rejected: bad}``.
+
+Rows that cannot give a usable pair (missing text, identical chosen and rejected, a
+rejected dialogue that does not share the chosen one's prompt) are dropped and counted;
+the counts are logged and kept in :attr:`PreferenceData.dropped`. Problems that mean the
+spec or the data is wrong (missing columns, labels that are not 0/1, a missing file) raise
+:class:`~peo_hub.errors.DataError` with one line naming the problem and the fix.
+
+``datasets`` is imported lazily so that validating a recipe stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from peo_hub.errors import DataError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+__all__ = [
+    "DatasetSpec",
+    "PreferenceData",
+    "load_preference_data",
+    "load_preference_dataset",
+    "load_prompts",
+    "parse_dataset_spec",
+    "render_prompt",
+    "to_messages",
+]
+
+logger = logging.getLogger(__name__)
+
+Format = Literal["pairs", "pku-saferlhf", "hh-rlhf", "conversational", "columns"]
+FORMATS: tuple[str, ...] = ("pairs", "pku-saferlhf", "hh-rlhf", "conversational", "columns")
+PKU_LABELS: dict[str, str] = {"better": "better_response_id", "safer": "safer_response_id"}
+EMBEDDED_PREFIX = "embedded:"
+
+# File suffix → the `datasets` packaged builder that reads it. Compressed JSON/CSV (the raw
+# HH-RLHF files are train.jsonl.gz) are read transparently by `datasets`.
+FILE_BUILDERS: dict[str, str] = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+
+HUMAN = "\n\nHuman:"
+ASSISTANT = "\n\nAssistant:"
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+# Drop reasons, as they appear in logs and in PreferenceData.dropped.
+MISSING_TEXT = "missing or empty text"
+IDENTICAL = "chosen identical to rejected"
+PROMPT_DIFFERS = "prompt differs between chosen and rejected"
+NO_ASSISTANT = "no assistant turn in chosen"
+MULTI_TURN = "completion spans several turns"
+
+
+def file_builder(source: str) -> str | None:
+    """The `datasets` builder for a local file name, or None when the suffix is not a data file."""
+    name = source.lower()
+    for compression in COMPRESSION_SUFFIXES:
+        if name.endswith(compression):
+            name = name[: -len(compression)]
+            break
+    return next((builder for suffix, builder in FILE_BUILDERS.items() if name.endswith(suffix)), None)
+
+
+def _split_name(split: str) -> str:
+    """``"train[:1000]"`` → ``"train"``: the split a local file is registered under."""
+    return split.split("[", 1)[0].strip() or "train"
+
+
+class DatasetSpec(BaseModel):
+    """Where one aspect's preference pairs come from and how to read them.
+
+    The YAML form is the model: ``{source: ..., format: ..., split: ..., label: ...}``.
+    Every field has a default except ``source``.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    source: str = Field(
+        description=(
+            "Hub dataset id (e.g. 'PKU-Alignment/PKU-SafeRLHF'), a local file (.parquet, .jsonl, .json, "
+            ".csv, optionally .gz), a local folder (data files, or a `save_to_disk` dataset), or "
+            "'embedded:<name>' for the offline toy world."
+        )
+    )
+    format: Format = Field(
+        default="pairs",
+        description="How the rows are laid out: pairs, pku-saferlhf, hh-rlhf, conversational or columns.",
+    )
+    split: str = Field(
+        default="train",
+        description="Split to read; `datasets` slicing works (e.g. 'train[:2000]'). For a single local file the name only labels it.",
+    )
+    subset: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("subset", "name"),
+        description="Hub config name (`datasets`' `name`, also accepted as `name`), e.g. 'alpaca-7b' for PKU-SafeRLHF.",
+    )
+    data_dir: str | None = Field(
+        default=None,
+        description="Folder inside the Hub repo or local folder, e.g. 'helpful-base' or 'harmless-base' for Anthropic/hh-rlhf.",
+    )
+    revision: str | None = Field(
+        default=None, description="Hub git revision (branch, tag or commit) to pin for reproducibility."
+    )
+    label: str | None = Field(
+        default=None,
+        description=(
+            "pku-saferlhf: 'better' (helpfulness, better_response_id) or 'safer' (harmlessness, "
+            "safer_response_id) picks the chosen response. embedded sources: the aspect label passed to the "
+            "toy world. Not used by other formats."
+        ),
+    )
+    columns: dict[str, str] | None = Field(
+        default=None,
+        description="format 'columns' only: {prompt: <column>, chosen: <column>, rejected: <column>}.",
+    )
+    max_samples: int | None = Field(
+        default=None,
+        gt=0,
+        description="Use at most this many pairs (a seeded random subset, in source order); None uses all.",
+    )
+    seed: int = Field(default=0, description="Seed for the max_samples subset and the test_size hold-out.")
+    test_size: float | int | None = Field(
+        default=None,
+        description=(
+            "Hold out pairs for evaluation from the same split: a fraction in (0, 1) or a count, rounded up to "
+            "whole prompts (no prompt is in both parts). Taken from the max_samples pool, so train = max_samples "
+            "- held out."
+        ),
+    )
+    eval_split: str | None = Field(
+        default=None,
+        description="Hold-out from another split of a Hub dataset or folder instead (e.g. 'test'); capped at max_samples.",
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _source_not_empty(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("source is empty; give a Hub dataset id, a local file or embedded:<name>")
+        if value.startswith(EMBEDDED_PREFIX) and not value[len(EMBEDDED_PREFIX) :].strip():
+            raise ValueError("embedded source needs a name after 'embedded:', e.g. embedded:toy")
+        return value
+
+    @field_validator("test_size")
+    @classmethod
+    def _test_size_range(cls, value: float | int | None) -> float | int | None:
+        if value is None:
+            return value
+        if isinstance(value, bool):
+            raise ValueError("test_size must be a fraction in (0, 1) or a count >= 1, not a boolean")
+        if isinstance(value, float) and not value.is_integer() and not 0 < value < 1:
+            raise ValueError(f"test_size {value} is neither a fraction in (0, 1) nor a whole count; e.g. use 0.05 or 200")
+        if isinstance(value, float) and value.is_integer() and value >= 1:
+            return int(value)
+        if value <= 0:
+            raise ValueError(f"test_size must be > 0, got {value}; e.g. use 0.05 or 200")
+        return value
+
+    @model_validator(mode="after")
+    def _format_fields(self) -> "DatasetSpec":
+        embedded = self.is_embedded
+        if embedded and self.format != "pairs":
+            raise ValueError(f"format: embedded sources are already pairs; remove format or set format: pairs (got {self.format!r})")
+        if self.format == "pku-saferlhf":
+            if self.label not in PKU_LABELS:
+                got = "no label" if self.label is None else f"label {self.label!r}"
+                raise ValueError(f"label: format pku-saferlhf needs label: better or label: safer ({got})")
+        elif self.label is not None and not embedded:
+            raise ValueError(
+                f"label: only format pku-saferlhf and embedded sources use a label; remove label {self.label!r} "
+                f"for format {self.format}"
+            )
+        if self.format == "columns":
+            keys = set(self.columns or {})
+            if keys != {"prompt", "chosen", "rejected"}:
+                missing = sorted({"prompt", "chosen", "rejected"} - keys)
+                extra = sorted(keys - {"prompt", "chosen", "rejected"})
+                detail = "; ".join(
+                    part for part in (f"missing {missing}" if missing else "", f"unknown {extra}" if extra else "") if part
+                )
+                raise ValueError(
+                    f"columns: format columns needs a mapping with exactly prompt, chosen and rejected ({detail}), "
+                    "e.g. columns: {prompt: question, chosen: good, rejected: bad}"
+                )
+        elif self.columns is not None:
+            raise ValueError(f"columns: only format columns uses a column mapping; set format: columns or remove columns")
+        if self.test_size is not None and self.eval_split is not None:
+            raise ValueError(
+                "eval_split: test_size is also set; hold out either part of split (test_size) or another split "
+                "(eval_split), not both"
+            )
+        return self
+
+    @property
+    def is_embedded(self) -> bool:
+        """True for ``embedded:<name>``: the offline toy world, not a file or a Hub id."""
+        return self.source.startswith(EMBEDDED_PREFIX)
+
+    @property
+    def source_kind(self) -> Literal["embedded", "file", "folder", "hub"]:
+        """How ``source`` is read.
+
+        A known data-file suffix means a local file; an existing folder, or anything that
+        starts like a path (``/``, ``./``, ``../``, ``~``), is local; the rest is a Hub id.
+        Decided from the string (plus one ``is_dir``) so that a missing file is reported
+        as missing, not as an unknown Hub dataset.
+        """
+        if self.is_embedded:
+            return "embedded"
+        if file_builder(self.source) is not None:
+            return "file"
+        path = Path(self.source).expanduser()
+        if path.is_dir():
+            return "folder"
+        if path.is_file() or self.source.startswith(("/", "./", "../", "~", ".\\")):
+            return "file"
+        return "hub"
+
+    def describe(self) -> str:
+        """A short human name for logs and errors, e.g. ``Anthropic/hh-rlhf[helpful-base] train``."""
+        where = self.source
+        extra = ",".join(part for part in (self.subset, self.data_dir) if part)
+        if extra:
+            where += f"[{extra}]"
+        return f"{where} {self.split}"
+
+
+def parse_dataset_spec(obj: Any, where: str = "dataset") -> DatasetSpec:
+    """Validate a dataset spec (dict, YAML-loaded) into a :class:`DatasetSpec`, or raise one-line DataError.
+
+    Why a wrapper: pydantic's multi-line report is right for a library but not for the CLI
+    contract (one line naming the field and the fix). ``where`` prefixes the field path,
+    e.g. ``aspects.helpful.dataset``.
+    """
+    if isinstance(obj, DatasetSpec):
+        return obj
+    if isinstance(obj, str):
+        raise DataError(f"{where}: expected a mapping like {{source: ..., format: ...}}, got the string {obj!r}; write source: {obj}")
+    try:
+        return DatasetSpec.model_validate(obj)
+    except ValidationError as exc:
+        raise DataError(format_validation_error(exc, where)) from None
+
+
+def format_validation_error(exc: ValidationError, where: str = "dataset") -> str:
+    """One line for the first pydantic error of a DatasetSpec: field path, problem, fix."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = ".".join(str(part) for part in first.get("loc", ()))
+    msg = str(first.get("msg", "invalid"))
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if first.get("type") == "extra_forbidden":
+        allowed = ", ".join(DatasetSpec.model_fields)
+        msg = f"unknown field; remove it (allowed: {allowed}, and name as an alias of subset)"
+    elif first.get("type") == "missing":
+        msg = "required; add it" + (" (a Hub dataset id, a local file or embedded:<name>)" if loc == "source" else "")
+    if not loc and ": " in msg and msg.split(": ", 1)[0] in DatasetSpec.model_fields:
+        loc, msg = msg.split(": ", 1)  # model-level checks name their field first
+    path = f"{where}.{loc}" if loc else where
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{path}: {msg}{more}"
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def is_hh_dialogue(text: str) -> bool:
+    """True for HH-RLHF-style text: starts with a ``Human:`` turn and has an ``Assistant:`` turn."""
+    return bool(re.match(r"\s*Human:", text)) and ASSISTANT in text
+
+
+def hh_to_messages(text: str) -> list[dict[str, str]]:
+    """``"\\n\\nHuman: hi\\n\\nAssistant: hello\\n\\nHuman: bye\\n\\nAssistant:"`` → user/assistant messages.
+
+    The empty final ``Assistant:`` (the generation slot) is dropped: that is what
+    ``add_generation_prompt=True`` puts back in the tokenizer's own format.
+    """
+    text = text if text.startswith("\n\n") else "\n\n" + text.lstrip()
+    parts = _HH_TURN.split(text)
+    messages: list[dict[str, str]] = []
+    preamble = parts[0].strip()
+    for speaker, content in zip(parts[1::2], parts[2::2]):
+        role = "user" if speaker == "Human" else "assistant"
+        content = content.strip()
+        if preamble and not messages:
+            content = f"{preamble}\n\n{content}".strip()
+        messages.append({"role": role, "content": content})
+    if messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
+        messages.pop()
+    return messages
+
+
+def _check_messages(value: Any, what: str) -> list[dict[str, str]]:
+    """Validate a message list; ``what`` names the row/column for the error."""
+    messages: list[dict[str, str]] = []
+    for message in value:
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+            raise DataError(f"{what}: expected a list of {{role, content}} messages, got {message!r}; fix the data or the format")
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise DataError(
+                f"{what}: message content must be text, got {type(content).__name__}; "
+                "only text messages are supported (flatten content parts to a string)"
+            )
+        messages.append({"role": message["role"], "content": content})
+    return messages
+
+
+def to_messages(prompt: str | Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Any prompt form as chat messages: a plain string is one user turn, an HH dialogue its turns.
+
+    Public so that judges with their own input format (e.g. a reward model's
+    ``USER: ... ASSISTANT:`` template) can re-render the same prompt.
+    """
+    if isinstance(prompt, str):
+        return hh_to_messages(prompt) if is_hh_dialogue(prompt) else [{"role": "user", "content": prompt}]
+    return _check_messages(prompt, "prompt")
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    """True when ``tokenizer`` carries a chat template (base models like GPT-2 do not)."""
+    return bool(tokenizer is not None and getattr(tokenizer, "chat_template", None))
+
+
+def _flatten(messages: list[dict[str, str]]) -> str:
+    """Messages as plain text for a tokenizer without a chat template.
+
+    One user turn is its text; anything longer is written HH-RLHF style
+    (``\\n\\nHuman: ...\\n\\nAssistant:``), the de facto plain-text dialogue format, ending
+    with the ``Assistant:`` slot when the last turn is the user's. System text goes first.
+    """
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    out = []
+    for message in messages:
+        if message["role"] == "system":
+            out.append(message["content"])
+        else:
+            speaker = "Human" if message["role"] == "user" else "Assistant"
+            out.append(f"\n\n{speaker}: {message['content']}")
+    if messages and messages[-1]["role"] != "assistant":
+        out.append(ASSISTANT)
+    return "".join(out)
+
+
+def render_prompt(tokenizer: Any, prompt: str | Sequence[Mapping[str, Any]]) -> str:
+    """The exact prompt text the model sees, with ``tokenizer``'s chat template when it has one.
+
+    ``prompt`` is a plain user string, a ``{role, content}`` message list, or an HH-RLHF
+    dialogue (turned into messages). With a chat template the result is
+    ``apply_chat_template(messages, add_generation_prompt=True)``; without one (or with
+    ``tokenizer=None``) a string comes back unchanged and a message list is flattened
+    (see :func:`_flatten`). Training, evaluation and the Space all call this, so a policy
+    is always prompted the way it was trained.
+    """
+    if not has_chat_template(tokenizer):
+        return prompt if isinstance(prompt, str) else _flatten(to_messages(prompt))
+    messages = to_messages(prompt)
+    try:
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception as exc:  # jinja errors (e.g. role alternation rules) are data/template mismatches
+        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"the tokenizer's chat template cannot render prompt {_short(messages)}: {line}; "
+            "fix the prompt's roles or use a tokenizer whose template accepts them"
+        ) from None
+    return rendered
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _first_line(exc: BaseException) -> str:
+    """The most specific one-line reason: `datasets` wraps parse errors in a generic one."""
+    while exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__):
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__).rstrip(".")
+
+
+def _load_raw(spec: DatasetSpec, split: str) -> "Dataset":
+    """The source's rows for ``split`` as a ``datasets.Dataset``, or a one-line DataError."""
+    import datasets
+
+    kind = spec.source_kind
+    if kind == "embedded":
+        return _load_embedded(spec, split)
+    if kind == "file":
+        path = Path(spec.source).expanduser()
+        if not path.exists():
+            raise DataError(f"dataset file not found: {path} (resolved from {Path.cwd()}); check source in the dataset spec")
+        if not path.is_file():
+            raise DataError(f"dataset source {path} is not a file; point source at a .parquet/.jsonl/.json/.csv file or a folder")
+        builder = file_builder(path.name)
+        if builder is None:
+            raise DataError(
+                f"unsupported dataset file type: {path.name}; convert it to .parquet, .jsonl, .json or .csv"
+            )
+        if split != spec.split:
+            raise DataError(
+                f"eval_split {split!r} needs a Hub dataset or a folder with several splits, but {path.name} is one file; "
+                "use test_size to hold out part of it"
+            )
+        try:
+            return datasets.load_dataset(builder, data_files={_split_name(split): str(path)}, split=split)
+        except Exception as exc:  # pyarrow/json/csv parse errors all mean "not a readable data file"
+            raise DataError(
+                f"cannot read {path} as {builder}: {_first_line(exc)}; check that the file is valid {builder} "
+                "with one preference row per record"
+            ) from None
+    if kind == "folder":
+        path = Path(spec.source).expanduser()
+        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            return _load_saved(path, split)
+        return _load_builder(str(path), spec, split, where=f"folder {path}")
+    if not _HUB_ID.match(spec.source):
+        raise DataError(
+            f"dataset source {spec.source!r} is not a local file, a folder or a Hub dataset id; "
+            "check the path (data files end in .parquet/.jsonl/.json/.csv) or write the id as owner/name"
+        )
+    return _load_builder(spec.source, spec, split, where=f"Hub dataset {spec.source!r}")
+
+
+def _load_saved(path: Path, split: str) -> "Dataset":
+    """A folder written by ``Dataset.save_to_disk``/``DatasetDict.save_to_disk``."""
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except Exception as exc:
+        raise DataError(f"cannot read saved dataset {path}: {_first_line(exc)}; re-save it with save_to_disk") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        name = _split_name(split)
+        if name not in loaded:
+            raise DataError(f"split {name!r} not in saved dataset {path}; set split to one of {sorted(loaded)}")
+        loaded = loaded[name]
+    if "[" in split:
+        raise DataError(f"split slicing ({split!r}) is not supported for save_to_disk folders; use max_samples instead")
+    return loaded
+
+
+def _load_builder(path_or_id: str, spec: DatasetSpec, split: str, where: str) -> "Dataset":
+    """``datasets.load_dataset`` for a Hub id or a data folder, with its errors made actionable."""
+    import datasets
+    from datasets.exceptions import DatasetNotFoundError
+
+    try:
+        return datasets.load_dataset(
+            path_or_id, name=spec.subset, data_dir=spec.data_dir, split=split, revision=spec.revision
+        )
+    except DatasetNotFoundError:
+        raise DataError(
+            f"{where} not found (or it is gated/private); check the id, or accept its terms and log in with `hf auth login`"
+        ) from None
+    except ConnectionError as exc:
+        raise DataError(
+            f"cannot reach the Hub for {where} and it is not in the local cache ({_first_line(exc)}); "
+            "connect and unset HF_HUB_OFFLINE/HF_DATASETS_OFFLINE, or download it once, or use a local file"
+        ) from None
+    except ValueError as exc:  # unknown split, unknown config name, bad data_dir
+        text = _first_line(exc)
+        if "split" in text.lower():
+            fix = "set split (or eval_split) to one of the splits listed"
+        elif "config" in text.lower() or "name" in text.lower():
+            fix = "set subset (the config name) to one of those listed"
+        else:
+            fix = "check subset, data_dir and split"
+        raise DataError(f"{where}: {text}; {fix}") from None
+    except FileNotFoundError as exc:
+        raise DataError(f"{where}: {_first_line(exc)}; check data_dir and split") from None
+
+
+def _load_embedded(spec: DatasetSpec, split: str) -> "Dataset":
+    """Pairs from the offline toy world (:func:`peo_hub.world.toy.embedded_pairs`)."""
+    import datasets
+
+    from peo_hub.errors import PEOError
+    from peo_hub.world.toy import embedded_pairs  # lazy: the toy world pulls in its own data
+
+    name = spec.source[len(EMBEDDED_PREFIX) :].strip()
+    try:
+        rows = embedded_pairs(name, split, spec.label)
+    except PEOError:
+        raise
+    except (KeyError, ValueError) as exc:
+        raise DataError(
+            f"embedded dataset {name!r} (split {split!r}, label {spec.label!r}): {_first_line(exc)}; "
+            "check the embedded name, split and label"
+        ) from None
+    return datasets.Dataset.from_list(list(rows))
+
+
+def _required_columns(spec: DatasetSpec, names: Sequence[str], prompts_only: bool = False) -> dict[str, str | None]:
+    """Role → source column for ``spec.format``; a missing one raises a DataError naming it.
+
+    ``prompts_only`` asks only for what yields the prompt (for :func:`load_prompts`).
+    """
+    fmt = spec.format
+    if fmt in ("pairs", "columns"):
+        mapping: dict[str, str | None] = dict(spec.columns) if fmt == "columns" and spec.columns else {
+            "prompt": "prompt",
+            "chosen": "chosen",
+            "rejected": "rejected",
+        }
+    elif fmt == "pku-saferlhf":
+        mapping = {"prompt": "prompt", "response_0": "response_0", "response_1": "response_1", "id": PKU_LABELS[str(spec.label)]}
+    elif fmt == "hh-rlhf":
+        mapping = {"chosen": "chosen", "rejected": "rejected"}
+    else:  # conversational: the prompt column is optional (implicit prompt)
+        mapping = {"prompt": "prompt" if "prompt" in names else None, "chosen": "chosen", "rejected": "rejected"}
+    if prompts_only:
+        if fmt in ("hh-rlhf",) or (fmt == "conversational" and mapping["prompt"] is None):
+            mapping = {"chosen": mapping["chosen"]}
+        else:
+            mapping = {"prompt": mapping["prompt"]}
+    missing = [column for column in mapping.values() if column is not None and column not in names]
+    if missing:
+        hint = (
+            "fix the columns mapping"
+            if fmt == "columns"
+            else "pick the format that matches the data, or use format: columns with a columns mapping"
+        )
+        found = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
+        raise DataError(f"{spec.describe()}: format {fmt} needs column(s) {', '.join(missing)}, found {found or 'none'}; {hint}")
+    return mapping
+
+
+def _completion(value: Any, what: str) -> str | None:
+    """A completion as text: a string, or the content of a list of assistant messages."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        messages = _check_messages(value, what)
+        roles = {message["role"] for message in messages}
+        if roles - {"assistant"}:
+            raise DataError(
+                f"{what}: a completion must hold only assistant messages, found roles {sorted(roles)}; "
+                "put earlier turns in the prompt column (or drop the prompt column for an implicit prompt)"
+            )
+        return "\n".join(message["content"] for message in messages)
+    raise DataError(f"{what}: expected text or a list of assistant messages, got {type(value).__name__}; fix the data or the format")
+
+
+def _prompt(value: Any, what: str) -> str | list[dict[str, str]] | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return _check_messages(value, what)
+    raise DataError(f"{what}: expected text or a list of messages, got {type(value).__name__}; fix the data or the format")
+
+
+@dataclass
+class _Rows:
+    """Converted rows before rendering: prompts keep their structure until a tokenizer renders them."""
+
+    prompts: list[Any] = field(default_factory=list)
+    chosen: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    dropped: Counter = field(default_factory=Counter)
+    read: int = 0
+
+    def add(self, prompt: Any, chosen: str | None, rejected: str | None) -> None:
+        if prompt is None or (isinstance(prompt, str) and not prompt.strip()) or (isinstance(prompt, list) and not prompt):
+            self.dropped[MISSING_TEXT] += 1
+        elif not chosen or not rejected or not chosen.strip() or not rejected.strip():
+            self.dropped[MISSING_TEXT] += 1
+        elif chosen == rejected:
+            self.dropped[IDENTICAL] += 1  # zero DPO gradient: pure cost
+        else:
+            self.prompts.append(prompt)
+            self.chosen.append(chosen)
+            self.rejected.append(rejected)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def split_hh(chosen: str, rejected: str) -> tuple[str, str, str] | str:
+    """HH-RLHF dialogues → (prompt, chosen completion, rejected completion), or a drop reason.
+
+    The prompt is the chosen dialogue up to and including its last ``"\\n\\nAssistant:"``;
+    the rejected dialogue must start with the same text (a few HH rows differ earlier in the
+    conversation; they are dropped, since no single prompt fits both). Completions keep their
+    leading space so that ``prompt + chosen`` is the original dialogue.
+    """
+    cut = chosen.rfind(ASSISTANT)
+    if cut < 0:
+        return NO_ASSISTANT
+    prompt = chosen[: cut + len(ASSISTANT)]
+    if not rejected.startswith(prompt):
+        return PROMPT_DIFFERS
+    good, bad = chosen[len(prompt) :], rejected[len(prompt) :]
+    if HUMAN in good or HUMAN in bad or ASSISTANT in bad:
+        return MULTI_TURN
+    return prompt, good, bad
+
+
+def _convert(raw: "Dataset", spec: DatasetSpec) -> _Rows:
+    """Source rows → prompt/chosen/rejected for ``spec.format``, counting drops."""
+    names = list(raw.column_names)
+    mapping = _required_columns(spec, names)
+    data = raw.select_columns([c for c in dict.fromkeys(mapping.values()) if c is not None]).to_dict()
+    n = raw.num_rows
+    rows = _Rows(read=n)
+    fmt = spec.format
+    col = lambda role: data[mapping[role]]  # noqa: E731 - local shorthand
+
+    if fmt == "pku-saferlhf":
+        id_column = str(mapping["id"])
+        for i, (prompt, r0, r1, pick) in enumerate(zip(col("prompt"), col("response_0"), col("response_1"), col("id"))):
+            if isinstance(pick, bool) or pick not in (0, 1):
+                raise DataError(
+                    f"{spec.describe()} row {i}: {id_column} is {pick!r}, expected 0 or 1; "
+                    f"check that this is PKU-SafeRLHF data, or filter bad rows out before loading"
+                )
+            good, bad = (r0, r1) if pick == 0 else (r1, r0)
+            where = f"{spec.describe()} row {i}"
+            rows.add(_prompt(prompt, f"{where} prompt"), _completion(good, where), _completion(bad, where))
+    elif fmt == "hh-rlhf":
+        for i, (good, bad) in enumerate(zip(col("chosen"), col("rejected"))):
+            if (good is not None and not isinstance(good, str)) or (bad is not None and not isinstance(bad, str)):
+                raise DataError(
+                    f"{spec.describe()} row {i}: hh-rlhf chosen/rejected must be dialogue text, got "
+                    f"{type(good).__name__}/{type(bad).__name__}; use format conversational for message lists"
+                )
+            if not good or not bad or not good.strip() or not bad.strip():
+                rows.dropped[MISSING_TEXT] += 1
+                continue
+            parts = split_hh(good, bad)
+            if isinstance(parts, str):
+                rows.dropped[parts] += 1
+            else:
+                rows.add(*parts)
+    elif fmt == "conversational" and mapping["prompt"] is None:
+        for i, (good, bad) in enumerate(zip(col("chosen"), col("rejected"))):
+            if good is None or bad is None:
+                rows.dropped[MISSING_TEXT] += 1
+                continue
+            if isinstance(good, str) or isinstance(bad, str):
+                raise DataError(
+                    f"{spec.describe()} row {i}: without a prompt column, chosen and rejected must be full message lists; "
+                    "add a prompt column or use format pairs"
+                )
+            good_m, bad_m = _check_messages(good, f"row {i} chosen"), _check_messages(bad, f"row {i} rejected")
+            if not good_m or good_m[-1]["role"] != "assistant" or not bad_m or bad_m[-1]["role"] != "assistant":
+                rows.dropped[NO_ASSISTANT] += 1
+            elif good_m[:-1] != bad_m[:-1] or not good_m[:-1]:
+                rows.dropped[PROMPT_DIFFERS if good_m[:-1] else MISSING_TEXT] += 1
+            else:
+                rows.add(good_m[:-1], good_m[-1]["content"], bad_m[-1]["content"])
+    else:  # pairs, columns, conversational with an explicit prompt
+        for i, (prompt, good, bad) in enumerate(zip(col("prompt"), col("chosen"), col("rejected"))):
+            rows.add(
+                _prompt(prompt, f"{spec.describe()} row {i} prompt"),
+                _completion(good, f"{spec.describe()} row {i} chosen"),
+                _completion(bad, f"{spec.describe()} row {i} rejected"),
+            )
+    return rows
+
+
+def _subset(n: int, k: int | None, seed: int) -> list[int]:
+    """A seeded random subset of ``range(n)`` of size ``k`` (all when k is None), in source order."""
+    import numpy as np
+
+    if k is None or k >= n:
+        return list(range(n))
+    return sorted(int(i) for i in np.random.default_rng(seed).permutation(n)[:k])
+
+
+def _to_dataset(rows: _Rows, indices: Sequence[int], tokenizer: Any) -> "Dataset":
+    """Selected rows → the three-column string Dataset, prompts rendered with ``tokenizer``."""
+    import datasets
+
+    templated = has_chat_template(tokenizer)
+    prompts, chosen, rejected = [], [], []
+    for i in indices:
+        prompts.append(render_prompt(tokenizer, rows.prompts[i]))
+        # After a chat template the completion starts a fresh assistant turn: drop the
+        # leading space that plain-text formats (HH-RLHF) keep after "Assistant:".
+        chosen.append(rows.chosen[i].lstrip() if templated else rows.chosen[i])
+        rejected.append(rows.rejected[i].lstrip() if templated else rows.rejected[i])
+    features = datasets.Features(
+        {"prompt": datasets.Value("string"), "chosen": datasets.Value("string"), "rejected": datasets.Value("string")}
+    )
+    return datasets.Dataset.from_dict({"prompt": prompts, "chosen": chosen, "rejected": rejected}, features=features)
+
+
+def _prompt_key(prompt: Any) -> Any:
+    return prompt if isinstance(prompt, str) else tuple((m["role"], m["content"]) for m in prompt)
+
+
+def _hold_out(rows: _Rows, pool: list[int], n_test: int, seed: int) -> tuple[list[int], list[int]]:
+    """Split ``pool`` into (held-out, train) by whole prompts, at least ``n_test`` pairs held out.
+
+    Why by prompt: datasets like PKU-SafeRLHF pair one prompt with several response pairs;
+    a pair-level split would evaluate on prompts the adapter was trained on.
+    """
+    import numpy as np
+
+    groups: dict[Any, list[int]] = {}
+    for index in pool:
+        groups.setdefault(_prompt_key(rows.prompts[index]), []).append(index)
+    keys = list(groups)
+    held: set[int] = set()
+    for k in np.random.default_rng(seed + 1).permutation(len(keys)):
+        if len(held) >= n_test:
+            break
+        held.update(groups[keys[int(k)]])
+    return [i for i in pool if i in held], [i for i in pool if i not in held]
+
+
+@dataclass
+class PreferenceData:
+    """What :func:`load_preference_data` returns: training pairs, optional held-out pairs, provenance."""
+
+    spec: DatasetSpec
+    train: "Dataset"
+    eval: "Dataset | None"
+    rows_read: int
+    dropped: dict[str, int]
+
+    def provenance(self) -> dict[str, Any]:
+        """The spec plus counts, for the bundle manifest and the model card."""
+        return {
+            **self.spec.model_dump(exclude_none=True),
+            "rows_read": self.rows_read,
+            "train_rows": self.train.num_rows,
+            "eval_rows": 0 if self.eval is None else self.eval.num_rows,
+            "dropped": dict(self.dropped),
+        }
+
+
+def _report(spec: DatasetSpec, split: str, rows: _Rows) -> None:
+    total = sum(rows.dropped.values())
+    if total:
+        detail = ", ".join(f"{count} {reason}" for reason, count in rows.dropped.most_common())
+        logger.warning("%s (split %s): dropped %d of %d rows: %s", spec.source, split, total, rows.read, detail)
+    if not len(rows):
+        detail = ", ".join(f"{count} {reason}" for reason, count in rows.dropped.most_common()) or "the split is empty"
+        raise DataError(
+            f"{spec.describe()}: no usable preference pairs in split {split!r} ({rows.read} rows read; {detail}); "
+            "check format, split and label"
+        )
+
+
+def load_preference_data(spec: DatasetSpec | Mapping[str, Any], tokenizer: Any = None) -> PreferenceData:
+    """Read ``spec`` into training (and, with test_size/eval_split, held-out) prompt/chosen/rejected pairs.
+
+    Order of operations, so the result is reproducible from the spec alone: read the split
+    → convert the format and drop unusable rows (counted) → with ``max_samples``, a seeded
+    subset (kept in source order) → with ``test_size``, a seeded hold-out of whole prompts →
+    render the prompts with ``tokenizer`` (only for the rows kept, since rendering costs
+    more than reading). ``eval_split`` rows go through the same steps, capped at max_samples.
+    """
+    spec = parse_dataset_spec(spec)
+    rows = _convert(_load_raw(spec, spec.split), spec)
+    _report(spec, spec.split, rows)
+    pool = _subset(len(rows), spec.max_samples, spec.seed)
+    dropped = Counter(rows.dropped)
+    rows_read = rows.read
+
+    eval_ds = None
+    train_idx = pool
+    if spec.test_size is not None:
+        n_test = spec.test_size if isinstance(spec.test_size, int) else max(1, round(len(pool) * spec.test_size))
+        if n_test >= len(pool):
+            raise DataError(
+                f"{spec.describe()}: test_size {spec.test_size} holds out {n_test} of {len(pool)} pairs, leaving none to train on; "
+                "lower test_size or raise max_samples"
+            )
+        held_idx, train_idx = _hold_out(rows, pool, n_test, spec.seed)
+        if not train_idx:
+            raise DataError(
+                f"{spec.describe()}: test_size {spec.test_size} holds out every prompt of the {len(pool)} pairs, "
+                "leaving none to train on; lower test_size or raise max_samples"
+            )
+        eval_ds = _to_dataset(rows, held_idx, tokenizer)
+    elif spec.eval_split is not None:
+        eval_rows = _convert(_load_raw(spec, spec.eval_split), spec)
+        _report(spec, spec.eval_split, eval_rows)
+        eval_ds = _to_dataset(eval_rows, _subset(len(eval_rows), spec.max_samples, spec.seed), tokenizer)
+        dropped.update(eval_rows.dropped)
+        rows_read += eval_rows.read
+
+    train = _to_dataset(rows, train_idx, tokenizer)
+    return PreferenceData(spec=spec, train=train, eval=eval_ds, rows_read=rows_read, dropped=dict(dropped))
+
+
+def load_preference_dataset(spec: DatasetSpec | Mapping[str, Any], tokenizer: Any = None) -> "Dataset":
+    """The training pairs of ``spec``: a Dataset with string columns prompt, chosen, rejected.
+
+    With ``tokenizer`` the prompts are rendered with its chat template (see
+    :func:`render_prompt`); held-out rows (test_size) are excluded. Use
+    :func:`load_preference_data` for the held-out part and the drop counts.
+    """
+    return load_preference_data(spec, tokenizer).train
+
+
+def load_prompts(
+    spec: DatasetSpec | Mapping[str, Any] | Sequence[str], tokenizer: Any = None, where: str = "prompts"
+) -> list[str]:
+    """An evaluation prompt set: inline strings, or the prompts of a dataset spec.
+
+    * a list of strings: used as given (deduplicated, order kept);
+    * a dataset spec: its prompt column (for hh-rlhf, the dialogue up to the last
+      ``Assistant:``; for an implicit conversational prompt, the shared turns), only the
+      columns that give the prompt are required, so a file with just ``prompt`` works
+      with format pairs. Deduplicated, then a seeded subset of ``max_samples``.
+      With ``test_size`` or ``eval_split``, the prompts of exactly the held-out pairs of
+      :func:`load_preference_data`, so evaluation never sees training prompts.
+
+    Without ``tokenizer`` the prompts come back raw (a string prompt as is, message lists
+    flattened): keep those for judges with their own input format and call
+    :func:`render_prompt` for the policy. With ``tokenizer`` they are rendered.
+    """
+    if isinstance(spec, str):
+        raise DataError(f"{where}: expected a list of prompt strings or a dataset spec, got the string {spec!r}; wrap it in a list")
+    if isinstance(spec, Sequence):
+        bad = [p for p in spec if not isinstance(p, str)]
+        if bad:
+            raise DataError(f"{where}: inline prompts must be strings, got {_short(bad[0])}; quote each prompt")
+        prompts = _dedup(p for p in spec if p.strip())
+        if not prompts:
+            raise DataError(f"{where}: the inline prompt list is empty; add at least one prompt")
+        return [render_prompt(tokenizer, p) for p in prompts]
+
+    spec = parse_dataset_spec(spec, where)
+    if spec.test_size is not None or spec.eval_split is not None:
+        held = load_preference_data(spec, tokenizer).eval
+        assert held is not None  # test_size/eval_split always give a hold-out
+        return _dedup(list(held["prompt"]))
+
+    raw = _load_raw(spec, spec.split)
+    names = list(raw.column_names)
+    mapping = _required_columns(spec, names, prompts_only=True)
+    values: list[Any] = []
+    if "prompt" in mapping:
+        for i, value in enumerate(raw[str(mapping["prompt"])]):
+            values.append(_prompt(value, f"{spec.describe()} row {i} prompt"))
+    elif spec.format == "hh-rlhf":
+        for value in raw[str(mapping["chosen"])]:
+            if isinstance(value, str) and ASSISTANT in value:
+                values.append(value[: value.rfind(ASSISTANT) + len(ASSISTANT)])
+    else:  # implicit conversational prompt
+        for i, value in enumerate(raw[str(mapping["chosen"])]):
+            if isinstance(value, (list, tuple)):
+                messages = _check_messages(value, f"{spec.describe()} row {i} chosen")
+                if len(messages) > 1 and messages[-1]["role"] == "assistant":
+                    values.append(messages[:-1])
+    # Dedup on the raw form (message lists by their items), render only what is kept.
+    unique: dict[Any, Any] = {}
+    for value in values:
+        if value is None or (isinstance(value, str) and not value.strip()) or value == []:
+            continue
+        key = value if isinstance(value, str) else tuple((m["role"], m["content"]) for m in value)
+        unique.setdefault(key, value)
+    kept = list(unique.values())
+    if not kept:
+        raise DataError(f"{where}: {spec.describe()} has no non-empty prompts; check format and split")
+    kept = [kept[i] for i in _subset(len(kept), spec.max_samples, spec.seed)]
+    return [render_prompt(tokenizer, value) for value in kept]
+
+
+def _dedup(values: Any) -> list[str]:
+    return list(dict.fromkeys(values))
