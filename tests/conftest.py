@@ -15,3 +15,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# The loopback Hub (`hub_server`, `hub` fixtures): see tests/hub_fixture.py.
+pytest_plugins = ["hub_fixture"]

@@ -1,0 +1,112 @@
+"""Model cards: front matter only names real Hub ids; the body has the front, presets and usage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from fakes import make_fake_bundle
+
+from peo_hub.bundle import load_manifest, save_manifest
+from peo_hub.card import GENERATED_MARKER, point_card, render_model_card, write_model_card
+from peo_hub.errors import PreferenceError
+
+FRONT = {
+    "aspects": ["helpful", "harmless"],
+    "reference_point": {"helpful": 0.0, "harmless": 0.0},
+    "points": [
+        {"method": "peo", "weights": {"helpful": 0.7, "harmless": 0.3}, "alpha": 0.5,
+         "coefficients": {"helpful": 1.05, "harmless": 0.45},
+         "metrics": {"helpful": {"mean": 0.61, "ci": [0.55, 0.67]}, "harmless": {"mean": 0.83, "ci": [0.8, 0.86]}},
+         "on_front": True},
+        {"method": "soup", "weights": {"helpful": 0.5, "harmless": 0.5}, "alpha": 0.0,
+         "coefficients": {"helpful": 0.5, "harmless": 0.5},
+         "metrics": {"helpful": {"mean": 0.4, "ci": [0.3, 0.5]}, "harmless": {"mean": 0.9, "ci": [0.85, 0.95]}},
+         "on_front": False},
+    ],
+    "hypervolume": {"peo": 0.42, "soup": 0.35},
+    "presets": {"helpful-leaning": {"weights": {"helpful": 0.7, "harmless": 0.3}, "alpha": 0.5}},
+}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_fake_bundle(tmp_path_factory.mktemp("card") / "b")
+
+
+def _meta(text: str) -> dict:
+    return ModelCard(text).data.to_dict()
+
+
+def test_embedded_base_is_said_in_text_not_in_metadata(bundle: Path) -> None:
+    text = render_model_card(bundle, "alice/peo-toy")
+    meta = _meta(text)
+    assert "base_model" not in meta and "base_model_relation" not in meta and "datasets" not in meta
+    assert meta["library_name"] == "peft" and meta["license"] == "apache-2.0"
+    assert {"peo", "lora", "dpo", "trl", "mergekit"} <= set(meta["tags"])
+    assert 'from_pretrained("alice/peo-toy", subfolder="base")' in text
+    assert 'PeftModel.from_pretrained(base, "alice/peo-toy", subfolder="adapters/helpful")' in text
+    assert "mergekit-yaml" in text and "--as yaml" in text
+    assert GENERATED_MARKER in text
+
+
+def test_hub_base_datasets_front_and_presets(bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    b = Path(shutil.copytree(bundle, tmp_path / "b", ignore=shutil.ignore_patterns("base")))
+    manifest = load_manifest(b)
+    manifest.base_model = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    manifest.aspects["helpful"].dataset = {"source": "PKU-Alignment/PKU-SafeRLHF", "format": "pku-saferlhf",
+                                           "label": "better", "split": "train"}
+    manifest.aspects["harmless"].dataset = {"source": "data/harmless.jsonl", "format": "pairs"}
+    manifest.aspects["harmless"].judge = {"type": "reward_model", "model": "org/cost-model", "negate": True}
+    save_manifest(b, manifest)
+    (b / "front.json").write_text(json.dumps(FRONT))
+    (b / "front.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+
+    text = render_model_card(b, "alice/peo-smol")
+    meta = _meta(text)
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert meta["base_model_relation"] == "adapter"
+    assert meta["datasets"] == ["PKU-Alignment/PKU-SafeRLHF"]  # the local file is not a Hub id
+    assert "license" not in meta  # a Hub base keeps its own license; we do not guess it
+    assert "![Pareto front of the evaluated preference points](front.png)" in text
+    assert "peo 0.42" in text and "soup 0.35" in text
+    row = next(line for line in text.splitlines() if line.startswith("| helpful-leaning"))
+    assert "helpful=1.05, harmless=0.45" in row and "helpful 0.61 [0.55, 0.67]" in row
+    assert "reward_model `org/cost-model` (negated)" in text
+    assert 'AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")' in text
+    assert "--weights helpful=0.7,harmless=0.3 --alpha 0.5" in text
+
+
+def test_write_model_card_is_atomic_and_valid_yaml(bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    b = Path(shutil.copytree(bundle, tmp_path / "b"))
+    path = write_model_card(b, "alice/x")
+    assert path == b / "README.md"
+    assert not [p for p in b.iterdir() if p.name.startswith(".README.md.tmp")]
+    assert _meta(path.read_text())["library_name"] == "peft"
+
+
+def test_point_card_states_the_point_and_links_the_bundle() -> None:
+    text = point_card(aspects=["helpful", "harmless"], coefficients={"helpful": 1.05, "harmless": 0.45},
+                      weights={"helpful": 0.7, "harmless": 0.3}, alpha=0.5, as_="adapter",
+                      bundle_repo_id="alice/peo-toy", base_model="base", base_subfolder="base",
+                      repo_id="alice/point")
+    meta = _meta(text)
+    assert "base_model" not in meta and meta["library_name"] == "peft" and "peo-point" in meta["tags"]
+    assert "| helpful | 0.7 | 1.05 |" in text and "alpha (extrapolation) = 0.5" in text
+    assert 'from_pretrained("alice/peo-toy", subfolder="base")' in text
+    assert 'PeftModel.from_pretrained(base, "alice/point")' in text
+
+    merged = point_card(aspects=["helpful", "harmless"], coefficients={"helpful": 1.0, "harmless": 0.0},
+                        as_="model", bundle_repo_id="alice/peo-toy", base_model="org/base", repo_id="alice/m")
+    meta = _meta(merged)
+    assert meta["base_model"] == ["alice/peo-toy"] and meta["base_model_relation"] == "merge"
+    assert meta["library_name"] == "transformers" and "mergekit" in meta["tags"]
+    with pytest.raises(PreferenceError):
+        point_card(aspects=["a"], coefficients={"a": 1.0}, as_="yaml")
