@@ -111,9 +111,18 @@ def make_preference(
         raise PreferenceError(
             f"unknown formulation {formulation!r}; known: {', '.join(FORMULATIONS)}"
         )
-    if (weights is None) == (coefficients is None):
+    if weights is None and coefficients is None:
+        raise PreferenceError(
+            "no preference given; give weights (e.g. helpful=0.7,harmless=0.3) or raw coefficients"
+        )
+    if weights is not None and coefficients is not None:
         raise PreferenceError("give either preference weights or raw coefficients, not both")
     if coefficients is not None:
+        if alpha != 0:
+            raise PreferenceError(
+                f"alpha={alpha} applies to preference weights only; with raw coefficients fold the "
+                "extrapolation into them (c = (1 + alpha) * w)"
+            )
         _check_aspects(coefficients, aspects)
         coefs = {a: _check_finite(f"coefficient for {a!r}", coefficients.get(a, 0.0)) for a in aspects}
         total = sum(coefs.values())

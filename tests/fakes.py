@@ -8,7 +8,7 @@ Building one takes well under a second.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -44,12 +44,15 @@ def make_base(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2):
 
 
 def make_adapter(base_path: Path, out: Path, seed: int, r: int = 4, lora_alpha: int = 8,
-                 target_modules: Sequence[str] | str = "all-linear") -> None:
-    """Save a random LoRA adapter (B != 0, so it has an effect) for the base at ``base_path``."""
+                 target_modules: Sequence[str] | str = "all-linear", **lora_kwargs: Any) -> None:
+    """Save a random LoRA adapter (B != 0, so it has an effect) for the base at ``base_path``.
+
+    ``lora_kwargs`` go to ``LoraConfig`` as they are (e.g. ``use_rslora=True``).
+    """
     torch.manual_seed(seed)
     base = LlamaForCausalLM.from_pretrained(base_path)
     config = LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=target_modules,
-                        init_lora_weights=False, task_type="CAUSAL_LM")
+                        init_lora_weights=False, task_type="CAUSAL_LM", **lora_kwargs)
     peft_model = get_peft_model(base, config)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
@@ -59,13 +62,18 @@ def make_adapter(base_path: Path, out: Path, seed: int, r: int = 4, lora_alpha: 
 
 
 def make_fake_bundle(root: Path, aspects: Sequence[str] = ("helpful", "harmless"), seed: int = 0,
-                     r: int = 4) -> Path:
-    """A complete bundle folder (base inside, one random adapter per aspect, manifest)."""
+                     r: int = 4, adapter_options: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """A complete bundle folder (base inside, one random adapter per aspect, manifest).
+
+    ``adapter_options`` maps an aspect to ``make_adapter`` overrides (``r``, ``lora_alpha``,
+    ``target_modules``, ``use_rslora``...), for bundles whose adapters differ in shape.
+    """
     root = Path(root)
     make_base(root / "base", seed=seed)
     entries = {}
     for i, aspect in enumerate(aspects):
-        make_adapter(root / "base", root / "adapters" / aspect, seed=seed + 1 + i, r=r)
+        options = {"r": r, **dict((adapter_options or {}).get(aspect, {}))}
+        make_adapter(root / "base", root / "adapters" / aspect, seed=seed + 1 + i, **options)
         entries[aspect] = AspectEntry(adapter=f"adapters/{aspect}", judge={"type": "toy_" + aspect})
     save_manifest(root, Manifest(base_model="base", aspects=entries,
                                  lora={"r": r, "alpha": 2 * r, "target_modules": "all-linear"}))

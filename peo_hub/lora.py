@@ -1,0 +1,285 @@
+"""LoRA adapters as plain tensors: reading, compatibility checks, and the exact ``cat`` combination.
+
+Why a module of its own: the live model, the adapter export and the mergekit YAML all rest
+on the same facts about the aspect adapters (which modules they touch, their per-module
+scale ``lora_alpha / r``, that they were trained on this base). Reading those facts from
+the files, without loading any model, lets ``peo-hub merge --as adapter|yaml`` refuse a
+bad bundle in milliseconds and keeps one definition of "the delta of adapter i"::
+
+    Δᵢ[m] = sᵢ[m] · Bᵢ[m] @ Aᵢ[m],   sᵢ[m] = alphaᵢ[m] / rᵢ[m]   (or / √rᵢ[m] with rsLoRA)
+
+The PEO policy ``W + Σ cᵢ Δᵢ`` is then *one* LoRA adapter of rank ``Σ rᵢ``:
+``B = [c₁s₁B₁ … cₙsₙBₙ]``, ``A = [A₁; …; Aₙ]``, scale 1 (``lora_alpha = r``). This is exact,
+unlike PEFT's ``add_weighted_adapter(combination_type="linear")``, which mixes A and B
+separately and so adds cross terms.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import torch
+
+from peo_hub.errors import BundleError
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."
+
+# PEFT state-dict suffixes of plain LoRA, by role. Anything else (DoRA magnitudes, LoRA
+# biases, modules_to_save copies, trainable tokens) is not a low-rank delta and cannot be
+# combined linearly, so it is refused.
+_SUFFIXES = {
+    ".lora_A.weight": ("A", "linear"),
+    ".lora_B.weight": ("B", "linear"),
+    ".lora_embedding_A": ("A", "embedding"),
+    ".lora_embedding_B": ("B", "embedding"),
+}
+# Config switches under which the adapter is no longer ``W + s·B@A`` on each module.
+_NONLINEAR_OPTIONS = ("use_dora", "lora_bias", "modules_to_save", "trainable_token_indices",
+                      "target_parameters", "use_qalora", "use_bdlora", "velora_config",
+                      "kasa_config", "monteclora_config", "arrow_config", "alora_invocation_tokens")
+
+
+@dataclass(frozen=True)
+class LoraModule:
+    """One adapted module: ``Δ = scale · B @ A`` (transposed by PEFT for embeddings/Conv1D)."""
+
+    A: torch.Tensor  # (r, in_features) or (r, num_embeddings)
+    B: torch.Tensor  # (out_features, r) or (embedding_dim, r)
+    scale: float
+    kind: str  # "linear" or "embedding"
+
+    @property
+    def rank(self) -> int:
+        return int(self.A.shape[0])
+
+
+@dataclass
+class Adapter:
+    """A PEFT LoRA adapter folder read into tensors, keyed by module name in the base model."""
+
+    name: str
+    path: Path
+    config: dict
+    modules: dict[str, LoraModule] = field(default_factory=dict)
+
+    @property
+    def base_model_name(self) -> str | None:
+        return self.config.get("base_model_name_or_path")
+
+    @property
+    def fan_in_fan_out(self) -> bool:
+        return bool(self.config.get("fan_in_fan_out", False))
+
+
+def _module_scale(config: Mapping, module: str, rank: int) -> float:
+    """``lora_alpha / r`` for this module, honouring ``alpha_pattern`` and rsLoRA as PEFT does."""
+    from peft.utils.other import get_pattern_key  # PEFT's own rule, so both agree on every module
+
+    alpha = config.get("lora_alpha", 8)
+    pattern = config.get("alpha_pattern") or {}
+    key = get_pattern_key(list(pattern), module)
+    alpha = pattern.get(key, alpha)
+    if config.get("use_rslora"):
+        return float(alpha) / math.sqrt(rank)
+    return float(alpha) / rank
+
+
+def read_adapter(name: str, path: str | os.PathLike[str]) -> Adapter:
+    """Read ``adapter_config.json`` + ``adapter_model.safetensors`` of one aspect, validating it."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+    if not config_file.is_file() or not weights_file.is_file():
+        missing = CONFIG_NAME if not config_file.is_file() else WEIGHTS_NAME
+        raise BundleError(
+            f"adapter for aspect {name!r} at {path} has no {missing}; re-run training for that "
+            "aspect or fix the adapter path in peo_config.json"
+        )
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"cannot read {config_file}: {exc}") from None
+    if str(config.get("peft_type", "")).upper() != "LORA":
+        raise BundleError(
+            f"adapter for aspect {name!r} is a {config.get('peft_type')} adapter; PEO needs plain "
+            "LoRA adapters (their deltas add linearly)"
+        )
+    for option in _NONLINEAR_OPTIONS:
+        if config.get(option):
+            raise BundleError(
+                f"adapter for aspect {name!r} uses {option}={config[option]!r}, which is not a plain "
+                "low-rank delta and cannot be combined linearly; retrain it as plain LoRA"
+            )
+    tensors = load_file(str(weights_file))
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    kinds: dict[str, str] = {}
+    for key, tensor in tensors.items():
+        for suffix, (role, kind) in _SUFFIXES.items():
+            if key.endswith(suffix):
+                module = key[: -len(suffix)]
+                module = module[len(PEFT_PREFIX):] if module.startswith(PEFT_PREFIX) else module
+                parts.setdefault(module, {})[role] = tensor
+                kinds[module] = kind
+                break
+        else:
+            raise BundleError(
+                f"adapter for aspect {name!r} holds tensor {key!r}, which is not a LoRA A/B "
+                "matrix; PEO combines plain LoRA deltas only (no DoRA, biases or saved modules)"
+            )
+    adapter = Adapter(name=name, path=path, config=config)
+    for module, ab in parts.items():
+        if set(ab) != {"A", "B"}:
+            raise BundleError(f"adapter for aspect {name!r} has only lora_{next(iter(ab))} for {module}; "
+                              "the file is incomplete, re-save the adapter")
+        A, B = ab["A"], ab["B"]
+        if A.dim() != 2 or B.dim() != 2 or A.shape[0] != B.shape[1]:
+            raise BundleError(
+                f"adapter for aspect {name!r}: module {module} has A {tuple(A.shape)} and "
+                f"B {tuple(B.shape)}; only 2-D low-rank pairs (Linear/Embedding) are supported"
+            )
+        adapter.modules[module] = LoraModule(A=A, B=B, scale=_module_scale(config, module, A.shape[0]),
+                                             kind=kinds[module])
+    if not adapter.modules:
+        raise BundleError(f"adapter for aspect {name!r} at {path} has no LoRA weights")
+    return adapter
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name).exists()
+
+
+def _expected_shapes(module: LoraModule, base_shape: Sequence[int], fan_in_fan_out: bool) -> bool:
+    """Whether A and B fit a base weight of ``base_shape`` (PEFT's orientation per layer kind)."""
+    if module.kind == "embedding":  # weight (num_embeddings, dim); A (r, num), B (dim, r)
+        return tuple(base_shape) == (module.A.shape[1], module.B.shape[0])
+    out_in = (module.B.shape[0], module.A.shape[1])
+    return tuple(base_shape) == (out_in[::-1] if fan_in_fan_out else out_in)
+
+
+def check_adapters(adapters: Sequence[Adapter], base_model: str,
+                   base_shapes: Mapping[str, Sequence[int]] | None = None) -> None:
+    """Refuse aspect adapters that cannot be summed on this base, with one line naming the fix.
+
+    ``base_shapes`` maps module names (``model.layers.0.self_attn.q_proj``) to weight shapes;
+    when given, every adapted module must exist in the base with a matching shape (the
+    reliable test of "trained on this base"). Without it, the adapters must at least agree
+    with each other. Different target modules per aspect are fine: a module one adapter
+    does not touch simply has a zero delta for it, in every realisation.
+    """
+    if not adapters:
+        raise BundleError("the bundle lists no aspects; train at least one adapter first")
+    fan = {a.fan_in_fan_out for a in adapters}
+    if len(fan) > 1:
+        raise BundleError("aspect adapters disagree on fan_in_fan_out; they were trained on different "
+                          "base architectures, retrain them on the same base")
+    for adapter in adapters:
+        declared = adapter.base_model_name or ""
+        if (_looks_like_hub_id(base_model) and _looks_like_hub_id(declared)
+                and declared.lower() != base_model.lower()):
+            raise BundleError(
+                f"adapter for aspect {adapter.name!r} was trained on {declared}, but the bundle's base "
+                f"model is {base_model}; retrain it on {base_model} or fix base_model in peo_config.json"
+            )
+    seen: dict[str, tuple[str, LoraModule]] = {}
+    for adapter in adapters:
+        for module, lora in adapter.modules.items():
+            if base_shapes is not None:
+                shape = base_shapes.get(module)
+                if shape is None:
+                    raise BundleError(
+                        f"adapter for aspect {adapter.name!r} adapts {module}, which the base model "
+                        f"{base_model} does not have; it was trained on a different base, retrain it"
+                    )
+                if not _expected_shapes(lora, shape, adapter.fan_in_fan_out):
+                    raise BundleError(
+                        f"adapter for aspect {adapter.name!r} does not fit {module} of {base_model} "
+                        f"(weight {tuple(shape)}, adapter A {tuple(lora.A.shape)} B {tuple(lora.B.shape)}); "
+                        "it was trained on a different base, retrain it"
+                    )
+            if module in seen:
+                other_name, other = seen[module]
+                if (other.kind != lora.kind or other.A.shape[1] != lora.A.shape[1]
+                        or other.B.shape[0] != lora.B.shape[0]):
+                    raise BundleError(
+                        f"adapters {other_name!r} and {adapter.name!r} disagree on the shape of {module}; "
+                        "they were trained on different base models, retrain them on the same base"
+                    )
+            else:
+                seen[module] = (adapter.name, lora)
+
+
+def base_shapes_from_checkpoint(base_dir: str | os.PathLike[str]) -> dict[str, tuple[int, ...]] | None:
+    """Module -> weight shape from a local base's safetensors headers (no tensor is read).
+
+    ``None`` when the base is not a local folder of safetensors files (a Hub id, ``.bin``),
+    in which case only the adapters' mutual consistency can be checked without loading it.
+    """
+    from safetensors import safe_open
+
+    base_dir = Path(base_dir)
+    if not base_dir.is_dir():
+        return None
+    files = sorted(base_dir.glob("*.safetensors"))
+    if not files:
+        return None
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():
+                if key.endswith(".weight"):
+                    shapes[key[: -len(".weight")]] = tuple(handle.get_slice(key).get_shape())
+    return shapes
+
+
+def base_shapes_from_model(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    """Module -> weight shape of a loaded (not yet PEFT-wrapped) model."""
+    shapes = {}
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+            shapes[name] = tuple(weight.shape)
+    return shapes
+
+
+def cat_adapters(adapters: Sequence[Adapter], coefficients: Mapping[str, float]
+                 ) -> tuple[dict[str, torch.Tensor], int, list[str]]:
+    """The exact single-adapter form of ``Σ cᵢ Δᵢ``: (PEFT state dict, rank, module names).
+
+    Every module gets the same rank ``R`` (the largest per-module sum of ranks); a module an
+    adapter does not touch contributes an all-zero block, so ``B @ A`` is still exactly
+    ``Σ cᵢ sᵢ Bᵢ Aᵢ``. The returned tensors are meant for ``lora_alpha = R`` (scale 1). A
+    uniform rank keeps the file loadable by servers that require one rank per adapter.
+    """
+    modules = sorted({m for a in adapters for m in a.modules})
+    rank = max(sum(a.modules[m].rank for a in adapters if m in a.modules) for m in modules)
+    state: dict[str, torch.Tensor] = {}
+    for module in modules:
+        present = [(a, a.modules[module]) for a in adapters if module in a.modules]
+        first = present[0][1]
+        dtype = torch.promote_types(first.A.dtype, torch.float32)
+        A = torch.zeros(rank, first.A.shape[1], dtype=dtype)
+        B = torch.zeros(first.B.shape[0], rank, dtype=dtype)
+        row = 0
+        for adapter, lora in present:
+            coef = float(coefficients.get(adapter.name, 0.0))
+            A[row: row + lora.rank] = lora.A.to(dtype)
+            B[:, row: row + lora.rank] = lora.B.to(dtype) * (coef * lora.scale)
+            row += lora.rank
+        a_key, b_key = ((".lora_embedding_A", ".lora_embedding_B") if first.kind == "embedding"
+                        else (".lora_A.weight", ".lora_B.weight"))
+        state[PEFT_PREFIX + module + a_key] = A.contiguous()
+        state[PEFT_PREFIX + module + b_key] = B.contiguous()
+    return state, rank, modules
+
+
+def read_adapters(named_paths: Iterable[tuple[str, Path]]) -> list[Adapter]:
+    """Read several aspect adapters (``(aspect, folder)`` pairs), in order."""
+    return [read_adapter(name, path) for name, path in named_paths]

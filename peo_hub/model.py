@@ -1,0 +1,266 @@
+"""``PEOModel``: one base model, every aspect adapter loaded, a preference dial at inference time.
+
+The policy at coefficients ``c`` is ``θ₀ + Σᵢ cᵢ Δᵢ`` with ``Δᵢ = sᵢ Bᵢ Aᵢ`` (``sᵢ =
+lora_alpha/r``). Two in-memory realisations share the same loaded weights:
+
+* **live** (default): all aspect adapters are active at once and each adapter's scale on
+  every LoRA layer is ``cᵢ · sᵢ`` (what PEFT's ``LoraLayer.set_scale(aspect, cᵢ)`` computes),
+  so a forward pass adds ``Σ cᵢ sᵢ Bᵢ Aᵢ x``. Switching preference rewrites a few hundred
+  Python floats: microseconds, no tensor is touched.
+* **fused** (``fuse=True``): the same scales are merged into the base weights in place
+  (PEFT ``merge``), and unmerged (subtracted with the very same scales) before the next
+  switch. Generation then runs at exactly the base model's cost. In float32 each
+  fuse/unfuse round trip perturbs the weights by at most a rounding (~1e-7 relative); in
+  half precision a subtraction loses far more (~1e-3 per trip), so there the adapted
+  weights are kept once in CPU memory and restored bitwise instead (``exact_unfuse``).
+
+The third realisation, files, is :meth:`PEOModel.export_adapter` (one exact LoRA adapter)
+and :meth:`PEOModel.to_mergekit_config` (a mergekit ``task_arithmetic`` config), both in
+:mod:`peo_hub.merge`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+
+from peo_hub.bundle import Manifest
+from peo_hub.errors import PEOError
+from peo_hub.merge import (BundleView, export_adapter, load_adapters, mergekit_config, open_bundle,
+                           warn_coefficients)
+from peo_hub.policy import Preference, make_preference
+
+Messages = Sequence[Mapping[str, str]] | str
+
+
+def _dtype(value: str | torch.dtype | None) -> str | torch.dtype | None:
+    if value is None or isinstance(value, torch.dtype) or value == "auto":
+        return value
+    name = str(value).removeprefix("torch.")
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise PEOError(f"unknown torch_dtype {value!r}; use e.g. float32, bfloat16 or auto")
+    return dtype
+
+
+class PEOModel:
+    """A PEO bundle loaded for inference: ``base + Σ cᵢ Δᵢ`` at a preference you can change."""
+
+    def __init__(self, view: BundleView, peft_model: Any, tokenizer: Any,
+                 exact_unfuse: bool | None = None) -> None:
+        from peft.tuners.lora import LoraLayer
+
+        self._view = view
+        self.peft_model = peft_model
+        self.model = peft_model.base_model.model  # the transformers model, LoRA layers injected
+        self.tokenizer = tokenizer
+        self._lock = threading.RLock()  # a switch never happens mid-generation
+        self._layers = [m for m in self.model.modules() if isinstance(m, LoraLayer)]
+        # (scaling dict, aspect, sᵢ) for every adapted module: the whole live-switch state.
+        self._slots: list[tuple[dict[str, float], str, float]] = []
+        for layer in self._layers:
+            for aspect in layer.lora_A.keys() | getattr(layer, "lora_embedding_A", {}).keys():
+                r, alpha = layer.r[aspect], layer.lora_alpha[aspect]
+                base_scale = alpha / math.sqrt(r) if layer.use_rslora.get(aspect) else alpha / r
+                self._slots.append((layer.scaling, aspect, base_scale))
+        self._fused = False
+        if exact_unfuse is None:  # subtracting back is only lossless enough in >= float32
+            exact_unfuse = any(layer.get_base_layer().weight.element_size() < 4 for layer in self._layers)
+        self.exact_unfuse = exact_unfuse
+        self._pristine: dict[int, torch.Tensor] = {}  # id(layer) -> CPU copy, filled on first fuse
+        self.preference: Preference = make_preference(self.aspects, {a: 1.0 for a in self.aspects},
+                                                      formulation=self.manifest.formulation)
+        self._apply_scales(self.preference.coefficients)
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike[str], revision: str | None = None,
+                        torch_dtype: str | torch.dtype | None = None,
+                        device: str | torch.device | None = None,
+                        exact_unfuse: bool | None = None) -> "PEOModel":
+        """Load a bundle (local folder or Hub repo id): the base once, then every aspect adapter.
+
+        Adapters are checked against the loaded base (module names and shapes) before PEFT
+        sees them, so one trained on another base fails with a :class:`BundleError` naming it.
+        Starts at equal weights, alpha 0 (the uniform soup). ``exact_unfuse`` (default: only
+        for half-precision weights) keeps a CPU copy of the adapted weights the first time a
+        preference is fused, so unfusing restores them bitwise instead of subtracting.
+        """
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from peo_hub.lora import base_shapes_from_model
+
+        view = open_bundle(path_or_repo_id, revision=revision)
+        base_revision = None if view.base_is_local else view.manifest.base_model_revision
+        dtype = _dtype(torch_dtype)
+        kwargs = {} if dtype is None else {"dtype": dtype}
+        tokenizer = AutoTokenizer.from_pretrained(view.base, revision=base_revision)
+        base = AutoModelForCausalLM.from_pretrained(view.base, revision=base_revision, **kwargs)
+        load_adapters(view, base_shapes=base_shapes_from_model(base))
+        aspects = view.aspects
+        peft_model = PeftModel.from_pretrained(base, str(view.adapter_dirs[aspects[0]]),
+                                               adapter_name=aspects[0], is_trainable=False)
+        for aspect in aspects[1:]:
+            peft_model.load_adapter(str(view.adapter_dirs[aspect]), adapter_name=aspect,
+                                    is_trainable=False)
+        peft_model.base_model.set_adapter(list(aspects), inference_mode=True)  # all active at once
+        if device is not None:
+            peft_model.to(device)
+        peft_model.eval()
+        return cls(view, peft_model, tokenizer, exact_unfuse=exact_unfuse)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._view.manifest
+
+    @property
+    def aspects(self) -> list[str]:
+        return self._view.aspects
+
+    @property
+    def bundle_dir(self) -> Path:
+        return self._view.root
+
+    @property
+    def coefficients(self) -> dict[str, float]:
+        return dict(self.preference.coefficients)
+
+    @property
+    def fused(self) -> bool:
+        """Whether the current preference is merged into the base weights."""
+        return self._fused
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def __repr__(self) -> str:
+        mode = "fused" if self._fused else "live"
+        coefs = ", ".join(f"{a}={c:g}" for a, c in self.preference.coefficients.items())
+        return f"PEOModel({self._view.source!r}, {mode}, coefficients: {coefs})"
+
+    # ------------------------------------------------------------------ switching
+
+    def _apply_scales(self, coefficients: Mapping[str, float]) -> None:
+        for scaling, aspect, base_scale in self._slots:
+            scaling[aspect] = coefficients[aspect] * base_scale
+
+    def _unfuse(self) -> None:
+        # Either restore the pristine copy bitwise, or subtract exactly what _fuse added
+        # (the scales are unchanged in between, so the deltas are the same numbers).
+        for layer in self._layers:
+            if not layer.merged:
+                continue
+            pristine = self._pristine.get(id(layer))
+            if pristine is not None:
+                layer.get_base_layer().weight.data.copy_(pristine)
+                layer.merged_adapters.clear()  # PEFT's own record of what is merged
+            else:
+                layer.unmerge()
+        self._fused = False
+
+    def _fuse(self, coefficients: Mapping[str, float]) -> None:
+        nonzero = [a for a in self.aspects if coefficients[a] != 0.0]
+        for layer in self._layers:
+            names = [a for a in nonzero if a in layer.scaling]
+            if not names:
+                continue
+            if self.exact_unfuse and id(layer) not in self._pristine:
+                self._pristine[id(layer)] = layer.get_base_layer().weight.detach().to("cpu", copy=True)
+            layer.merge(adapter_names=names)
+        self._fused = True
+
+    def set_preference(self, weights: Mapping[str, float] | None = None, alpha: float = 0.0,
+                       fuse: bool = False, coefficients: Mapping[str, float] | None = None
+                       ) -> Preference:
+        """Switch to preference weights + alpha (or raw coefficients); returns the new point.
+
+        ``fuse=False`` (live) only rescales the adapters. ``fuse=True`` also merges the
+        combination into the weights for base-speed generation; the next call unmerges first.
+        Invalid input raises :class:`~peo_hub.errors.PreferenceError` and changes nothing.
+        """
+        preference = make_preference(self.aspects, weights=weights, alpha=alpha,
+                                     coefficients=coefficients, formulation=self.manifest.formulation)
+        warn_coefficients(self.manifest, preference.coefficients)
+        with self._lock:
+            if self._fused:
+                self._unfuse()
+            self._apply_scales(preference.coefficients)
+            if fuse:
+                with torch.no_grad():
+                    self._fuse(preference.coefficients)
+            self.preference = preference
+        return preference
+
+    # ------------------------------------------------------------------ generation
+
+    def _generation_defaults(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.tokenizer.pad_token_id is not None:
+            kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        return kwargs
+
+    def generate(self, **kwargs: Any) -> torch.Tensor:
+        """``transformers`` ``generate`` at the current preference (same arguments)."""
+        with self._lock, torch.inference_mode():
+            return self.model.generate(**self._generation_defaults(kwargs))
+
+    def _chat_inputs(self, messages: Messages) -> dict[str, torch.Tensor]:
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        inputs = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True,
+                                                    return_tensors="pt", return_dict=True)
+        return {k: v.to(self.device) for k, v in inputs.items()}
+
+    def chat(self, messages: Messages, max_new_tokens: int = 128, do_sample: bool = False,
+             **gen_kwargs: Any) -> str:
+        """Reply to a conversation (or one user message) at the current preference."""
+        inputs = self._chat_inputs(messages)
+        output = self.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample, **gen_kwargs)
+        new_tokens = output[0, inputs["input_ids"].shape[1]:]
+        return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+    def stream_chat(self, messages: Messages, max_new_tokens: int = 128, do_sample: bool = False,
+                    **gen_kwargs: Any) -> Iterator[str]:
+        """Like :meth:`chat`, yielding text chunks as they are generated (for Gradio)."""
+        from transformers import TextIteratorStreamer
+
+        inputs = self._chat_inputs(messages)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                              streamer=streamer, **gen_kwargs)
+            except BaseException as exc:  # surfaced in the caller's thread below
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        for chunk in streamer:
+            if chunk:
+                yield chunk
+        worker.join()
+        if failure:
+            raise failure[0]
+
+    # ------------------------------------------------------------------ files
+
+    def export_adapter(self, out_dir: str | os.PathLike[str]) -> Path:
+        """Write the current policy as one standard PEFT LoRA adapter (exact; see peo_hub.merge)."""
+        warn_coefficients(self.manifest, self.preference.coefficients)
+        return export_adapter(self._view, self.preference, out_dir)
+
+    def to_mergekit_config(self, relative_to: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """The current policy as a mergekit ``task_arithmetic`` config (dump it with ``yaml``)."""
+        return mergekit_config(self._view, self.preference.coefficients, relative_to=relative_to)
