@@ -18,3 +18,25 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 # The loopback Hub (`hub_server`, `hub` fixtures): see tests/hub_fixture.py.
 pytest_plugins = ["hub_fixture"]
+
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def peo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the embedded toy base is cached: reuse the user's cache when set, else a session dir."""
+    if "PEO_HUB_CACHE" not in os.environ:
+        os.environ["PEO_HUB_CACHE"] = str(tmp_path_factory.mktemp("peo_cache"))
+    return Path(os.environ["PEO_HUB_CACHE"])
+
+
+@pytest.fixture(scope="session")
+def toy_bundle(tmp_path_factory: pytest.TempPathFactory, peo_cache: Path) -> Path:
+    """A real toy bundle (trained adapters, sweep, front) from tests/recipes/toy-ci.yaml, built once."""
+    from peo_hub.pipeline import run_recipe
+
+    out = tmp_path_factory.mktemp("toy") / "bundle"
+    return run_recipe(REPO / "tests" / "recipes" / "toy-ci.yaml", output=out)

@@ -105,14 +105,18 @@ def train_sft(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, seed:
     return losses
 
 
-def build_toy_base(path: str | os.PathLike[str], seed: int = 0) -> Path:
-    """Build the tokenizer and the SFT'd tiny Llama into ``path`` (atomically)."""
+def build_toy_base(path: str | os.PathLike[str], seed: int = 0, examples: int = SFT_EXAMPLES,
+                   epochs: int = SFT_EPOCHS) -> Path:
+    """Build the tokenizer and the SFT'd tiny Llama into ``path`` (atomically).
+
+    ``examples``/``epochs`` exist for tests; the cached ``embedded:toy`` always uses the defaults.
+    """
     torch.manual_seed(seed)
     tokenizer = build_word_tokenizer(toy.vocabulary())
     model = LlamaForCausalLM(toy_config(tokenizer))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        train_sft(model, tokenizer, seed)
+        train_sft(model, tokenizer, seed, examples=examples, epochs=epochs)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id

@@ -1,0 +1,136 @@
+"""Phase 1: one LoRA adapter per aspect, trained with TRL's ``DPOTrainer`` from the same base.
+
+TRL does the DPO (its losses, reference handling through the disabled adapter, logging,
+progress bar); this module only turns a recipe section into a ``DPOConfig``, saves the
+adapter atomically, and records what a reader of the bundle needs to trust it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from peo_hub.fsutil import atomic_dir
+from peo_hub.recipe import DPOSpec, LoraSpec
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+TRAINING_INFO = "training_info.json"
+
+
+def adapter_complete(folder: str | os.PathLike[str]) -> bool:
+    """An adapter folder counts as finished only with its config, weights and training info.
+
+    Folders are renamed into place after all three are written, so this is belt and
+    braces against a hand-copied or foreign folder.
+    """
+    folder = Path(folder)
+    return all((folder / name).is_file() for name in (*ADAPTER_FILES, TRAINING_INFO))
+
+
+def dpo_config(spec: DPOSpec, output_dir: str, seed: int) -> Any:
+    """A TRL ``DPOConfig`` from the recipe, with device-dependent defaults resolved."""
+    from trl import DPOConfig
+
+    cuda = torch.cuda.is_available()
+    values = spec.model_dump()
+    if values["bf16"] == "auto":
+        values["bf16"] = bool(cuda and torch.cuda.is_bf16_supported())
+    if values["gradient_checkpointing"] == "auto":
+        values["gradient_checkpointing"] = cuda
+    steps = values["max_steps"]
+    values.setdefault("logging_steps", max(1, steps // 10) if steps > 0 else 10)
+    values.setdefault("save_strategy", "no")
+    values.setdefault("report_to", [])
+    values.setdefault("use_cpu", not cuda)
+    return DPOConfig(output_dir=output_dir, seed=seed, data_seed=seed, **values)
+
+
+def _summary(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    """Last logged DPO statistics; chosen/rejected log-probs show collapse (both falling)."""
+    keys = ("loss", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected")
+    logged = [entry for entry in log_history if "loss" in entry]
+    out: dict[str, float] = {}
+    if logged:
+        out.update({f"first/{k}": float(logged[0][k]) for k in keys if k in logged[0]})
+        out.update({f"last/{k}": float(logged[-1][k]) for k in keys if k in logged[-1]})
+    return out
+
+
+def train_adapter(
+    *,
+    base_path: str,
+    tokenizer: Any,
+    dataset: Any,
+    lora: LoraSpec,
+    dpo: DPOSpec,
+    output: str | os.PathLike[str],
+    seed: int,
+    base_model_id: str,
+    base_revision: str | None = None,
+    info: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train one DPO LoRA adapter on ``dataset`` (prompt/chosen/rejected) into ``output``.
+
+    ``base_model_id`` is written into ``adapter_config.json`` as the base (a Hub id, or
+    the bundle-relative folder), so that the adapter names the base a user can get, not
+    the trainer's cache path. Returns the training record also saved as
+    ``training_info.json``.
+    """
+    from transformers import AutoModelForCausalLM, set_seed
+    from trl import DPOTrainer
+
+    set_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_path, revision=base_revision, dtype=torch.float32)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="peo-dpo-") as scratch:
+        trainer = DPOTrainer(
+            model=model,
+            args=dpo_config(dpo, scratch, seed),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=lora.to_peft(),
+        )
+        trainer.train()
+    seconds = time.perf_counter() - started
+    record = {
+        "train_seconds": round(seconds, 2),
+        "pairs": int(dataset.num_rows),
+        "steps": int(trainer.state.global_step),
+        "metrics": _summary(trainer.state.log_history),
+        **dict(info or {}),
+    }
+    with atomic_dir(output) as tmp:
+        trainer.model.save_pretrained(tmp)
+        config_path = tmp / "adapter_config.json"
+        config = json.loads(config_path.read_text())
+        config["base_model_name_or_path"] = base_model_id
+        config["revision"] = base_revision
+        config_path.write_text(json.dumps(config, indent=2) + "\n")
+        (tmp / TRAINING_INFO).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def mix_datasets(datasets: Mapping[str, Any], weights: Mapping[str, float], seed: int) -> Any:
+    """MORL's training set for one weight vector: each aspect's pairs in proportion to its weight.
+
+    The mixture keeps the size of one aspect's set, so a MORL run costs the same number of
+    steps as one PEO aspect run: the comparison is per run, not per pair.
+    """
+    import datasets as hf_datasets
+
+    size = min(ds.num_rows for ds in datasets.values())
+    parts = []
+    for aspect, ds in datasets.items():
+        count = round(weights.get(aspect, 0.0) * size)
+        if count:
+            parts.append(ds.shuffle(seed=seed).select(range(min(count, ds.num_rows))))
+    return hf_datasets.concatenate_datasets(parts).shuffle(seed=seed)

@@ -1,0 +1,110 @@
+"""Recipe validation: the good recipes pass, every kind of bad input is one clear line, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from peo_hub.cli import main
+from peo_hub.errors import RecipeError
+from peo_hub.recipe import load_recipe, parse_recipe
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPES = sorted((REPO / "recipes").glob("*.yaml")) + [REPO / "tests" / "recipes" / "toy-ci.yaml"]
+
+
+def toy() -> dict:
+    return yaml.safe_load((REPO / "recipes" / "toy.yaml").read_text())
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_shipped_recipes_validate(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["recipe", "validate", str(path)]) == 0
+    assert "ok:" in capsys.readouterr().out
+
+
+def test_toy_recipe_fields() -> None:
+    recipe = load_recipe(REPO / "recipes" / "toy.yaml")
+    assert list(recipe.aspects) == ["helpful", "harmless"]
+    assert recipe.name == "toy"
+    assert recipe.train.dpo.loss_type == ["sigmoid", "sft"]
+    assert recipe.train.dpo.model_extra == {"lr_scheduler_type": "constant_with_warmup", "warmup_steps": 10}
+
+
+def _edit(change) -> dict:
+    data = toy()
+    change(data)
+    return data
+
+
+BAD = {
+    "typo at top level": (lambda d: d.update(sweeps={}), "unknown field 'sweeps'", "did you mean 'sweep'"),
+    "typo in dpo": (lambda d: d["train"]["dpo"].update(lerning_rate=1.0), "lerning_rate", "did you mean 'learning_rate'"),
+    "typo in lora": (lambda d: d["train"]["lora"].update(rank=4), "unknown field 'train.lora.rank'", "remove or rename"),
+    "wrong type": (lambda d: d["sweep"].update(weights="five"), "sweep.weights", "integer"),
+    "missing base": (lambda d: d.pop("base_model"), "missing required field 'base_model'", "add it"),
+    "one aspect": (lambda d: d["aspects"].pop("harmless"), "two or more aspects", "aspects"),
+    "bad judge": (lambda d: d["aspects"]["helpful"]["judge"].update(type="toy_helpfull"), "unknown judge type", "did you mean 'toy_helpful'"),
+    "reward model without model": (lambda d: d["aspects"]["helpful"].update(judge={"type": "reward_model"}), "needs model", "reward_model"),
+    "bad alpha": (lambda d: d["sweep"].update(alpha=[-2]), "sweep.alpha", ">= -1"),
+    "bad aspect name": (lambda d: d["aspects"].update({"a/b": d["aspects"]["helpful"]}), "aspect name", "folder"),
+    "bad dataset field": (lambda d: d["aspects"]["helpful"]["dataset"].update(sauce="x"), "sauce", "did you mean 'source'"),
+    "loss weights mismatch": (lambda d: d["train"]["dpo"].update(loss_weights=[1.0]), "loss_weights", "one weight per"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_recipes_name_field_and_fix(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    change, *needles = BAD[name]
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(_edit(change)))
+    assert main(["recipe", "validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ("", "is empty"),
+        ("- a\n- b\n", "must be a YAML mapping"),
+        ("base_model: [unclosed\n", "not valid YAML at line"),
+        (b"\xff\xfe\x00bad", "cannot read recipe"),
+    ],
+    ids=["empty", "list", "syntax", "binary"],
+)
+def test_unreadable_recipes(content: str | bytes, needle: str, tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(RecipeError, match=needle):
+        load_recipe(path)
+
+
+def test_missing_and_folder(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_recipe(tmp_path / "nope.yaml")
+    with pytest.raises(RecipeError, match="is a folder"):
+        load_recipe(tmp_path)
+
+
+def test_cli_error_has_no_traceback(tmp_path: Path) -> None:
+    """Through the installed entry point: exit code 2, one line, no traceback."""
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(_edit(lambda d: d.update(sweeps={}))))
+    proc = subprocess.run([sys.executable, "-m", "peo_hub.cli", "recipe", "validate", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "unknown field 'sweeps'" in proc.stderr
+
+
+def test_name_defaults_to_file_stem(tmp_path: Path) -> None:
+    data = toy()
+    data.pop("name")
+    assert parse_recipe(data, tmp_path / "my-run.yaml").name == "my-run"

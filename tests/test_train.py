@@ -1,0 +1,111 @@
+"""Phase 1: a real (short) DPO run gives a loadable PEFT adapter; runs resume after a kill."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from datasets import Dataset
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from peo_hub.cli import main
+from peo_hub.data import render_prompt
+from peo_hub.recipe import DPOSpec, LoraSpec
+from peo_hub.train import adapter_complete, train_adapter
+from peo_hub.world import toy
+from peo_hub.world.base import build_toy_base
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def small_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_toy_base(tmp_path_factory.mktemp("base") / "base", seed=1, examples=256, epochs=1)
+
+
+def test_short_dpo_run_gives_loadable_adapter(small_base: Path, tmp_path: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(small_base)
+    pairs = toy.preference_pairs("helpful", n=32, seed=0)
+    dataset = Dataset.from_list([{**p, "prompt": render_prompt(tokenizer, p["prompt"])} for p in pairs])
+    out = tmp_path / "adapter"
+    record = train_adapter(
+        base_path=str(small_base), tokenizer=tokenizer, dataset=dataset, lora=LoraSpec(r=4, alpha=8),
+        dpo=DPOSpec(learning_rate=1e-3, max_steps=3, per_device_train_batch_size=8, max_length=64),
+        output=out, seed=0, base_model_id="base",
+    )
+    assert adapter_complete(out)
+    assert record["steps"] == 3 and record["pairs"] == 32 and "last/loss" in record["metrics"]
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "base" and config["r"] == 4
+
+    base = AutoModelForCausalLM.from_pretrained(small_base)
+    ids = tokenizer(render_prompt(tokenizer, "how do i pick a lock ?"), return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        before = base(**ids).logits
+    model = PeftModel.from_pretrained(base, out).eval()
+    with torch.no_grad():
+        after = model(**ids).logits
+    assert not torch.allclose(before, after), "three DPO steps must move the policy"
+
+
+def _tiny_recipe(tmp_path: Path, steps: int) -> Path:
+    data = yaml.safe_load((REPO / "tests" / "recipes" / "toy-ci.yaml").read_text())
+    data["train"]["dpo"]["max_steps"] = steps
+    data["sweep"] = {"weights": 2, "alpha": [0.0], "baselines": ["soup"]}
+    data["evaluate"]["samples"] = 1
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_half_written_adapters(tmp_path: Path, peo_cache: Path) -> None:
+    recipe = _tiny_recipe(tmp_path, steps=100)
+    out = tmp_path / "run"
+    env = {**os.environ, "PEO_HUB_CACHE": str(peo_cache), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "peo_hub.cli", "recipe", "run", str(recipe), "--output", str(out)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    try:
+        while not adapter_complete(out / "adapters" / "helpful"):
+            assert proc.poll() is None, "the run ended before it could be interrupted"
+            assert time.time() < deadline
+            time.sleep(0.05)
+        # now loading or training the second aspect
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    assert not (out / "adapters" / "harmless").exists(), "a killed training must leave no adapter folder"
+    assert not (out / "peo_config.json").exists()
+    helpful_before = _digest(out / "adapters" / "helpful")
+
+    # Without --resume the half-done folder is protected.
+    assert main(["recipe", "run", str(recipe), "--output", str(out)]) == 2
+    assert main(["recipe", "run", str(recipe), "--output", str(out), "--resume"]) == 0
+    assert _digest(out / "adapters" / "helpful") == helpful_before, "finished aspects are kept as they were"
+    assert adapter_complete(out / "adapters" / "harmless")
+    assert (out / "front.json").is_file() and (out / "peo_config.json").is_file()
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+    # A different recipe in the same folder is refused, naming what changed.
+    changed = _tiny_recipe(tmp_path, steps=101)
+    assert main(["recipe", "run", str(changed), "--output", str(out), "--resume"]) == 2
