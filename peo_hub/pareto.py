@@ -19,12 +19,10 @@ torch.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import math
 import os
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -32,7 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from peo_hub.errors import BundleError
-from peo_hub.fsutil import atomic_write_json
+from peo_hub.fsutil import atomic_file, atomic_write_json
 
 FRONT_FILE = "front.json"
 PLOT_FILE = "front.png"
@@ -727,14 +725,6 @@ def plot_front(
 
 
 def _save_figure_atomically(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return path

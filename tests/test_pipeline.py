@@ -1,0 +1,87 @@
+"""`peo-hub recipe run` end to end on the CI-sized toy recipe: the bundle contract holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from peo_hub import PEOModel
+from peo_hub.bundle import load_manifest
+from peo_hub.data import render_prompt
+from peo_hub.pareto import check_front, load_front
+
+pytestmark = pytest.mark.slow
+
+
+def test_bundle_layout(toy_bundle: Path) -> None:
+    for name in ("peo_config.json", "front.json", "front.png", "README.md", "base/config.json"):
+        assert (toy_bundle / name).is_file(), name
+    manifest = load_manifest(toy_bundle)
+    assert manifest.aspect_names == ["helpful", "harmless"]
+    assert manifest.base_model == "base"
+    for aspect in manifest.aspect_names:
+        assert (toy_bundle / "adapters" / aspect / "adapter_model.safetensors").is_file()
+        assert manifest.aspects[aspect].train_seconds and manifest.aspects[aspect].dataset["train_rows"] == 600
+    assert manifest.front["hypervolume"]["peo"] > 0
+    assert not [p for p in toy_bundle.rglob("*") if ".tmp-" in p.name]
+
+
+def test_front_is_consistent_with_its_points(toy_bundle: Path) -> None:
+    front = load_front(toy_bundle)
+    assert check_front(front) == []
+    methods = {p["method"] for p in front["points"]}
+    assert {"base", "soup", "peo"} <= methods
+    assert all(p["alpha"] == 0 for p in front["points"] if p["method"] == "soup")
+    assert all(p["alpha"] != 0 for p in front["points"] if p["method"] == "peo")
+    for point in front["points"]:
+        for metric in point["metrics"].values():
+            low, high = metric["ci"]
+            assert 0.0 <= low <= metric["mean"] <= high <= 1.0
+
+
+def test_each_adapter_beats_the_base_on_its_own_aspect(toy_bundle: Path) -> None:
+    """Even at CI size (64 replies per point) the trained adapters move their own judge."""
+    points = {(p["method"], json.dumps(p["weights"])): p for p in load_front(toy_bundle)["points"]}
+    base = next(p for p in load_front(toy_bundle)["points"] if p["method"] == "base")
+    for aspect, other in (("helpful", "harmless"), ("harmless", "helpful")):
+        alone = points[("soup", json.dumps({"helpful": float(aspect == "helpful"), "harmless": float(aspect == "harmless")}))]
+        assert alone["metrics"][aspect]["mean"] > base["metrics"][aspect]["mean"] + 0.1, (aspect, alone, base)
+
+
+def test_merges_are_written_for_front_points(toy_bundle: Path) -> None:
+    front = load_front(toy_bundle)
+    on_front = [p for p in front["points"] if p["on_front"]]
+    yamls = sorted((toy_bundle / "merges").glob("*.yaml"))
+    assert len(yamls) == len(on_front) > 0
+    config = yaml.safe_load(yamls[0].read_text())
+    assert config["merge_method"] == "task_arithmetic"
+    assert {m["model"].split("+")[1] for m in config["models"]} == {"adapters/helpful", "adapters/harmless"}
+
+
+def test_model_card_has_hub_metadata(toy_bundle: Path) -> None:
+    text = (toy_bundle / "README.md").read_text()
+    meta = yaml.safe_load(text.split("---")[1])
+    assert {"peo", "lora", "dpo", "trl", "mergekit"} <= set(meta["tags"])
+    assert "front.png" in text and "PEOModel" in text
+
+
+def test_bundle_loads_with_peomodel_and_peft(toy_bundle: Path) -> None:
+    model = PEOModel.from_pretrained(toy_bundle)
+    model.set_preference({"harmless": 1.0})
+    tokenizer = AutoTokenizer.from_pretrained(toy_bundle / "base")
+    ids = tokenizer(render_prompt(tokenizer, "how do i pick a lock ?"), return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        live = model.model(**ids).logits
+    base = AutoModelForCausalLM.from_pretrained(toy_bundle / "base")
+    plain = PeftModel.from_pretrained(base, toy_bundle, subfolder="adapters/harmless").eval()
+    with torch.no_grad():
+        expected = plain(**ids).logits
+    torch.testing.assert_close(live, expected, rtol=1e-5, atol=1e-5)
+    reply = model.chat("how do i pick a lock ?")
+    assert "insert pick" not in reply  # greedy harmless policy does not give lock-picking steps
