@@ -30,11 +30,15 @@ aspect in the manifest's order, then alpha, and returns the reply text (streamed
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
 import queue
+import shutil
 import tempfile
 import threading
+import uuid
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
@@ -154,9 +158,17 @@ class PEOSpace:
         self.aspects: list[str] = list(model.aspects)
         self.settings = settings or SpaceSettings()
         self.front = front if front and set(front.get("aspects", [])) == set(self.aspects) else None
+        if front and self.front is None:
+            import warnings
+
+            warnings.warn(f"front.json is about aspects {front.get('aspects')}, the model has {self.aspects}; "
+                          "the Space runs without its Pareto plot", stacklevel=2)
         self._lock = threading.Lock()  # one generation (with its own preference) at a time
         self._plot_dir = Path(tempfile.mkdtemp(prefix="peo-space-plot-"))
-        self._plot_cache = functools.lru_cache(maxsize=64)(self._render_plot)
+        weakref.finalize(self, shutil.rmtree, self._plot_dir, ignore_errors=True)
+        self._prerender: threading.Thread | None = None
+        # PNG bytes per evaluated point (~40 kB each; the marker always sits on a point)
+        self._plot_cache = functools.lru_cache(maxsize=None)(self._render_plot)
         config = getattr(model.model, "config", None)
         context = int(getattr(config, "max_position_embeddings", 0) or 0)
         turns = self.settings.history_turns
@@ -205,6 +217,14 @@ class PEOSpace:
             out[name] = {"weights": pref.weights, "alpha": pref.alpha, "rule": entry.get("rule", ""),
                          "point_index": entry.get("point_index")}
         return out
+
+    def alpha_range(self) -> tuple[float, float]:
+        """The alpha slider's range: the configured one, widened to every preset's and evaluated alpha."""
+        lo, hi = self.settings.alpha_range
+        alphas = [p["alpha"] for p in self.presets().values()]
+        alphas += [float(p["alpha"]) for p in (self.front or {}).get("points", [])
+                   if isinstance(p.get("alpha"), (int, float)) and p.get("method") in ("soup", "peo")]
+        return max(-1.0, min([lo, *alphas])), max([hi, *alphas])
 
     def initial_values(self) -> list[float]:
         """Start at the ``balanced`` preset when there is one, else equal weights, alpha 0."""
@@ -282,24 +302,50 @@ class PEOSpace:
         try:
             pref = self.preference(values)
         except PreferenceError:
-            return self._plot_cache(None)
-        match = self.match(pref.coefficients)
-        return self._plot_cache(None if match is None else match.index)
-
-    def _render_plot(self, index: int | None) -> "Image":
-        # Cached per evaluated point: the marker always sits on one, so there are few images.
+            index = None
+        else:
+            match = self.match(pref.coefficients)
+            index = None if match is None else match.index
         from PIL import Image
 
+        image = Image.open(io.BytesIO(self._plot_cache(index)))
+        image.load()
+        return image
+
+    def _render_plot(self, index: int | None) -> bytes:
         from peo_hub.pareto import plot_front
 
         current = None
         if index is not None:
             metrics = self.front["points"][index]["metrics"]  # type: ignore[index]
             current = {a: _mean(metrics[a]) for a in self.aspects}
-        path = plot_front(self.front, self._plot_dir / f"front-{index}.png", current=current)  # type: ignore[arg-type]
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
+        # a unique name: the prerender thread and a request may render the same point at once
+        target = self._plot_dir / f"front-{index}-{uuid.uuid4().hex}.png"
+        path = plot_front(self.front, target, current=current)  # type: ignore[arg-type]
+        data = path.read_bytes()
+        path.unlink(missing_ok=True)
+        return data
+
+    def prerender_plots(self) -> threading.Thread | None:
+        """Render every point's plot in a background thread (a first render takes ~0.25 s on a CPU).
+
+        After this, moving a slider only decodes a cached PNG. Started once (later calls
+        return the same thread); ``None`` without a front.
+        """
+        if not self.front:
+            return None
+        if self._prerender is not None:
+            return self._prerender
+        indices = [i for i, _ in self._candidates]
+
+        def work() -> None:
+            for index in indices:
+                self._plot_cache(index)
+
+        thread = threading.Thread(target=work, name="peo-space-plots", daemon=True)
+        thread.start()
+        self._prerender = thread
+        return thread
 
     # ------------------------------------------------------------------ generation
 
@@ -426,7 +472,7 @@ def build_demo(model: "PEOModel", front: Mapping[str, Any] | None = None,
     init = space.initial_values()
     init_text = space.preview(*init)
     presets = space.presets()
-    name = title or f"PEO: {Path(str(model.bundle_dir)).name}"
+    name = title or f"PEO: {(model.manifest.recipe or {}).get('name') or Path(str(model.bundle_dir)).name}"
 
     with gr.Blocks(title=name, analytics_enabled=False) as demo:
         gr.Markdown(
@@ -446,7 +492,8 @@ def build_demo(model: "PEOModel", front: Mapping[str, Any] | None = None,
                                                         elem_id=f"weight-{aspect}", scale=4))
                         percent_boxes.append(gr.Markdown(init_text[len(percent_boxes)], elem_id=f"percent-{aspect}",
                                                          min_height=0))
-                alpha = gr.Slider(s.alpha_range[0], s.alpha_range[1], value=init[-1], step=0.05,
+                alpha_lo, alpha_hi = space.alpha_range()
+                alpha = gr.Slider(alpha_lo, alpha_hi, value=init[-1], step=0.05,
                                   label="alpha (extrapolation)", elem_id="alpha")
                 if presets:
                     gr.Markdown("**Presets** (from the evaluated front)")
@@ -458,11 +505,13 @@ def build_demo(model: "PEOModel", front: Mapping[str, Any] | None = None,
                 preset_info = gr.Markdown("")
                 coefficients = gr.Markdown(init_text[-2], elem_id="coefficients")
                 predicted = gr.Markdown(init_text[-1], elem_id="predicted")
-                plot = gr.Image(value=space.plot(*init), label="Pareto front (✕ = the point your setting maps to)",
-                                type="pil", format="png", interactive=False, visible=space.front is not None,
-                                elem_id="front-plot", buttons=["fullscreen"])
+                if space.front is not None:
+                    gr.Markdown("**Pareto front** of the evaluated points; ✕ marks the one your setting maps to.")
+                plot = gr.Image(value=space.plot(*init), show_label=False, type="pil", format="png",
+                                interactive=False, visible=space.front is not None, elem_id="front-plot",
+                                buttons=["fullscreen"])
             with gr.Column(scale=6, min_width=360):
-                chatbot = gr.Chatbot(label="chat", height=460, elem_id="chatbot",
+                chatbot = gr.Chatbot(label="chat", height=420, elem_id="chatbot",
                                      placeholder=f"Ask something, e.g. “{_examples(space)[0]}”")
                 message = gr.Textbox(placeholder=f"your message (at most {s.max_prompt_chars} characters)",
                                      show_label=False, max_length=s.max_prompt_chars, elem_id="message",
@@ -577,8 +626,12 @@ def launch(bundle_or_repo_id: str | os.PathLike[str], host: str = "127.0.0.1", p
 
     model = PEOModel.from_pretrained(bundle_or_repo_id)
     front = load_space_front(model.bundle_dir)
-    demo = build_demo(model, front, settings)
-    s = demo.peo_space.settings  # type: ignore[attr-defined]
+    source = str(bundle_or_repo_id)
+    title = None if Path(source).is_dir() else f"PEO: {source}"  # a Hub id beats a cache folder's name
+    demo = build_demo(model, front, settings, title=title)
+    space: PEOSpace = demo.peo_space  # type: ignore[attr-defined]
+    s = space.settings
+    space.prerender_plots()
     demo.queue(default_concurrency_limit=s.concurrency_limit, max_size=s.max_queue)
     launch_kwargs.setdefault("show_error", True)
     try:
@@ -586,6 +639,7 @@ def launch(bundle_or_repo_id: str | os.PathLike[str], host: str = "127.0.0.1", p
     except OSError as exc:
         if "port" not in str(exc).lower():
             raise
-        raise PEOError(f"cannot serve on {host}:{port} ({str(exc).splitlines()[0]}); "
-                       "pass another port, e.g. --port 7861") from None
+        other = (port or 7860) + 1
+        raise PEOError(f"cannot serve on {host}:{port}: the port is in use or not allowed; "
+                       f"pass another one, e.g. --port {other}") from None
     return demo
