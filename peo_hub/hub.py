@@ -370,6 +370,23 @@ def space_readme(space_repo_id: str, bundle_repo_id: str, template_readme: str |
     return f"---\n{data.to_yaml()}\n---\n\n{body}"
 
 
+def package_files() -> dict[str, Path]:
+    """The installed ``peo_hub`` package's source, as Space repo paths (``peo_hub/...``).
+
+    Shipping the package inside the Space makes it deployable as is: the Space's
+    requirements.txt lists only third-party packages from PyPI, and ``app.py`` imports the
+    exact peo-hub version that wrote the bundle, not whatever a package index serves.
+    """
+    import peo_hub
+
+    root = Path(peo_hub.__file__).resolve().parent
+    return {
+        f"peo_hub/{path.relative_to(root).as_posix()}": path
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix in {".py", ".typed", ".json"}
+    }
+
+
 def push_space(space_repo_id: str, bundle_repo_id: str, private: bool = False, token: str | None = None,
                space_dir: str | os.PathLike[str] | None = None) -> str:
     """Publish the demo Space (``spaces/peo-demo/``) loading ``bundle_repo_id``; return its URL.
@@ -394,6 +411,7 @@ def push_space(space_repo_id: str, bundle_repo_id: str, private: bool = False, t
     template = (folder / "README.md").read_text(encoding="utf-8") if (folder / "README.md").is_file() else None
     files["README.md"] = space_readme(space_repo_id, bundle_repo_id, template).encode("utf-8")
     files[SPACE_CONFIG_NAME] = (json.dumps({"bundle": bundle_repo_id}, indent=2) + "\n").encode("utf-8")
+    files.update(package_files())
     api = HfApi(token=token)
     with hub_errors(action, space_repo_id, writing=True):
         _create_repo(api, space_repo_id, private, repo_type="space", space_sdk="gradio")

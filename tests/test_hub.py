@@ -421,6 +421,9 @@ def test_push_space_points_at_the_bundle(hub: HubEnv, tmp_path: Path) -> None:
     assert url == f"{hub.endpoint}/spaces/alice/peo-demo"
     files = hub.server.files("alice/peo-demo", repo_type="space")
     assert json.loads(files["peo_space.json"]) == {"bundle": REPO}
+    # the package travels with the Space, so the Space runs the peo-hub that wrote the bundle
+    assert "peo_hub/space.py" in files and "peo_hub/model.py" in files
+    assert not [name for name in files if "__pycache__" in name]
     readme = files["README.md"].decode()
     assert "sdk: gradio" in readme and f"- {REPO}" in readme and "# Demo body" in readme and "title: old" not in readme
     assert files["app.py"] == b"import gradio as gr\n"

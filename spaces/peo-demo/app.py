@@ -54,7 +54,7 @@ def main() -> None:
         from peo_hub.errors import PEOError
         from peo_hub.space import launch
     except ImportError as exc:
-        raise SystemExit(f"error: peo-hub is not installed ({exc}); install it (see requirements.txt)")
+        raise SystemExit(f"error: peo-hub is not importable ({exc}); deploy with `peo-hub push --space` (it uploads the package) or `pip install -e .` in a checkout")
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
     print(f"serving PEO bundle {bundle} on http://{host}:{port}", file=sys.stderr)
