@@ -19,9 +19,7 @@ forward pass. ``--quick`` skips the 100M model. Results go to
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -36,76 +34,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from common import SIZES, build_bundle, machine, timed  # noqa: E402
 from peo_hub import PEOModel  # noqa: E402
-from peo_hub.bundle import AspectEntry, Manifest, save_manifest  # noqa: E402
 from peo_hub.merge import merge_command  # noqa: E402
 
-ASPECTS = ("helpful", "harmless")
 POINTS = [({"helpful": 0.7, "harmless": 0.3}, 0.5), ({"helpful": 0.2, "harmless": 0.8}, 1.0)]
-SIZES = {
-    # name: (hidden, layers, intermediate, heads, vocab, seq for the forward timing)
-    "toy": dict(hidden_size=32, num_hidden_layers=2, intermediate_size=64, num_attention_heads=4,
-                vocab_size=64),
-    "llama-100m": dict(hidden_size=768, num_hidden_layers=12, intermediate_size=2048,
-                       num_attention_heads=12, vocab_size=8192),
-}
-
-
-# ----------------------------------------------------------------------------- building
-
-def build_bundle(root: Path, size: dict[str, int], rank: int = 8, seed: int = 0) -> int:
-    """A bundle with a random Llama base of ``size`` and one random LoRA adapter per aspect.
-
-    Adapters are written directly as PEFT files (config + safetensors), which is what PEFT
-    itself would save; returns the base's parameter count.
-    """
-    from peft import LoraConfig
-    from safetensors.torch import save_file
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from peo_hub.world.tokenizer import build_word_tokenizer
-
-    torch.manual_seed(seed)
-    words = "how do i bake bread fix bike pick lock ? . , sure first then mix flour sorry can not help".split()
-    tokenizer = build_word_tokenizer(words)
-    config = LlamaConfig(**size, num_key_value_heads=size["num_attention_heads"], max_position_embeddings=256,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(root / "base")
-    tokenizer.save_pretrained(root / "base")
-    linear = {n: m for n, m in model.named_modules()
-              if isinstance(m, torch.nn.Linear) and n != "lm_head"}
-    entries = {}
-    for i, aspect in enumerate(ASPECTS):
-        gen = torch.Generator().manual_seed(seed + 1 + i)
-        tensors = {}
-        for name, module in linear.items():
-            a = torch.randn(rank, module.in_features, generator=gen) / module.in_features ** 0.5
-            b = torch.randn(module.out_features, rank, generator=gen) * 0.01
-            tensors[f"base_model.model.{name}.lora_A.weight"] = a.contiguous()
-            tensors[f"base_model.model.{name}.lora_B.weight"] = b.contiguous()
-        folder = root / "adapters" / aspect
-        LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=sorted(linear), task_type="CAUSAL_LM",
-                   base_model_name_or_path=str(root / "base")).save_pretrained(str(folder))
-        save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
-        entries[aspect] = AspectEntry(adapter=f"adapters/{aspect}")
-    save_manifest(root, Manifest(base_model="base", aspects=entries,
-                                 lora={"r": rank, "alpha": 2 * rank, "target_modules": "all-linear"}))
-    return sum(p.numel() for p in model.parameters())
+MODELS = ("toy", "llama-100m")  # shapes in common.SIZES
 
 
 # ----------------------------------------------------------------------------- measuring
-
-def timed(fn: Callable[[int], Any], repeats: int) -> list[float]:
-    """Seconds per call of ``fn(i)`` for ``repeats`` calls."""
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - start)
-    return times
-
 
 def torch_bytes_allocated(fn: Callable[[], Any]) -> int:
     """Bytes torch allocated on the CPU while running ``fn`` (profiler memory events)."""
@@ -202,26 +139,6 @@ def bench_size(name: str, size: dict[str, int], workdir: Path, repeats: dict[str
 
 # ----------------------------------------------------------------------------- reporting
 
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import mergekit  # noqa: F401
-    import peft
-    import transformers
-    from importlib.metadata import version
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-            "mergekit": version("mergekit"), "python": platform.python_version(),
-            "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-
-
 def fmt_time(seconds: float) -> str:
     if seconds < 1e-3:
         return f"{seconds * 1e6:.1f} µs"
@@ -272,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         stem = "switch_latency_quick" if args.quick else "switch_latency"
         args.output = str(Path(__file__).parent / "results" / f"{stem}.json")
     torch.set_num_threads(args.threads)
-    sizes = {"toy": SIZES["toy"]} if args.quick else SIZES
+    sizes = {n: SIZES[n] for n in (MODELS[:1] if args.quick else MODELS)}
     repeats = {
         "toy": {"live": 2000, "forward": 50, "fused": 50, "export": 10, "mergekit": 2},
         "llama-100m": {"live": 2000, "forward": 10, "fused": 5, "export": 3, "mergekit": 1},
