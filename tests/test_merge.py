@@ -428,3 +428,20 @@ def test_coefficient_range_warnings(bundle, tmp_path, caplog):
     finally:
         manifest.recipe = {}
         save_manifest(bundle, manifest)
+
+
+def test_fused_forward_has_no_lora_wrappers(peo):
+    """Fused generation runs the plain base modules; switching back restores live LoRA."""
+    from peft.tuners.lora import LoraLayer
+
+    def wrappers() -> int:
+        return sum(isinstance(m, LoraLayer) for m in peo.model.modules())
+
+    live = wrappers()
+    assert live > 0
+    peo.set_preference({"helpful": 0.7, "harmless": 0.3}, alpha=0.5, fuse=True)
+    assert wrappers() == 0
+    peo.set_preference({"helpful": 0.2, "harmless": 0.8}, alpha=0.5, fuse=True)
+    assert wrappers() == 0
+    peo.set_preference({"helpful": 0.2, "harmless": 0.8})
+    assert wrappers() == live
