@@ -37,10 +37,15 @@ logger = logging.getLogger(__name__)
 RUN_STATE = ".peo_run.json"  # the recipe a folder was started with; guards --resume
 
 
+def recipe_fingerprint(recipe: Recipe) -> dict[str, Any]:
+    """What must not change between a run and its ``--resume`` (everything but where to push)."""
+    return recipe.model_dump(mode="json", exclude={"hub"})
+
+
 def _prepare_output(recipe: Recipe, output: Path, resume: bool) -> None:
     """Refuse to mix two runs in one folder; remember the recipe for ``--resume``."""
     state = output / RUN_STATE
-    fingerprint = recipe.model_dump(mode="json", exclude={"hub"})
+    fingerprint = recipe_fingerprint(recipe)
     if output.exists() and any(output.iterdir()):
         if not resume:
             raise RecipeError(
@@ -107,8 +112,10 @@ def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[st
     from transformers import AutoTokenizer
 
     from peo_hub.data import load_preference_data
+    from peo_hub.evaluate import require_engine
 
     recipe = load_recipe(recipe_path)
+    require_engine(recipe.evaluate)  # a missing vLLM must fail now, not after training
     out = Path(output or Path("runs") / (recipe.name or "run"))
     _prepare_output(recipe, out, resume)
     repo_id = push or recipe.hub.repo_id

@@ -24,7 +24,14 @@ _STRICT = ConfigDict(extra="forbid")
 
 
 class JudgeSpec(BaseModel):
-    """How one aspect's replies are scored (in [0, 1], higher is better)."""
+    """How one aspect's replies are scored (in [0, 1], higher is better).
+
+    Reward-model judges load with ``AutoModelForSequenceClassification``. Checkpoints saved
+    by other code bases need two more things to score as they were trained: their weight
+    names mapped onto the transformers class (``key_mapping``; safe-rlhf's Beaver models keep
+    their head in ``score_head``, which transformers would otherwise replace by a random
+    ``score`` head without an error) and their own text format (``template``).
+    """
 
     model_config = _STRICT
 
@@ -33,10 +40,65 @@ class JudgeSpec(BaseModel):
     revision: str | None = Field(default=None, description="reward_model: Hub revision to pin")
     negate: bool = Field(default=False, description="reward_model: true for cost models (lower cost = better)")
     normalise: Literal["sigmoid", "none"] = Field(
-        default="sigmoid", description="reward_model: map raw scores to [0, 1] with a sigmoid, or keep them raw"
+        default="sigmoid",
+        description="reward_model: sigmoid((s - shift) / scale) maps the (negated, for cost models) raw score s to "
+                    "[0, 1]; none keeps s as is (the front's reference point 0 then cuts negative scores off)",
+    )
+    scale: float = Field(
+        default=1.0, gt=0,
+        description="reward_model, sigmoid: raw-score units per sigmoid unit; raise it (e.g. 5) for models whose "
+                    "scores spread over tens of units, so that differences between points do not saturate at 0 or 1",
+    )
+    shift: float = Field(default=0.0, description="reward_model, sigmoid: the raw score that maps to 0.5")
+    template: str | None = Field(
+        default=None,
+        description="reward_model: the scored text as a format string with {prompt} and {reply}, e.g. Beaver's "
+                    "'BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:{reply}'; default: the judge's chat "
+                    "template when it has one, else '{prompt} {reply}'",
+    )
+    key_mapping: dict[str, str] | None = Field(
+        default=None,
+        description="reward_model: regex -> replacement on checkpoint weight names, passed to from_pretrained, "
+                    "e.g. {'^score_head': 'score'} for safe-rlhf checkpoints (Beaver)",
+    )
+    score_token: Literal["model", "last"] = Field(
+        default="model",
+        description="reward_model: model = the model's own pooling (transformers: the last token that is not the "
+                    "pad token); last = the last token of the text by attention mask (safe-rlhf's convention; "
+                    "differs when the text ends in the pad token, e.g. pad = eos)",
     )
     batch_size: int = Field(default=16, gt=0, description="reward_model: replies scored per forward pass")
     max_length: int = Field(default=1024, gt=0, description="reward_model: tokens per scored conversation")
+
+    @field_validator("template")
+    @classmethod
+    def _template_fields(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        import string
+
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"template is not a valid format string ({exc}); write literal braces as {{{{ and }}}}") from None
+        unknown = sorted(fields - {"prompt", "reply"})
+        if unknown or fields != {"prompt", "reply"}:
+            what = f"unknown field {{{unknown[0]}}}" if unknown else "it lacks " + " and ".join(
+                f"{{{name}}}" for name in ("prompt", "reply") if name not in fields)
+            raise ValueError(f"template must use exactly {{prompt}} and {{reply}}: {what}")
+        return value
+
+    @field_validator("key_mapping")
+    @classmethod
+    def _key_mapping_regexes(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        import re
+
+        for pattern in value or {}:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"key_mapping pattern {pattern!r} is not a regular expression ({exc})") from None
+        return value
 
     @model_validator(mode="after")
     def _known_type(self) -> "JudgeSpec":
@@ -177,6 +239,11 @@ class EvaluateSpec(BaseModel):
     top_p: float = Field(default=1.0, gt=0, le=1, description="nucleus sampling")
     batch_size: int = Field(default=64, gt=0, description="prompts generated per batch")
     bootstrap: int = Field(default=1000, ge=100, description="bootstrap resamples for the 95% intervals")
+    engine: Literal["transformers", "vllm"] = Field(
+        default="transformers",
+        description="generation backend: transformers (live preference switching, runs anywhere) or vllm "
+                    "(pip install peo-hub[vllm]; each point as an exported LoRA adapter; untested on CPU)",
+    )
 
 
 class HubSpec(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Mapping
 
 import torch
 
+from peo_hub.errors import PEOError
 from peo_hub.fsutil import atomic_dir
 from peo_hub.recipe import DPOSpec, LoraSpec
 
@@ -100,22 +102,40 @@ def train_adapter(
             peft_config=lora.to_peft(),
         )
         trainer.train()
-    seconds = time.perf_counter() - started
-    record = {
-        "train_seconds": round(seconds, 2),
-        "pairs": int(dataset.num_rows),
-        "steps": int(trainer.state.global_step),
-        "metrics": _summary(trainer.state.log_history),
-        **dict(info or {}),
-    }
-    with atomic_dir(output) as tmp:
-        trainer.model.save_pretrained(tmp)
-        config_path = tmp / "adapter_config.json"
-        config = json.loads(config_path.read_text())
-        config["base_model_name_or_path"] = base_model_id
-        config["revision"] = base_revision
-        config_path.write_text(json.dumps(config, indent=2) + "\n")
-        (tmp / TRAINING_INFO).write_text(json.dumps(record, indent=2) + "\n")
+        seconds = time.perf_counter() - started
+        # Under `accelerate launch` (DDP, FSDP, DeepSpeed) every process must take part in
+        # save_model (FSDP and ZeRO-3 gather the sharded weights); only the main process
+        # writes, into its own scratch folder, and then moves the adapter into place.
+        saved = Path(scratch) / "final"
+        trainer.save_model(str(saved))
+        accelerator = trainer.accelerator
+        record = {
+            "train_seconds": round(seconds, 2),
+            "pairs": int(dataset.num_rows),
+            "steps": int(trainer.state.global_step),
+            "metrics": _summary(trainer.state.log_history),
+            **({"processes": accelerator.num_processes, "distributed_type": str(accelerator.distributed_type.value)}
+               if accelerator.num_processes > 1 else {}),
+            **dict(info or {}),
+        }
+        if accelerator.is_main_process:
+            missing = [name for name in ADAPTER_FILES if not (saved / name).is_file()]
+            if missing:
+                raise PEOError(
+                    f"DPO finished but the trainer saved no {missing[0]} (sharded weights were not gathered); with "
+                    "FSDP set fsdp_state_dict_type: FULL_STATE_DICT, with DeepSpeed ZeRO-3 zero3_save_16bit_model: "
+                    "true (see recipes/accelerate/)"
+                )
+            with atomic_dir(output) as tmp:
+                for name in ADAPTER_FILES:  # not the tokenizer or training_args.bin save_model adds
+                    shutil.copy2(saved / name, tmp / name)
+                config_path = tmp / "adapter_config.json"
+                config = json.loads(config_path.read_text())
+                config["base_model_name_or_path"] = base_model_id
+                config["revision"] = base_revision
+                config_path.write_text(json.dumps(config, indent=2) + "\n")
+                (tmp / TRAINING_INFO).write_text(json.dumps(record, indent=2) + "\n")
+        accelerator.wait_for_everyone()
     return record
 
 

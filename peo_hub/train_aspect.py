@@ -1,0 +1,145 @@
+"""``python -m peo_hub.train_aspect RECIPE ASPECT --output DIR``: one aspect's DPO run, for ``accelerate launch``.
+
+Why a separate entry point: ``accelerate launch`` starts one copy of a script per GPU, and
+the whole ``recipe run`` (every aspect, the sweep, the judges, the plots) must not run N
+times over. This module trains exactly one aspect's adapter, the same way ``recipe run``
+does (same base resolution, data, seed and ``train_adapter`` call), into the same place,
+``DIR/adapters/<aspect>/``, renamed into place by the main process only once complete.
+Afterwards ``peo-hub recipe run RECIPE --output DIR --resume`` finds the finished adapters,
+keeps them, trains any aspect still missing, and runs the sweep::
+
+    accelerate launch --config_file recipes/accelerate/ddp.yaml \\
+        -m peo_hub.train_aspect recipes/pku-saferlhf-qwen2.5-0.5b.yaml helpful --output runs/pku
+    accelerate launch --config_file recipes/accelerate/ddp.yaml \\
+        -m peo_hub.train_aspect recipes/pku-saferlhf-qwen2.5-0.5b.yaml harmless --output runs/pku
+    peo-hub recipe run recipes/pku-saferlhf-qwen2.5-0.5b.yaml --output runs/pku --resume
+
+Run as plain ``python -m`` it is one process on one device (or the CPU): the same code path.
+Two aspects may train at once into one folder (e.g. on two GPU sets): each writes only its
+own adapter folder. Do not start ``recipe run --resume`` on the folder while one is still
+training: it clears leftover temporary folders, which includes a save in progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from peo_hub.errors import PEOError, RecipeError
+from peo_hub.fsutil import atomic_write_json
+
+
+def _check_folder(recipe_fingerprint: dict, output: Path) -> bool:
+    """Whether ``output`` may take this recipe's adapters; True when the run state must be written.
+
+    Same rule as ``recipe run --resume``: a folder started with another recipe, or a
+    non-empty folder that is not a peo-hub run, is refused, so adapters from two recipes
+    never mix in one bundle.
+    """
+    from peo_hub.bundle import MANIFEST_NAME
+    from peo_hub.pipeline import RUN_STATE
+
+    state = output / RUN_STATE
+    if state.is_file():
+        previous = json.loads(state.read_text(encoding="utf-8"))
+        changed = sorted(k for k in set(previous) | set(recipe_fingerprint)
+                         if previous.get(k) != recipe_fingerprint.get(k))
+        if changed:
+            raise RecipeError(
+                f"{output} was started with a different recipe (changed: {', '.join(changed)}); "
+                "use a new --output for the new recipe"
+            )
+        return False
+    if output.exists() and any(output.iterdir()) and not (output / MANIFEST_NAME).is_file():
+        raise RecipeError(f"{output} is not a peo-hub run folder; choose another --output")
+    return True
+
+
+def train_aspect(recipe_path: str | Path, aspect: str, output: str | Path | None = None) -> Path:
+    """Train ``aspect``'s adapter of the recipe into ``output/adapters/<aspect>``; returns that folder.
+
+    An adapter that is already complete is kept (like ``--resume``). Safe under
+    ``accelerate launch``: the main process copies the base and reads the data first
+    (downloads happen once), every process trains, only the main process writes.
+    """
+    import torch
+    from accelerate import PartialState
+    from transformers import AutoTokenizer
+
+    from peo_hub.data import load_preference_data
+    from peo_hub.pipeline import RUN_STATE, _resolve_base, recipe_fingerprint
+    from peo_hub.recipe import load_recipe
+    from peo_hub.train import adapter_complete, train_adapter
+
+    recipe = load_recipe(recipe_path)
+    if aspect not in recipe.aspects:
+        raise RecipeError(
+            f"aspect {aspect!r} is not in {recipe_path}; choose one of: {', '.join(recipe.aspects)}"
+        )
+    out = Path(output or Path("runs") / (recipe.name or "run"))
+    folder = out / "adapters" / aspect
+    # cpu=True without CUDA so that torchrun/accelerate CPU processes form a gloo group here
+    # too; the trainer's own arguments later set up the same state again.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    fingerprint = recipe_fingerprint(recipe)
+    write_state = _check_folder(fingerprint, out)
+    if adapter_complete(folder):
+        if state.is_main_process:
+            print(f"[{aspect}] adapter already trained, kept ({folder}); delete it to retrain")
+        return folder
+
+    with state.main_process_first():
+        if state.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+            if write_state:  # so that `recipe run --resume` accepts the folder
+                atomic_write_json(out / RUN_STATE, fingerprint)
+        base_path, base_id = _resolve_base(recipe, out)
+        tokenizer = AutoTokenizer.from_pretrained(base_path, revision=recipe.base_model_revision)
+        loaded = load_preference_data(recipe.aspects[aspect].dataset, tokenizer)
+
+    if state.is_main_process:
+        print(f"[{aspect}] DPO on {loaded.train.num_rows} pairs from {recipe.aspects[aspect].dataset.source} "
+              f"({state.num_processes} process(es), {state.distributed_type.value})")
+    train_adapter(
+        base_path=base_path, tokenizer=tokenizer, dataset=loaded.train, lora=recipe.train.lora,
+        dpo=recipe.train.dpo, output=folder, seed=recipe.seed, base_model_id=base_id,
+        base_revision=recipe.base_model_revision if base_id != "base" else None,
+        info={"aspect": aspect},
+    )
+    return folder
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m peo_hub.train_aspect",
+        description="Train one aspect's DPO LoRA adapter of a recipe (launchable with `accelerate launch`); "
+                    "then `peo-hub recipe run RECIPE --output DIR --resume` picks it up.",
+    )
+    parser.add_argument("recipe", help="path to RECIPE.yaml")
+    parser.add_argument("aspect", help="the aspect to train, as named in the recipe")
+    parser.add_argument("--output", "-o", default=None, help="bundle folder (default: runs/<recipe name>)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        folder = train_aspect(args.recipe, args.aspect, output=args.output)
+    except PEOError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; no adapter folder was written for this aspect, run it again", file=sys.stderr)
+        return 130
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(f"adapter in {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
