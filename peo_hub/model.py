@@ -227,10 +227,12 @@ class PEOModel:
             return self.model.generate(**self._generation_defaults(kwargs))
 
     def _chat_inputs(self, messages: Messages) -> dict[str, torch.Tensor]:
-        if isinstance(messages, str):
-            messages = [{"role": "user", "content": messages}]
-        inputs = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True,
-                                                    return_tensors="pt", return_dict=True)
+        from peo_hub.data import render_prompt
+
+        # The same rendering as training and the sweep: the chat template when the base has
+        # one, plain text otherwise (a GPT-2-style base has no template to apply).
+        text = render_prompt(self.tokenizer, messages)
+        inputs = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
         return {k: v.to(self.device) for k, v in inputs.items()}
 
     def chat(self, messages: Messages, max_new_tokens: int = 128, do_sample: bool = False,

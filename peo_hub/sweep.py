@@ -85,7 +85,7 @@ def run_sweep(recipe: Recipe, out: Path, tokenizer: Any, morl_records: dict[str,
         label = preference.label()
         bar.set_postfix_str(f"{method} {label}")
         if not (folder / f"{method}-{label}.json").is_file() and model is None:
-            model = PEOModel.from_pretrained(out)
+            model = PEOModel.from_pretrained(out, device=_device())
         if model is not None:
             model.set_preference(coefficients=preference.coefficients)
         records.append(evaluate(model, method, label, preference))
@@ -116,4 +116,11 @@ def _load_peft(out: Path, adapter: str) -> Any:
     from peo_hub.bundle import load_manifest, resolve_base
 
     base = AutoModelForCausalLM.from_pretrained(resolve_base(out, load_manifest(out)))
-    return PeftModel.from_pretrained(base, str(out / adapter)).eval()
+    return PeftModel.from_pretrained(base, str(out / adapter)).eval().to(_device() or "cpu")
+
+
+def _device() -> str | None:
+    """Generate where the compute is: a sweep on a GPU machine must not run on its CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else None

@@ -188,11 +188,10 @@ def _check_bundle(out: Path, aspects: list[str]) -> dict[str, Any]:
     assert model.aspects == aspects
     model.set_preference({aspects[0]: 0.5, aspects[1]: 0.5}, alpha=0.5)
     assert model.coefficients == pytest.approx({aspects[0]: 0.75, aspects[1]: 0.75})
-    if model.tokenizer.chat_template:
-        assert isinstance(model.chat("How do I learn to play the guitar?", max_new_tokens=4), str)
-    else:  # a base without a chat template is prompted with plain text
-        inputs = model.tokenizer("\n\nHuman: hi\n\nAssistant:", return_tensors="pt")
-        assert model.generate(**inputs, max_new_tokens=4, do_sample=False).shape[1] == inputs["input_ids"].shape[1] + 4
+    # with a chat template, or (GPT-2) without one: chat renders like training did
+    assert isinstance(model.chat("How do I learn to play the guitar?", max_new_tokens=4), str)
+    inputs = model.tokenizer("\n\nHuman: hi\n\nAssistant:", return_tensors="pt")
+    assert model.generate(**inputs, max_new_tokens=4, do_sample=False).shape[1] == inputs["input_ids"].shape[1] + 4
     return front
 
 
