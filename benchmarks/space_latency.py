@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import socket
 import statistics
@@ -48,22 +47,12 @@ TARGET_MS = 100.0
 
 
 def machine() -> dict[str, Any]:
+    """The shared machine record (benchmarks/common.py) plus the Gradio version."""
     import gradio
-    import torch
-    import transformers
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "gradio": gradio.__version__,
-            "python": platform.python_version(), "platform": platform.platform(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    from common import machine as common_machine
+
+    return {**common_machine(), "gradio": gradio.__version__}
 
 
 def stats_ms(samples_s: list[float]) -> dict[str, float]:
@@ -262,7 +251,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from peo_hub import PEOModel
-    from peo_hub.fsutil import atomic_write_json
     from peo_hub.space import build_demo, load_space_front
 
     torch.set_num_threads(args.threads)
@@ -285,10 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"slider -> first token: median {results['slider_to_first_token']['median_ms']:.1f} ms, "
           f"p95 {results['slider_to_first_token']['p95_ms']:.1f} ms "
           f"({'meets' if met else 'MISSES'} the {TARGET_MS:.0f} ms target)")
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, report)
-    print(f"wrote {out}")
+    from common import write_report
+
+    write_report("space_latency", report, args.output)
     return 0
 
 

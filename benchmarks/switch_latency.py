@@ -34,7 +34,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from common import SIZES, build_bundle, machine, timed  # noqa: E402
+from common import SIZES, build_bundle, machine, timed, write_report  # noqa: E402
 from peo_hub import PEOModel  # noqa: E402
 from peo_hub.merge import merge_command  # noqa: E402
 
@@ -208,12 +208,7 @@ def main(argv: list[str] | None = None) -> int:
               f"torch bytes allocated: {r['live_switch_torch_bytes_allocated']}; Python heap peak over "
               f"100 switches: {r['live_100_switches_python_heap_peak_bytes']:,} B; "
               f"mergekit / live = {r['ratio_vs_live']['mergekit_model']:,.0f}x")
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from peo_hub.fsutil import atomic_write_json
-
-    atomic_write_json(out, report)
-    print(f"wrote {out}")
+    write_report("switch_latency", report, args.output)
     return 0
 
 

@@ -53,7 +53,7 @@ def main() -> None:
                 "base": b["mean"], "base_ci": b["ci"], "adapter_mean": x["mean"], "adapter_ci": x["ci"],
                 "delta": x["mean"] - b["mean"], "delta_ci": [low, high],
             })
-    print(f"| adapter alone | judge | replies | base | adapter | delta (95% CI) |")
+    print("| adapter alone | judge | replies | base | adapter | delta (95% CI) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['adapter']} | {r['judge']} | {r['replies']} | {r['base']:.3f} [{r['base_ci'][0]:.3f}, {r['base_ci'][1]:.3f}] "

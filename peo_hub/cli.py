@@ -7,7 +7,6 @@ User mistakes surface as :class:`~peo_hub.errors.PEOError` and are printed as on
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Callable, Sequence
 

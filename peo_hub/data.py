@@ -223,7 +223,7 @@ class DatasetSpec(BaseModel):
                     "e.g. columns: {prompt: question, chosen: good, rejected: bad}"
                 )
         elif self.columns is not None:
-            raise ValueError(f"columns: only format columns uses a column mapping; set format: columns or remove columns")
+            raise ValueError("columns: only format columns uses a column mapping; set format: columns or remove columns")
         if self.test_size is not None and self.eval_split is not None:
             raise ValueError(
                 "eval_split: test_size is also set; hold out either part of split (test_size) or another split "

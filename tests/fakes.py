@@ -7,6 +7,7 @@ Building one takes well under a second.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -78,3 +79,12 @@ def make_fake_bundle(root: Path, aspects: Sequence[str] = ("helpful", "harmless"
     save_manifest(root, Manifest(base_model="base", aspects=entries,
                                  lora={"r": r, "alpha": 2 * r, "target_modules": "all-linear"}))
     return root
+
+
+def folder_digest(folder: Path) -> str:
+    """A hash of every file's name and bytes under ``folder``: "left exactly as it was"."""
+    h = hashlib.sha256()
+    for f in sorted(Path(folder).rglob("*")):
+        if f.is_file():
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()

@@ -21,7 +21,6 @@ identical to the adapters a plain ``recipe run`` trains.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import yaml
 import realdata
 from peo_hub.cli import main as cli_main
 from peo_hub.pareto import check_front, load_front
+from fakes import folder_digest
 
 pytestmark = pytest.mark.slow
 
@@ -201,14 +201,6 @@ def _tensors(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "adapter_model.safetensors"))
 
 
-def _digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(folder.rglob("*")):
-        if f.is_file():
-            h.update(f.name.encode() + f.read_bytes())
-    return h.hexdigest()
-
-
 @pytest.fixture(scope="module")
 def pku_run(world: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One plain ``run_recipe`` of the PKU recipe, with the trainer and generate spied on."""
@@ -276,7 +268,7 @@ def test_train_aspect_entry_point_then_resume_reuses_its_adapters(pku_run: dict[
     assert adapter_complete(out / "adapters" / "helpful")
     assert not (out / "adapters" / "harmless").exists() and not (out / "front.json").exists()
     assert main([str(recipe), "harmless", "-o", str(out)]) == 0
-    before = {a: _digest(out / "adapters" / a) for a in ("helpful", "harmless")}
+    before = {a: folder_digest(out / "adapters" / a) for a in ("helpful", "harmless")}
 
     # A second launch keeps a finished adapter; mistakes are one line and exit 2.
     assert main([str(recipe), "helpful", "-o", str(out)]) == 0
@@ -293,7 +285,7 @@ def test_train_aspect_entry_point_then_resume_reuses_its_adapters(pku_run: dict[
 
     # recipe run --resume takes the adapters as they are and finishes the bundle.
     run_recipe(recipe, output=out, resume=True)
-    assert {a: _digest(out / "adapters" / a) for a in ("helpful", "harmless")} == before
+    assert {a: folder_digest(out / "adapters" / a) for a in ("helpful", "harmless")} == before
     _check_bundle(out, ["helpful", "harmless"])
     # Same code path as recipe run: bit-identical adapters to the plain run's.
     for aspect in ("helpful", "harmless"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -24,6 +23,7 @@ from peo_hub.recipe import DPOSpec, LoraSpec
 from peo_hub.train import adapter_complete, train_adapter
 from peo_hub.world import toy
 from peo_hub.world.base import build_toy_base
+from fakes import folder_digest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,14 +68,6 @@ def _tiny_recipe(tmp_path: Path, steps: int) -> Path:
     return path
 
 
-def _digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(folder.rglob("*")):
-        if f.is_file():
-            h.update(f.name.encode() + f.read_bytes())
-    return h.hexdigest()
-
-
 @pytest.mark.slow
 def test_killed_run_resumes_without_half_written_adapters(tmp_path: Path, peo_cache: Path) -> None:
     recipe = _tiny_recipe(tmp_path, steps=100)
@@ -96,12 +88,12 @@ def test_killed_run_resumes_without_half_written_adapters(tmp_path: Path, peo_ca
 
     assert not (out / "adapters" / "harmless").exists(), "a killed training must leave no adapter folder"
     assert not (out / "peo_config.json").exists()
-    helpful_before = _digest(out / "adapters" / "helpful")
+    helpful_before = folder_digest(out / "adapters" / "helpful")
 
     # Without --resume the half-done folder is protected.
     assert main(["recipe", "run", str(recipe), "--output", str(out)]) == 2
     assert main(["recipe", "run", str(recipe), "--output", str(out), "--resume"]) == 0
-    assert _digest(out / "adapters" / "helpful") == helpful_before, "finished aspects are kept as they were"
+    assert folder_digest(out / "adapters" / "helpful") == helpful_before, "finished aspects are kept as they were"
     assert adapter_complete(out / "adapters" / "harmless")
     assert (out / "front.json").is_file() and (out / "peo_config.json").is_file()
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
