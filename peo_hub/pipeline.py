@@ -45,7 +45,10 @@ def _prepare_output(recipe: Recipe, output: Path, resume: bool) -> None:
     """Refuse to mix two runs in one folder; remember the recipe for ``--resume``."""
     state = output / RUN_STATE
     fingerprint = recipe_fingerprint(recipe)
-    if output.exists() and any(output.iterdir()):
+    started = output.exists() and any(
+        child.name != RUN_STATE and ".tmp-" not in child.name for child in output.iterdir()
+    )  # a folder holding only the run record never got past set-up: reuse it freely
+    if started:
         if not resume:
             raise RecipeError(
                 f"output folder {output} is not empty; pass --resume to continue that run, or --output NEW_DIR"
@@ -64,6 +67,28 @@ def _prepare_output(recipe: Recipe, output: Path, resume: bool) -> None:
     for folder in (output, output / "adapters", output / "evaluations", output / "baselines" / "morl"):
         clean_stale_temps(folder)
     atomic_write_json(state, fingerprint)
+
+
+def _check_base(recipe: Recipe) -> None:
+    """Fail in one line, before anything is written, when the base model cannot be had."""
+    from peo_hub.world.base import is_embedded
+
+    base = recipe.base_model
+    if is_embedded(base):
+        return
+    looks_like_path = base.startswith((".", "/", "~")) or base.count("/") > 1 or Path(base).exists()
+    if looks_like_path and not Path(base).expanduser().is_dir():
+        raise RecipeError(f"base_model folder {base} does not exist; give a model folder, a Hub id or embedded:toy")
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(str(Path(base).expanduser()) if looks_like_path else base,
+                                   revision=recipe.base_model_revision)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RecipeError(
+            f"cannot load base_model {base!r}: {first}; check the id or path (offline, it must be in the HF cache)"
+        ) from None
 
 
 def _resolve_base(recipe: Recipe, output: Path) -> tuple[str, str]:
@@ -116,6 +141,7 @@ def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[st
     recipe = load_recipe(recipe_path)
     require_engine(recipe.evaluate)  # a missing vLLM must fail now, not after training
     out = Path(output or Path("runs") / (recipe.name or "run"))
+    _check_base(recipe)
     _prepare_output(recipe, out, resume)
     repo_id = push or recipe.hub.repo_id
 
@@ -184,8 +210,6 @@ def _train_morl(recipe: Recipe, out: Path, base_path: str, base_id: str, tokeniz
 def _finish(recipe: Recipe, out: Path, manifest: Manifest, points: list[dict[str, Any]],
             records: dict[str, dict[str, Any]], morl_records: dict[str, dict[str, Any]]) -> None:
     """front.json/png, merges for the front and presets, the card, the manifest summary."""
-    import yaml  # noqa: F401  (mergekit_yaml needs it; fail early if missing)
-
     from peo_hub.card import write_model_card
     from peo_hub.merge import mergekit_config, mergekit_yaml, open_bundle
     from peo_hub.pareto import build_front, plot_front, save_front

@@ -101,3 +101,20 @@ def test_killed_run_resumes_without_half_written_adapters(tmp_path: Path, peo_ca
     # A different recipe in the same folder is refused, naming what changed.
     changed = _tiny_recipe(tmp_path, steps=101)
     assert main(["recipe", "run", str(changed), "--output", str(out), "--resume"]) == 2
+
+
+@pytest.mark.parametrize("base, needle", [
+    ("nobody/nothing", "cannot load base_model 'nobody/nothing'"),
+    ("/nonexistent/model-folder", "base_model folder /nonexistent/model-folder does not exist"),
+])
+def test_unavailable_base_fails_before_writing_anything(base: str, needle: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    data = yaml.safe_load((REPO / "tests" / "recipes" / "toy-ci.yaml").read_text())
+    data["base_model"] = base
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = tmp_path / "out"
+    assert main(["recipe", "run", str(recipe), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err
+    assert not out.exists()
