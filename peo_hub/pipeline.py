@@ -91,21 +91,27 @@ def _check_base(recipe: Recipe) -> None:
         ) from None
 
 
-def _resolve_base(recipe: Recipe, output: Path) -> tuple[str, str]:
-    """(path to load the base from, what the manifest calls it)."""
+def _base_source(recipe: Recipe) -> tuple[str, str]:
+    """(where to load the base from, what the manifest calls it).
+
+    A Hub id is kept as is (users can get it themselves); an embedded or local base is
+    copied into the bundle's ``base/`` (see :func:`_copy_base`) and called ``base``.
+    """
     from peo_hub.world.base import ensure_embedded_base, is_embedded
 
     if is_embedded(recipe.base_model):
-        source = ensure_embedded_base(recipe.base_model, seed=recipe.seed)
-    elif Path(recipe.base_model).is_dir():
-        source = Path(recipe.base_model)
-    else:
-        return recipe.base_model, recipe.base_model  # a Hub id: users can get it themselves
+        return str(ensure_embedded_base(recipe.base_model, seed=recipe.seed)), "base"
+    if Path(recipe.base_model).expanduser().is_dir():
+        return str(Path(recipe.base_model).expanduser()), "base"
+    return recipe.base_model, recipe.base_model
+
+
+def _copy_base(source: str, output: Path) -> str:
     inside = output / "base"
     if not (inside / "config.json").is_file():
         with atomic_dir(inside) as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True)
-    return str(inside), "base"
+    return str(inside)
 
 
 def _manifest(recipe: Recipe, base_id: str, records: dict[str, dict[str, Any]],
@@ -135,32 +141,39 @@ def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[st
     """Run a recipe into a bundle folder; returns the folder. See the module docstring."""
     from transformers import AutoTokenizer
 
-    from peo_hub.data import load_preference_data
+    from peo_hub.data import load_preference_data, load_prompts
     from peo_hub.evaluate import require_engine
 
     recipe = load_recipe(recipe_path)
     require_engine(recipe.evaluate)  # a missing vLLM must fail now, not after training
     out = Path(output or Path("runs") / (recipe.name or "run"))
-    _check_base(recipe)
-    _prepare_output(recipe, out, resume)
     repo_id = push or recipe.hub.repo_id
 
-    base_path, base_id = _resolve_base(recipe, out)
-    tokenizer = AutoTokenizer.from_pretrained(base_path, revision=recipe.base_model_revision)
-
-    # Phase 1: one adapter per aspect.
-    data, provenance, records = {}, {}, {}
+    # Everything a user can get wrong is checked before the first write: the base, every
+    # aspect's data, the evaluation prompts.
+    _check_base(recipe)
+    base_source, base_id = _base_source(recipe)
+    tokenizer = AutoTokenizer.from_pretrained(base_source, revision=recipe.base_model_revision)
+    data, provenance = {}, {}
     for aspect, spec in recipe.aspects.items():
         loaded = load_preference_data(spec.dataset, tokenizer)
         data[aspect], provenance[aspect] = loaded.train, loaded.provenance()
+    load_prompts(recipe.evaluate.prompts)
+
+    _prepare_output(recipe, out, resume)
+    base_path = _copy_base(base_source, out) if base_id == "base" else base_source
+
+    # Phase 1: one adapter per aspect.
+    records: dict[str, dict[str, Any]] = {}
+    for aspect, spec in recipe.aspects.items():
         folder = out / "adapters" / aspect
         if resume and adapter_complete(folder):
             records[aspect] = json.loads((folder / "training_info.json").read_text())
             tqdm.write(f"[{aspect}] adapter already trained, kept ({folder})")
             continue
-        tqdm.write(f"[{aspect}] DPO on {loaded.train.num_rows} pairs from {spec.dataset.source}")
+        tqdm.write(f"[{aspect}] DPO on {data[aspect].num_rows} pairs from {spec.dataset.source}")
         records[aspect] = train_adapter(
-            base_path=base_path, tokenizer=tokenizer, dataset=loaded.train, lora=recipe.train.lora,
+            base_path=base_path, tokenizer=tokenizer, dataset=data[aspect], lora=recipe.train.lora,
             dpo=recipe.train.dpo, output=folder, seed=recipe.seed, base_model_id=base_id,
             base_revision=recipe.base_model_revision if base_id != "base" else None,
             info={"aspect": aspect},

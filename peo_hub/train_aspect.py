@@ -70,7 +70,7 @@ def train_aspect(recipe_path: str | Path, aspect: str, output: str | Path | None
     from transformers import AutoTokenizer
 
     from peo_hub.data import load_preference_data
-    from peo_hub.pipeline import RUN_STATE, _resolve_base, recipe_fingerprint
+    from peo_hub.pipeline import RUN_STATE, _base_source, _copy_base, recipe_fingerprint
     from peo_hub.recipe import load_recipe
     from peo_hub.train import adapter_complete, train_adapter
 
@@ -96,7 +96,8 @@ def train_aspect(recipe_path: str | Path, aspect: str, output: str | Path | None
             out.mkdir(parents=True, exist_ok=True)
             if write_state:  # so that `recipe run --resume` accepts the folder
                 atomic_write_json(out / RUN_STATE, fingerprint)
-        base_path, base_id = _resolve_base(recipe, out)
+        base_source, base_id = _base_source(recipe)
+        base_path = _copy_base(base_source, out) if base_id == "base" else base_source
         tokenizer = AutoTokenizer.from_pretrained(base_path, revision=recipe.base_model_revision)
         loaded = load_preference_data(recipe.aspects[aspect].dataset, tokenizer)
 

@@ -118,3 +118,16 @@ def test_unavailable_base_fails_before_writing_anything(base: str, needle: str, 
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_bad_dataset_fails_before_writing_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   peo_cache: Path) -> None:
+    data = yaml.safe_load((REPO / "tests" / "recipes" / "toy-ci.yaml").read_text())
+    data["aspects"]["harmless"]["dataset"] = {"source": str(tmp_path / "missing.jsonl")}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = tmp_path / "out"
+    assert main(["recipe", "run", str(recipe), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "missing.jsonl" in err and err.count("\n") == 1, err
+    assert not out.exists(), "a recipe whose data cannot be read must leave no folder behind"
