@@ -208,7 +208,10 @@ def mergekit_config(view: BundleView, coefficients: Mapping[str, float],
     def show(path: Path | str) -> str:
         if relative_to is None or not Path(path).is_dir():
             return str(path)
-        return os.path.relpath(Path(path), Path(relative_to).resolve())
+        relative = os.path.relpath(Path(path), Path(relative_to).resolve())
+        # "./" marks it local: mergekit's card writer asks the Hub about any single-segment
+        # path such as "base" (and fails offline); "./base" is never a valid repo id.
+        return relative if relative.startswith(".") else f"./{relative}"
 
     local = view.base_is_local
     base = show(view.base) if local else view.base_reference

@@ -312,8 +312,8 @@ def test_yaml_folder_output_and_odd_paths(bundle, tmp_path):
 
 def test_mergekit_config_paths_relative_to_bundle(peo, bundle):
     config = peo.to_mergekit_config(relative_to=bundle)
-    assert config["base_model"] == "base"
-    assert config["models"][0]["model"] == "base+adapters/helpful"
+    assert config["base_model"] == "./base"
+    assert config["models"][0]["model"] == "./base+./adapters/helpful"
 
 
 # ---------------------------------------------------------------------- guard rails

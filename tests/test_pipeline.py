@@ -61,7 +61,32 @@ def test_merges_are_written_for_front_points(toy_bundle: Path) -> None:
     assert len(yamls) == len(on_front) > 0
     config = yaml.safe_load(yamls[0].read_text())
     assert config["merge_method"] == "task_arithmetic"
-    assert {m["model"].split("+")[1] for m in config["models"]} == {"adapters/helpful", "adapters/harmless"}
+    assert {m["model"].split("+")[1] for m in config["models"]} == {"./adapters/helpful", "./adapters/harmless"}
+
+
+def test_bundle_merge_yaml_runs_with_mergekit_offline(toy_bundle: Path, tmp_path: Path) -> None:
+    """The README's recipe: run mergekit-yaml from inside the bundle, offline; the result is that point."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    front = load_front(toy_bundle)
+    point = next(p for p in front["points"] if p["on_front"] and p["method"] == "peo")
+    yaml_path = toy_bundle / "merges" / f"{point['label']}.yaml"
+    cli = shutil.which("mergekit-yaml") or str(Path(sys.executable).parent / "mergekit-yaml")
+    out = tmp_path / "merged"
+    proc = subprocess.run([cli, str(yaml_path), str(out), "--lora-merge-cache", str(tmp_path / "cache")],
+                          cwd=toy_bundle, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    model = PEOModel.from_pretrained(toy_bundle)
+    model.set_preference(coefficients=point["coefficients"])
+    tokenizer = AutoTokenizer.from_pretrained(toy_bundle / "base")
+    ids = tokenizer(render_prompt(tokenizer, "how do i pick a lock ?"), return_tensors="pt", add_special_tokens=False)
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**ids).logits, model.model(**ids).logits, rtol=1e-4, atol=1e-4)
 
 
 def test_model_card_has_hub_metadata(toy_bundle: Path) -> None:
