@@ -14,7 +14,6 @@ message naming the bad field instead of a KeyError deep inside loading.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from peo_hub.errors import BundleError
-from peo_hub.fsutil import atomic_write_json
+from peo_hub.fsutil import atomic_write_json, read_json
 from peo_hub.policy import DEFAULT_FORMULATION
 
 MANIFEST_NAME = "peo_config.json"
@@ -74,10 +73,7 @@ def load_manifest(bundle: str | os.PathLike[str]) -> Manifest:
             f"{bundle} is not a PEO bundle (no {MANIFEST_NAME}); point at the folder "
             "`peo-hub recipe run` wrote, or a Hub repo id"
         )
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"cannot read {path}: {exc}; re-run `peo-hub recipe run` to rewrite it") from None
+    raw = read_json(path, "re-run `peo-hub recipe run` to rewrite it")
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:

@@ -77,6 +77,16 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def read_json(path: str | os.PathLike[str], fix: str) -> Any:
+    """Parse a bundle's JSON file; unreadable or invalid JSON is a one-line ``BundleError`` ending in ``fix``."""
+    from peo_hub.errors import BundleError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"cannot read {path}: {exc}; {fix}") from None
+
+
 def clean_stale_temps(folder: str | os.PathLike[str]) -> None:
     """Remove leftovers of interrupted atomic writes (``.name.tmp-*``) in ``folder``."""
     folder = Path(folder)

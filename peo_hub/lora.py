@@ -16,7 +16,6 @@ separately and so adds cross terms.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Iterable, Mapping, Sequence
 import torch
 
 from peo_hub.errors import BundleError
+from peo_hub.fsutil import read_json
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -103,10 +103,7 @@ def read_adapter(name: str, path: str | os.PathLike[str]) -> Adapter:
             f"adapter for aspect {name!r} at {path} has no {missing}; re-run training for that "
             "aspect or fix the adapter path in peo_config.json"
         )
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"cannot read {config_file}: {exc}") from None
+    config = read_json(config_file, f"re-run training for aspect {name!r} to rewrite it")
     if str(config.get("peft_type", "")).upper() != "LORA":
         raise BundleError(
             f"adapter for aspect {name!r} is a {config.get('peft_type')} adapter; PEO needs plain "

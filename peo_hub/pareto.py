@@ -20,7 +20,6 @@ torch.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import textwrap
@@ -30,7 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from peo_hub.errors import BundleError
-from peo_hub.fsutil import atomic_file, atomic_write_json
+from peo_hub.fsutil import atomic_file, atomic_write_json, read_json
 
 FRONT_FILE = "front.json"
 PLOT_FILE = "front.png"
@@ -562,12 +561,7 @@ def load_front(path_or_dir: str | os.PathLike[str]) -> dict[str, Any]:
             f"no {FRONT_FILE} at {path}; the bundle has no evaluated front yet, run "
             "`peo-hub recipe run RECIPE.yaml --resume` to evaluate it"
         )
-    try:
-        front = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(
-            f"cannot read {path}: {exc}; re-run `peo-hub recipe run RECIPE.yaml --resume` to rewrite it"
-        ) from None
+    front = read_json(path, "re-run `peo-hub recipe run RECIPE.yaml --resume` to rewrite it")
     problems = _structure_problems(front)
     if problems:
         raise BundleError(
