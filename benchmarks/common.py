@@ -111,6 +111,16 @@ def subset_bundle(source: Path, dest: Path, aspects: Sequence[str]) -> Path:
 
 # ----------------------------------------------------------------------------- measuring
 
+def merge_point(bundle: Path, output: Path, kind: str, weights: dict[str, float], alpha: float = 0.0) -> Path:
+    """What `peo-hub merge BUNDLE --weights ... --alpha ... --as KIND --output OUTPUT` does, through the library."""
+    from peo_hub.bundle import open_bundle
+    from peo_hub.export import write_point
+    from peo_hub.policy import make_preference
+
+    opened = open_bundle(bundle)
+    return write_point(opened, make_preference(opened.aspects, weights, alpha=alpha), output, kind)
+
+
 def timed(fn: Callable[[int], Any], repeats: int, sync: Callable[[], None] | None = None) -> list[float]:
     """Seconds per call of ``fn(i)`` for ``repeats`` calls (``sync`` waits for a GPU, if any)."""
     times = []

@@ -45,7 +45,7 @@ def build(spec: dict[str, Any]) -> dict[str, Any]:
     """The bundle (``n_max`` adapters, plus a subset bundle per N) and ``n_max`` merged models."""
     from common import SIZES, aspect_names, build_bundle, subset_bundle
 
-    from peo_hub.merge import merge_command
+    from common import merge_point
 
     root, n_max = Path(spec["root"]), spec["n_max"]
     names = aspect_names(n_max)
@@ -54,7 +54,7 @@ def build(spec: dict[str, Any]) -> dict[str, Any]:
     merged = []
     for k in range(n_max):  # n_max distinct preferences: mostly aspect k, a little of the rest
         weights = {a: (0.7 if i == k else 0.3 / (n_max - 1)) for i, a in enumerate(names)}
-        merged.append(str(merge_command(root / "full", root / f"merged{k}", "model", weights=weights,
+        merged.append(str(merge_point(root / "full", root / f"merged{k}", "model", weights=weights,
                                         alpha=ALPHA)))
     return {"params": params, "bundles": bundles, "merged": merged,
             "aspects": {n: list(aspect_names(n)) for n in spec["ns"]}}

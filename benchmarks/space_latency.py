@@ -120,8 +120,8 @@ def bench_plot(space: Any, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     cold, warm = [], []
     space._plot_cache.cache_clear()
-    for point in range(len(space.front["points"])):
-        coefs = space.front["points"][point].get("coefficients")
+    for point in range(len(space.front.points)):
+        coefs = space.front.points[point].coefficients
         pref_values = None
         if coefs and sum(coefs.values()) > 0:
             total = sum(coefs.values())
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="peo-space-bench-") as tmp:
         bundle = find_bundle(args.bundle, Path(tmp))
         model = PEOModel.from_pretrained(bundle)
-        space = build_demo(model, load_space_front(bundle)).peo_space  # the app's own handlers
+        space = build_demo(model, load_space_front(model)).peo_space  # the app's own handlers
         results: dict[str, Any] = {}
         results.update(bench_handlers(space, args.trials, args.seed))
         results.update(bench_plot(space, args.seed))

@@ -34,9 +34,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from common import SIZES, build_bundle, machine, timed, write_report  # noqa: E402
+from common import SIZES, build_bundle, machine, merge_point, timed, write_report  # noqa: E402
 from peo_hub import PEOModel  # noqa: E402
-from peo_hub.merge import merge_command  # noqa: E402
 
 POINTS = [({"helpful": 0.7, "harmless": 0.3}, 0.5), ({"helpful": 0.2, "harmless": 0.8}, 1.0)]
 MODELS = ("toy", "llama-100m")  # shapes in common.SIZES
@@ -105,7 +104,7 @@ def bench_size(name: str, size: dict[str, int], workdir: Path, repeats: dict[str
 
     export = timed(lambda i: model.export_adapter(root / f"export{i}"), repeats["export"])
     del model
-    merge = timed(lambda i: merge_command(root / "bundle", root / f"merged{i}", "model",
+    merge = timed(lambda i: merge_point(root / "bundle", root / f"merged{i}", "model",
                                           weights=POINTS[0][0], alpha=POINTS[0][1]), repeats["mergekit"])
     shutil.rmtree(root, ignore_errors=True)
 

@@ -1,4 +1,4 @@
-"""Preference data: Hub ids, local files and the embedded world → prompt/chosen/rejected.
+"""Preference data: Hub ids, local files and the embedded world -> prompt/chosen/rejected.
 
 Every aspect of a PEO recipe names its preference data with a :class:`DatasetSpec`. This
 module turns any supported source and format into one shape, a ``datasets.Dataset`` with
@@ -7,26 +7,12 @@ dataset's own layout:
 
 ``prompt``
     what the model is asked; rendered with the tokenizer's chat template when one is
-    given (:func:`render_prompt`), so training, evaluation and the Space agree on it.
+    given (:func:`peo_hub.chat.render_prompt`), so training, evaluation and the Space agree.
 ``chosen`` / ``rejected``
     plain completions (strings). TRL appends the EOS token itself.
 
-Formats (``DatasetSpec.format``):
-
-``pairs``
-    columns ``prompt``, ``chosen``, ``rejected``; the prompt may be a string or a list of
-    ``{role, content}`` messages, a completion a string or a list of assistant messages.
-``pku-saferlhf``
-    PKU-Alignment/PKU-SafeRLHF's columns ``prompt``, ``response_0``, ``response_1`` and
-    ``better_response_id`` (``label: better``) or ``safer_response_id`` (``label: safer``).
-``hh-rlhf``
-    Anthropic/hh-rlhf's ``chosen``/``rejected`` full dialogues; the prompt is the text up
-    to and including the chosen dialogue's last ``"\\n\\nAssistant:"``.
-``conversational``
-    TRL's conversational preference format: message lists, with an explicit ``prompt``
-    column or an implicit one (the shared messages before the final assistant turn).
-``columns``
-    ``pairs`` under other column names: ``columns: {prompt: q, chosen: good, rejected: bad}``.
+Formats (``DatasetSpec.format``) are the registry in :mod:`peo_hub.formats`: ``pairs``,
+``pku-saferlhf``, ``hh-rlhf``, ``conversational`` and ``columns``.
 
 Rows that cannot give a usable pair (missing text, identical chosen and rejected, a
 rejected dialogue that does not share the chosen one's prompt) are dropped and counted;
@@ -39,16 +25,19 @@ spec or the data is wrong (missing columns, labels that are not 0/1, a missing f
 
 from __future__ import annotations
 
+import difflib
 import logging
-import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from peo_hub.errors import DataError
+from peo_hub.chat import _short, has_chat_template, render_prompt, to_messages
+from peo_hub.errors import DataError, validation_message
+from peo_hub.formats import FORMATS, Purpose, Rows, split_hh
+from peo_hub.ids import is_repo_id, looks_local
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -61,32 +50,18 @@ __all__ = [
     "load_prompts",
     "parse_dataset_spec",
     "render_prompt",
+    "split_hh",
     "to_messages",
 ]
 
 logger = logging.getLogger(__name__)
 
-Format = Literal["pairs", "pku-saferlhf", "hh-rlhf", "conversational", "columns"]
-FORMATS: tuple[str, ...] = ("pairs", "pku-saferlhf", "hh-rlhf", "conversational", "columns")
-PKU_LABELS: dict[str, str] = {"better": "better_response_id", "safer": "safer_response_id"}
 EMBEDDED_PREFIX = "embedded:"
 
-# File suffix → the `datasets` packaged builder that reads it. Compressed JSON/CSV (the raw
+# File suffix -> the `datasets` packaged builder that reads it. Compressed JSON/CSV (the raw
 # HH-RLHF files are train.jsonl.gz) are read transparently by `datasets`.
 FILE_BUILDERS: dict[str, str] = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
-
-HUMAN = "\n\nHuman:"
-ASSISTANT = "\n\nAssistant:"
-_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
-
-# Drop reasons, as they appear in logs and in PreferenceData.dropped.
-MISSING_TEXT = "missing or empty text"
-IDENTICAL = "chosen identical to rejected"
-PROMPT_DIFFERS = "prompt differs between chosen and rejected"
-NO_ASSISTANT = "no assistant turn in chosen"
-MULTI_TURN = "completion spans several turns"
 
 
 def file_builder(source: str) -> str | None:
@@ -120,7 +95,7 @@ class DatasetSpec(BaseModel):
             "'embedded:<name>' for the offline toy world."
         )
     )
-    format: Format = Field(
+    format: str = Field(
         default="pairs",
         description="How the rows are laid out: pairs, pku-saferlhf, hh-rlhf, conversational or columns.",
     )
@@ -196,40 +171,35 @@ class DatasetSpec(BaseModel):
             raise ValueError(f"test_size must be > 0, got {value}; e.g. use 0.05 or 200")
         return value
 
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in FORMATS:
+            hint = difflib.get_close_matches(value, list(FORMATS), n=1)
+            raise ValueError(f"unknown format {value!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                             + f"; known: {', '.join(FORMATS)}")
+        return value
+
     @model_validator(mode="after")
     def _format_fields(self) -> "DatasetSpec":
-        embedded = self.is_embedded
-        if embedded and self.format != "pairs":
-            raise ValueError(f"format: embedded sources are already pairs; remove format or set format: pairs (got {self.format!r})")
-        if self.format == "pku-saferlhf":
-            if self.label not in PKU_LABELS:
-                got = "no label" if self.label is None else f"label {self.label!r}"
-                raise ValueError(f"label: format pku-saferlhf needs label: better or label: safer ({got})")
-        elif self.label is not None and not embedded:
-            raise ValueError(
-                f"label: only format pku-saferlhf and embedded sources use a label; remove label {self.label!r} "
-                f"for format {self.format}"
-            )
-        if self.format == "columns":
-            keys = set(self.columns or {})
-            if keys != {"prompt", "chosen", "rejected"}:
-                missing = sorted({"prompt", "chosen", "rejected"} - keys)
-                extra = sorted(keys - {"prompt", "chosen", "rejected"})
-                detail = "; ".join(
-                    part for part in (f"missing {missing}" if missing else "", f"unknown {extra}" if extra else "") if part
-                )
-                raise ValueError(
-                    f"columns: format columns needs a mapping with exactly prompt, chosen and rejected ({detail}), "
-                    "e.g. columns: {prompt: question, chosen: good, rejected: bad}"
-                )
-        elif self.columns is not None:
+        self.check(None)
+        return self
+
+    def check(self, purpose: Purpose | None) -> None:
+        """Raise ``ValueError("field: problem; fix")`` unless the spec can be read for ``purpose``."""
+        fmt = FORMATS[self.format]
+        if self.is_embedded and self.format != "pairs":
+            raise ValueError(f"format: embedded sources are already pairs; remove format or set format: pairs "
+                             f"(got {self.format!r})")
+        if self.label is not None and not (fmt.uses_label or self.is_embedded):
+            raise ValueError(f"label: only format pku-saferlhf and embedded sources use a label; remove label "
+                             f"{self.label!r} for format {self.format}")
+        if self.columns is not None and self.format != "columns":
             raise ValueError("columns: only format columns uses a column mapping; set format: columns or remove columns")
         if self.test_size is not None and self.eval_split is not None:
-            raise ValueError(
-                "eval_split: test_size is also set; hold out either part of split (test_size) or another split "
-                "(eval_split), not both"
-            )
-        return self
+            raise ValueError("eval_split: test_size is also set; hold out either part of split (test_size) or another "
+                             "split (eval_split), not both")
+        fmt.check_spec(self, purpose)
 
     @property
     def is_embedded(self) -> bool:
@@ -249,12 +219,9 @@ class DatasetSpec(BaseModel):
             return "embedded"
         if file_builder(self.source) is not None:
             return "file"
-        path = Path(self.source).expanduser()
-        if path.is_dir():
+        if Path(self.source).expanduser().is_dir():
             return "folder"
-        if path.is_file() or self.source.startswith(("/", "./", "../", "~", ".\\")):
-            return "file"
-        return "hub"
+        return "file" if looks_local(self.source) else "hub"
 
     def describe(self) -> str:
         """A short human name for logs and errors, e.g. ``Anthropic/hh-rlhf[helpful-base] train``."""
@@ -265,152 +232,25 @@ class DatasetSpec(BaseModel):
         return f"{where} {self.split}"
 
 
-def parse_dataset_spec(obj: Any, where: str = "dataset") -> DatasetSpec:
+def parse_dataset_spec(obj: Any, where: str = "dataset", purpose: Purpose | None = None) -> DatasetSpec:
     """Validate a dataset spec (dict, YAML-loaded) into a :class:`DatasetSpec`, or raise one-line DataError.
 
-    Why a wrapper: pydantic's multi-line report is right for a library but not for the CLI
-    contract (one line naming the field and the fix). ``where`` prefixes the field path,
-    e.g. ``aspects.helpful.dataset``.
+    ``where`` prefixes the field path in errors, e.g. ``aspects.helpful.dataset``; ``purpose``
+    (``pairs`` or ``prompts``) adds the checks that depend on what the data is read for.
     """
-    if isinstance(obj, DatasetSpec):
-        return obj
     if isinstance(obj, str):
-        raise DataError(f"{where}: expected a mapping like {{source: ..., format: ...}}, got the string {obj!r}; write source: {obj}")
+        raise DataError(f"{where}: expected a mapping like {{source: ..., format: ...}}, got the string {obj!r}; "
+                        f"write source: {obj}")
     try:
-        return DatasetSpec.model_validate(obj)
+        spec = obj if isinstance(obj, DatasetSpec) else DatasetSpec.model_validate(obj)
+        if purpose is not None:
+            spec.check(purpose)
     except ValidationError as exc:
-        raise DataError(format_validation_error(exc, where)) from None
-
-
-def format_validation_error(exc: ValidationError, where: str = "dataset") -> str:
-    """One line for the first pydantic error of a DatasetSpec: field path, problem, fix."""
-    errors = exc.errors()
-    first = errors[0]
-    loc = ".".join(str(part) for part in first.get("loc", ()))
-    msg = str(first.get("msg", "invalid"))
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    if first.get("type") == "extra_forbidden":
-        allowed = ", ".join(DatasetSpec.model_fields)
-        msg = f"unknown field; remove it (allowed: {allowed}, and name as an alias of subset)"
-    elif first.get("type") == "missing":
-        msg = "required; add it" + (" (a Hub dataset id, a local file or embedded:<name>)" if loc == "source" else "")
-    if not loc and ": " in msg and msg.split(": ", 1)[0] in DatasetSpec.model_fields:
-        loc, msg = msg.split(": ", 1)  # model-level checks name their field first
-    path = f"{where}.{loc}" if loc else where
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{path}: {msg}{more}"
-
-
-# --------------------------------------------------------------------------- prompts
-
-
-def is_hh_dialogue(text: str) -> bool:
-    """True for HH-RLHF-style text: starts with a ``Human:`` turn and has an ``Assistant:`` turn."""
-    return bool(re.match(r"\s*Human:", text)) and ASSISTANT in text
-
-
-def hh_to_messages(text: str) -> list[dict[str, str]]:
-    """``"\\n\\nHuman: hi\\n\\nAssistant: hello\\n\\nHuman: bye\\n\\nAssistant:"`` → user/assistant messages.
-
-    The empty final ``Assistant:`` (the generation slot) is dropped: that is what
-    ``add_generation_prompt=True`` puts back in the tokenizer's own format.
-    """
-    text = text if text.startswith("\n\n") else "\n\n" + text.lstrip()
-    parts = _HH_TURN.split(text)
-    messages: list[dict[str, str]] = []
-    preamble = parts[0].strip()
-    for speaker, content in zip(parts[1::2], parts[2::2]):
-        role = "user" if speaker == "Human" else "assistant"
-        content = content.strip()
-        if preamble and not messages:
-            content = f"{preamble}\n\n{content}".strip()
-        messages.append({"role": role, "content": content})
-    if messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
-        messages.pop()
-    return messages
-
-
-def _check_messages(value: Any, what: str) -> list[dict[str, str]]:
-    """Validate a message list; ``what`` names the row/column for the error."""
-    messages: list[dict[str, str]] = []
-    for message in value:
-        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
-            raise DataError(f"{what}: expected a list of {{role, content}} messages, got {message!r}; fix the data or the format")
-        content = message.get("content")
-        if not isinstance(content, str):
-            raise DataError(
-                f"{what}: message content must be text, got {type(content).__name__}; "
-                "only text messages are supported (flatten content parts to a string)"
-            )
-        messages.append({"role": message["role"], "content": content})
-    return messages
-
-
-def to_messages(prompt: str | Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-    """Any prompt form as chat messages: a plain string is one user turn, an HH dialogue its turns.
-
-    Public so that judges with their own input format (e.g. a reward model's
-    ``USER: ... ASSISTANT:`` template) can re-render the same prompt.
-    """
-    if isinstance(prompt, str):
-        return hh_to_messages(prompt) if is_hh_dialogue(prompt) else [{"role": "user", "content": prompt}]
-    return _check_messages(prompt, "prompt")
-
-
-def has_chat_template(tokenizer: Any) -> bool:
-    """True when ``tokenizer`` carries a chat template (base models like GPT-2 do not)."""
-    return bool(tokenizer is not None and getattr(tokenizer, "chat_template", None))
-
-
-def _flatten(messages: list[dict[str, str]]) -> str:
-    """Messages as plain text for a tokenizer without a chat template.
-
-    One user turn is its text; anything longer is written HH-RLHF style
-    (``\\n\\nHuman: ...\\n\\nAssistant:``), the de facto plain-text dialogue format, ending
-    with the ``Assistant:`` slot when the last turn is the user's. System text goes first.
-    """
-    if len(messages) == 1 and messages[0]["role"] == "user":
-        return messages[0]["content"]
-    out = []
-    for message in messages:
-        if message["role"] == "system":
-            out.append(message["content"])
-        else:
-            speaker = "Human" if message["role"] == "user" else "Assistant"
-            out.append(f"\n\n{speaker}: {message['content']}")
-    if messages and messages[-1]["role"] != "assistant":
-        out.append(ASSISTANT)
-    return "".join(out)
-
-
-def render_prompt(tokenizer: Any, prompt: str | Sequence[Mapping[str, Any]]) -> str:
-    """The exact prompt text the model sees, with ``tokenizer``'s chat template when it has one.
-
-    ``prompt`` is a plain user string, a ``{role, content}`` message list, or an HH-RLHF
-    dialogue (turned into messages). With a chat template the result is
-    ``apply_chat_template(messages, add_generation_prompt=True)``; without one (or with
-    ``tokenizer=None``) a string comes back unchanged and a message list is flattened
-    (see :func:`_flatten`). Training, evaluation and the Space all call this, so a policy
-    is always prompted the way it was trained.
-    """
-    if not has_chat_template(tokenizer):
-        return prompt if isinstance(prompt, str) else _flatten(to_messages(prompt))
-    messages = to_messages(prompt)
-    try:
-        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except Exception as exc:  # jinja errors (e.g. role alternation rules) are data/template mismatches
-        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(
-            f"the tokenizer's chat template cannot render prompt {_short(messages)}: {line}; "
-            "fix the prompt's roles or use a tokenizer whose template accepts them"
-        ) from None
-    return rendered
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+        raise DataError(validation_message(exc, where, DatasetSpec.model_fields)) from None
+    except ValueError as exc:
+        field, _, message = str(exc).partition(": ")
+        raise DataError(f"field {where + '.' + field!r}: {message}" if message else f"{where}: {exc}") from None
+    return spec
 
 
 # --------------------------------------------------------------------------- loading
@@ -447,6 +287,8 @@ def _load_raw(spec: DatasetSpec, split: str) -> "Dataset":
                 f"eval_split {split!r} needs a Hub dataset or a folder with several splits, but {path.name} is one file; "
                 "use test_size to hold out part of it"
             )
+        if path.stat().st_size == 0:
+            raise DataError(f"dataset file {path} is empty; fill it with one preference row per record")
         try:
             return datasets.load_dataset(builder, data_files={_split_name(split): str(path)}, split=split)
         except Exception as exc:  # pyarrow/json/csv parse errors all mean "not a readable data file"
@@ -459,7 +301,7 @@ def _load_raw(spec: DatasetSpec, split: str) -> "Dataset":
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             return _load_saved(path, split)
         return _load_builder(str(path), spec, split, where=f"folder {path}")
-    if not _HUB_ID.match(spec.source):
+    if not is_repo_id(spec.source):
         raise DataError(
             f"dataset source {spec.source!r} is not a local file, a folder or a Hub dataset id; "
             "check the path (data files end in .parquet/.jsonl/.json/.csv) or write the id as owner/name"
@@ -514,6 +356,9 @@ def _load_builder(path_or_id: str, spec: DatasetSpec, split: str, where: str) ->
         raise DataError(f"{where}: {text}; {fix}") from None
     except FileNotFoundError as exc:
         raise DataError(f"{where}: {_first_line(exc)}; check data_dir and split") from None
+    except Exception as exc:  # a data file `datasets` cannot parse (pyarrow, json, csv errors)
+        raise DataError(f"cannot read {where}: {_first_line(exc)}; check that every data file in it is valid "
+                        "parquet, jsonl, json or csv") from None
 
 
 def _load_embedded(spec: DatasetSpec, split: str) -> "Dataset":
@@ -536,171 +381,30 @@ def _load_embedded(spec: DatasetSpec, split: str) -> "Dataset":
     return datasets.Dataset.from_list(list(rows))
 
 
-def _required_columns(spec: DatasetSpec, names: Sequence[str], prompts_only: bool = False) -> dict[str, str | None]:
-    """Role → source column for ``spec.format``; a missing one raises a DataError naming it.
-
-    ``prompts_only`` asks only for what yields the prompt (for :func:`load_prompts`).
-    """
-    fmt = spec.format
-    if fmt in ("pairs", "columns"):
-        mapping: dict[str, str | None] = dict(spec.columns) if fmt == "columns" and spec.columns else {
-            "prompt": "prompt",
-            "chosen": "chosen",
-            "rejected": "rejected",
-        }
-    elif fmt == "pku-saferlhf":
-        mapping = {"prompt": "prompt", "response_0": "response_0", "response_1": "response_1", "id": PKU_LABELS[str(spec.label)]}
-    elif fmt == "hh-rlhf":
-        mapping = {"chosen": "chosen", "rejected": "rejected"}
-    else:  # conversational: the prompt column is optional (implicit prompt)
-        mapping = {"prompt": "prompt" if "prompt" in names else None, "chosen": "chosen", "rejected": "rejected"}
-    if prompts_only:
-        if fmt in ("hh-rlhf",) or (fmt == "conversational" and mapping["prompt"] is None):
-            mapping = {"chosen": mapping["chosen"]}
-        else:
-            mapping = {"prompt": mapping["prompt"]}
+def _columns(spec: DatasetSpec, names: Sequence[str], purpose: Purpose) -> dict[str, str | None]:
+    """Role -> source column for ``spec.format``; a missing one raises a DataError naming it."""
+    mapping = FORMATS[spec.format].columns(spec, names, purpose)
     missing = [column for column in mapping.values() if column is not None and column not in names]
     if missing:
-        hint = (
-            "fix the columns mapping"
-            if fmt == "columns"
-            else "pick the format that matches the data, or use format: columns with a columns mapping"
-        )
+        hint = ("fix the columns mapping" if spec.format == "columns"
+                else "pick the format that matches the data, or use format: columns with a columns mapping")
         found = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
-        raise DataError(f"{spec.describe()}: format {fmt} needs column(s) {', '.join(missing)}, found {found or 'none'}; {hint}")
+        raise DataError(f"{spec.describe()}: format {spec.format} needs column(s) {', '.join(missing)}, "
+                        f"found {found or 'none'}; {hint}")
     return mapping
 
 
-def _completion(value: Any, what: str) -> str | None:
-    """A completion as text: a string, or the content of a list of assistant messages."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, (list, tuple)):
-        messages = _check_messages(value, what)
-        roles = {message["role"] for message in messages}
-        if roles - {"assistant"}:
-            raise DataError(
-                f"{what}: a completion must hold only assistant messages, found roles {sorted(roles)}; "
-                "put earlier turns in the prompt column (or drop the prompt column for an implicit prompt)"
-            )
-        return "\n".join(message["content"] for message in messages)
-    raise DataError(f"{what}: expected text or a list of assistant messages, got {type(value).__name__}; fix the data or the format")
+def _read(raw: "Dataset", spec: DatasetSpec, purpose: Purpose) -> tuple[dict[str, list], dict[str, str | None]]:
+    mapping = _columns(spec, list(raw.column_names), purpose)
+    used = [c for c in dict.fromkeys(mapping.values()) if c is not None]
+    return raw.select_columns(used).to_dict(), mapping
 
 
-def _prompt(value: Any, what: str) -> str | list[dict[str, str]] | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, (list, tuple)):
-        return _check_messages(value, what)
-    raise DataError(f"{what}: expected text or a list of messages, got {type(value).__name__}; fix the data or the format")
-
-
-@dataclass
-class _Rows:
-    """Converted rows before rendering: prompts keep their structure until a tokenizer renders them."""
-
-    prompts: list[Any] = field(default_factory=list)
-    chosen: list[str] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
-    dropped: Counter = field(default_factory=Counter)
-    read: int = 0
-
-    def add(self, prompt: Any, chosen: str | None, rejected: str | None) -> None:
-        if prompt is None or (isinstance(prompt, str) and not prompt.strip()) or (isinstance(prompt, list) and not prompt):
-            self.dropped[MISSING_TEXT] += 1
-        elif not chosen or not rejected or not chosen.strip() or not rejected.strip():
-            self.dropped[MISSING_TEXT] += 1
-        elif chosen == rejected:
-            self.dropped[IDENTICAL] += 1  # zero DPO gradient: pure cost
-        else:
-            self.prompts.append(prompt)
-            self.chosen.append(chosen)
-            self.rejected.append(rejected)
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-
-def split_hh(chosen: str, rejected: str) -> tuple[str, str, str] | str:
-    """HH-RLHF dialogues → (prompt, chosen completion, rejected completion), or a drop reason.
-
-    The prompt is the chosen dialogue up to and including its last ``"\\n\\nAssistant:"``;
-    the rejected dialogue must start with the same text (a few HH rows differ earlier in the
-    conversation; they are dropped, since no single prompt fits both). Completions keep their
-    leading space so that ``prompt + chosen`` is the original dialogue.
-    """
-    cut = chosen.rfind(ASSISTANT)
-    if cut < 0:
-        return NO_ASSISTANT
-    prompt = chosen[: cut + len(ASSISTANT)]
-    if not rejected.startswith(prompt):
-        return PROMPT_DIFFERS
-    good, bad = chosen[len(prompt) :], rejected[len(prompt) :]
-    if HUMAN in good or HUMAN in bad or ASSISTANT in bad:
-        return MULTI_TURN
-    return prompt, good, bad
-
-
-def _convert(raw: "Dataset", spec: DatasetSpec) -> _Rows:
-    """Source rows → prompt/chosen/rejected for ``spec.format``, counting drops."""
-    names = list(raw.column_names)
-    mapping = _required_columns(spec, names)
-    data = raw.select_columns([c for c in dict.fromkeys(mapping.values()) if c is not None]).to_dict()
-    n = raw.num_rows
-    rows = _Rows(read=n)
-    fmt = spec.format
-    col = lambda role: data[mapping[role]]  # noqa: E731 - local shorthand
-
-    if fmt == "pku-saferlhf":
-        id_column = str(mapping["id"])
-        for i, (prompt, r0, r1, pick) in enumerate(zip(col("prompt"), col("response_0"), col("response_1"), col("id"))):
-            if isinstance(pick, bool) or pick not in (0, 1):
-                raise DataError(
-                    f"{spec.describe()} row {i}: {id_column} is {pick!r}, expected 0 or 1; "
-                    f"check that this is PKU-SafeRLHF data, or filter bad rows out before loading"
-                )
-            good, bad = (r0, r1) if pick == 0 else (r1, r0)
-            where = f"{spec.describe()} row {i}"
-            rows.add(_prompt(prompt, f"{where} prompt"), _completion(good, where), _completion(bad, where))
-    elif fmt == "hh-rlhf":
-        for i, (good, bad) in enumerate(zip(col("chosen"), col("rejected"))):
-            if (good is not None and not isinstance(good, str)) or (bad is not None and not isinstance(bad, str)):
-                raise DataError(
-                    f"{spec.describe()} row {i}: hh-rlhf chosen/rejected must be dialogue text, got "
-                    f"{type(good).__name__}/{type(bad).__name__}; use format conversational for message lists"
-                )
-            if not good or not bad or not good.strip() or not bad.strip():
-                rows.dropped[MISSING_TEXT] += 1
-                continue
-            parts = split_hh(good, bad)
-            if isinstance(parts, str):
-                rows.dropped[parts] += 1
-            else:
-                rows.add(*parts)
-    elif fmt == "conversational" and mapping["prompt"] is None:
-        for i, (good, bad) in enumerate(zip(col("chosen"), col("rejected"))):
-            if good is None or bad is None:
-                rows.dropped[MISSING_TEXT] += 1
-                continue
-            if isinstance(good, str) or isinstance(bad, str):
-                raise DataError(
-                    f"{spec.describe()} row {i}: without a prompt column, chosen and rejected must be full message lists; "
-                    "add a prompt column or use format pairs"
-                )
-            good_m, bad_m = _check_messages(good, f"row {i} chosen"), _check_messages(bad, f"row {i} rejected")
-            if not good_m or good_m[-1]["role"] != "assistant" or not bad_m or bad_m[-1]["role"] != "assistant":
-                rows.dropped[NO_ASSISTANT] += 1
-            elif good_m[:-1] != bad_m[:-1] or not good_m[:-1]:
-                rows.dropped[PROMPT_DIFFERS if good_m[:-1] else MISSING_TEXT] += 1
-            else:
-                rows.add(good_m[:-1], good_m[-1]["content"], bad_m[-1]["content"])
-    else:  # pairs, columns, conversational with an explicit prompt
-        for i, (prompt, good, bad) in enumerate(zip(col("prompt"), col("chosen"), col("rejected"))):
-            rows.add(
-                _prompt(prompt, f"{spec.describe()} row {i} prompt"),
-                _completion(good, f"{spec.describe()} row {i} chosen"),
-                _completion(bad, f"{spec.describe()} row {i} rejected"),
-            )
+def _convert(raw: "Dataset", spec: DatasetSpec) -> Rows:
+    """Source rows -> prompt/chosen/rejected for ``spec.format``, counting drops."""
+    data, mapping = _read(raw, spec, "pairs")
+    rows = FORMATS[spec.format].pairs(data, mapping, spec)
+    rows.read = raw.num_rows
     return rows
 
 
@@ -713,7 +417,7 @@ def _subset(n: int, k: int | None, seed: int) -> list[int]:
     return sorted(int(i) for i in np.random.default_rng(seed).permutation(n)[:k])
 
 
-def _to_dataset(rows: _Rows, indices: Sequence[int], tokenizer: Any) -> "Dataset":
+def _to_dataset(rows: Rows, indices: Sequence[int], tokenizer: Any) -> "Dataset":
     """Selected rows → the three-column string Dataset, prompts rendered with ``tokenizer``."""
     import datasets
 
@@ -735,7 +439,7 @@ def _prompt_key(prompt: Any) -> Any:
     return prompt if isinstance(prompt, str) else tuple((m["role"], m["content"]) for m in prompt)
 
 
-def _hold_out(rows: _Rows, pool: list[int], n_test: int, seed: int) -> tuple[list[int], list[int]]:
+def _hold_out(rows: Rows, pool: list[int], n_test: int, seed: int) -> tuple[list[int], list[int]]:
     """Split ``pool`` into (held-out, train) by whole prompts, at least ``n_test`` pairs held out.
 
     Why by prompt: datasets like PKU-SafeRLHF pair one prompt with several response pairs;
@@ -776,7 +480,7 @@ class PreferenceData:
         }
 
 
-def _report(spec: DatasetSpec, split: str, rows: _Rows) -> None:
+def _report(spec: DatasetSpec, split: str, rows: Rows) -> None:
     total = sum(rows.dropped.values())
     if total:
         detail = ", ".join(f"{count} {reason}" for reason, count in rows.dropped.most_common())
@@ -798,7 +502,7 @@ def load_preference_data(spec: DatasetSpec | Mapping[str, Any], tokenizer: Any =
     render the prompts with ``tokenizer`` (only for the rows kept, since rendering costs
     more than reading). ``eval_split`` rows go through the same steps, capped at max_samples.
     """
-    spec = parse_dataset_spec(spec)
+    spec = parse_dataset_spec(spec, purpose="pairs")
     rows = _convert(_load_raw(spec, spec.split), spec)
     _report(spec, spec.split, rows)
     pool = _subset(len(rows), spec.max_samples, spec.seed)
@@ -870,29 +574,15 @@ def load_prompts(
             raise DataError(f"{where}: the inline prompt list is empty; add at least one prompt")
         return [render_prompt(tokenizer, p) for p in prompts]
 
-    spec = parse_dataset_spec(spec, where)
+    spec = parse_dataset_spec(spec, where, purpose="prompts")
     if spec.test_size is not None or spec.eval_split is not None:
         held = load_preference_data(spec, tokenizer).eval
         assert held is not None  # test_size/eval_split always give a hold-out
         return _dedup(list(held["prompt"]))
 
     raw = _load_raw(spec, spec.split)
-    names = list(raw.column_names)
-    mapping = _required_columns(spec, names, prompts_only=True)
-    values: list[Any] = []
-    if "prompt" in mapping:
-        for i, value in enumerate(raw[str(mapping["prompt"])]):
-            values.append(_prompt(value, f"{spec.describe()} row {i} prompt"))
-    elif spec.format == "hh-rlhf":
-        for value in raw[str(mapping["chosen"])]:
-            if isinstance(value, str) and ASSISTANT in value:
-                values.append(value[: value.rfind(ASSISTANT) + len(ASSISTANT)])
-    else:  # implicit conversational prompt
-        for i, value in enumerate(raw[str(mapping["chosen"])]):
-            if isinstance(value, (list, tuple)):
-                messages = _check_messages(value, f"{spec.describe()} row {i} chosen")
-                if len(messages) > 1 and messages[-1]["role"] == "assistant":
-                    values.append(messages[:-1])
+    data, mapping = _read(raw, spec, "prompts")
+    values = FORMATS[spec.format].prompts(data, mapping, spec)
     # Dedup on the raw form (message lists by their items), render only what is kept.
     unique: dict[Any, Any] = {}
     for value in values:

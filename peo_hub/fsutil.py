@@ -1,8 +1,16 @@
-"""Atomic writes: build in a temporary sibling, rename into place when complete.
+"""Writing files safely: check the output path first, build in a temporary sibling, rename.
 
-Why: a killed run must never leave a folder that looks finished (an adapter with a
-config but half its weights, a bundle without its manifest). A rename within one
-filesystem is atomic, so readers see either nothing or the whole thing.
+Two guarantees every writer in peo-hub relies on:
+
+* **Nothing a user wrote is overwritten or deleted.** :func:`check_output` is the one gate
+  every writer passes before any work: it refuses a path under a file, a name the file
+  system cannot hold, a place that cannot be written (read-only mounts, ``/proc``), and an
+  existing file or non-empty folder unless the caller recognises it as its own earlier
+  output.
+* **Nothing half-written looks finished.** A killed run must never leave an adapter with a
+  config but half its weights, or a bundle without its manifest. :func:`atomic_dir` and
+  :func:`atomic_file` build in a temporary sibling and rename it into place; a rename within
+  one file system is atomic, so readers see either nothing or the whole thing.
 """
 
 from __future__ import annotations
@@ -13,7 +21,66 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Literal
+
+from peo_hub.errors import BundleError, OutputError
+
+NAME_MAX = 255  # bytes per path component on every common file system
+
+
+def _nearest_existing(path: Path) -> Path:
+    current = path
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    return current
+
+
+def _probe_writable(folder: Path, path: Path) -> None:
+    """Create and delete a file in ``folder``: the only test that sees read-only mounts and /proc."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".peo-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {folder} is not writable ({exc.strerror or exc}); "
+                          "choose an output in a folder you can write to") from None
+
+
+def check_names(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """``path`` (user-expanded) when every part fits the file system, else one line (before any stat)."""
+    path = Path(path).expanduser()
+    for part in path.parts:
+        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise OutputError(f"cannot write {what} {str(path)[:60]}...: the name {part[:40]!r}... is longer than "
+                              f"{NAME_MAX} bytes; choose a shorter name")
+    return path
+
+
+def check_output(path: str | os.PathLike[str], kind: Literal["folder", "file"] = "folder",
+                 ours: Callable[[Path], bool] | None = None, what: str = "output") -> Path:
+    """Refuse an output path that cannot be written or holds something that is not ours; return it.
+
+    ``kind`` is what will be written there. An existing file (for ``file``) or non-empty
+    folder (for ``folder``) is accepted only when ``ours(path)`` says it is an earlier output
+    of the same writer (which is then replaced as a whole); everything else a user has there
+    is refused, never overwritten. Called before any work, so a bad path costs nothing.
+    """
+    path = check_names(path, what)
+    anchor = _nearest_existing(path.absolute().parent)
+    if not anchor.is_dir():
+        raise OutputError(f"cannot write {what} {path}: {anchor} is a file, not a folder; choose another path")
+    if path.exists():
+        if kind == "folder" and not path.is_dir():
+            raise OutputError(f"{what} {path} exists and is a file; choose a folder name")
+        if kind == "file" and path.is_dir():
+            raise OutputError(f"{what} {path} is a folder; give a file name")
+        occupied = path.is_file() or any(path.iterdir())
+        if occupied and not (ours is not None and ours(path)):
+            thing = "file" if kind == "file" else "folder, not empty,"
+            raise OutputError(f"{what} {path} already exists ({thing} and not an earlier output of this command); "
+                              "peo-hub never overwrites it: choose a new path or remove it yourself")
+    _probe_writable(anchor, path)
+    return path
 
 
 def _umask() -> int:
@@ -29,8 +96,11 @@ def atomic_dir(final: str | os.PathLike[str], overwrite: bool = True) -> Iterato
     On any exception the temporary directory is removed and ``final`` is untouched.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    except OSError as exc:
+        raise OutputError(f"cannot write {final}: {exc.strerror or exc}; choose another output") from None
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the result is shared like any folder
     try:
         yield tmp
@@ -53,8 +123,11 @@ def atomic_dir(final: str | os.PathLike[str], overwrite: bool = True) -> Iterato
 def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling path to write; it replaces ``path`` if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose another output") from None
     os.close(fd)
     tmp = Path(name)
     try:
@@ -79,8 +152,6 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
 
 def read_json(path: str | os.PathLike[str], fix: str) -> Any:
     """Parse a bundle's JSON file; unreadable or invalid JSON is a one-line ``BundleError`` ending in ``fix``."""
-    from peo_hub.errors import BundleError
-
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

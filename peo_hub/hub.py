@@ -22,13 +22,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from peo_hub.bundle import MANIFEST_NAME, Manifest, load_manifest
+from peo_hub.bundle import CARD_NAME, MANIFEST_NAME, open_bundle, validate_bundle
 from peo_hub.errors import BundleError, HubError, PEOError
+from peo_hub.ids import check_repo_id, kind_of
 
 TOKEN_HELP = "run `hf auth login` or set HF_TOKEN"
 SPACE_TEMPLATE = Path(__file__).resolve().parents[1] / "spaces" / "peo-demo"
 SPACE_CONFIG_NAME = "peo_space.json"
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 # --------------------------------------------------------------------------- errors
@@ -121,6 +121,10 @@ def hub_errors(action: str, repo_id: str, revision: str | None = None, writing: 
                        f"({type(cause or exc).__name__}) and {repo_id} is not in the local cache; "
                        "check your connection or HF_ENDPOINT") from None
     except Exception as exc:
+        if writing and isinstance(exc, OSError) and _network_cause(exc) is None:
+            raise BundleError(f"cannot {action}: reading a file to upload failed ({_first_line(exc)}); a file changed "
+                              f"or disappeared during the push{nothing}, when nothing else writes to the "
+                              "folder") from None
         if isinstance(exc, ValueError) and "Invalid metadata in README.md" in str(exc):
             details = "; ".join(line.lstrip("- ").strip() for line in str(exc).splitlines()[1:] if line.strip())
             raise HubError(f"cannot {action}: the Hub rejected the metadata of README.md ({details or 'invalid'}); "
@@ -146,60 +150,6 @@ def _require_token(token: str | None, action: str) -> str:
     return found
 
 
-def _check_repo_id(repo_id: str, what: str = "repo id") -> None:
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as exc:
-        raise HubError(f"{repo_id!r} is not a valid {what} ({_first_line(exc)}); use namespace/name, "
-                       "e.g. alice/peo-toy") from None
-    if repo_id.count("/") != 1:
-        raise HubError(f"{repo_id!r} is not a valid {what}: write it as namespace/name, e.g. alice/peo-toy")
-
-
-# --------------------------------------------------------------------------- bundle files
-
-
-def validate_bundle(bundle_dir: str | os.PathLike[str]) -> Manifest:
-    """Everything a Hub user needs is present: manifest, each adapter's config + weights, the base.
-
-    Checked before any network call so that a broken bundle never reaches the Hub.
-    """
-    from peo_hub.card import is_hub_id
-
-    bundle = Path(bundle_dir)
-    if not bundle.is_dir():
-        raise BundleError(f"{bundle} is not a folder; point at the bundle `peo-hub recipe run` wrote")
-    manifest = load_manifest(bundle)
-    if not manifest.aspects:
-        raise BundleError(f"{bundle}/{MANIFEST_NAME} lists no aspects; train at least one adapter first")
-    for aspect, entry in manifest.aspects.items():
-        folder = bundle / entry.adapter
-        if not (folder / "adapter_config.json").is_file():
-            raise BundleError(f"adapter of aspect {aspect!r} ({folder}) has no adapter_config.json; "
-                              "re-run `peo-hub recipe run --resume` to retrain it")
-        if not any((folder / name).is_file() for name in ADAPTER_WEIGHTS):
-            raise BundleError(f"adapter of aspect {aspect!r} ({folder}) has no weights "
-                              f"({ADAPTER_WEIGHTS[0]}); re-run `peo-hub recipe run --resume` to retrain it")
-        if not folder.resolve().is_relative_to(bundle.resolve()):
-            raise BundleError(f"adapter of aspect {aspect!r} ({entry.adapter}) lies outside the bundle; "
-                              "adapters must live in the bundle folder to be published")
-    base = bundle / manifest.base_model
-    if base.is_dir():
-        if not base.resolve().is_relative_to(bundle.resolve()):
-            raise BundleError(f"base model {manifest.base_model} lies outside the bundle; copy it into "
-                              f"{bundle}/base and set base_model to 'base' in {MANIFEST_NAME}")
-        if not (base / "config.json").is_file():
-            raise BundleError(f"base model folder {base} has no config.json; it cannot be loaded from the Hub")
-    elif not (is_hub_id(manifest.base_model) and "/" in manifest.base_model):
-        raise BundleError(f"base model {manifest.base_model!r} is neither a folder inside the bundle nor a Hub "
-                          f"model id, so Hub users could not load it; copy it into {bundle}/base and set "
-                          f"base_model to 'base' in {MANIFEST_NAME}")
-    return manifest
-
-
 def bundle_files(bundle_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Repo path -> local file of everything to publish (hidden files and caches are skipped)."""
     bundle = Path(bundle_dir)
@@ -217,7 +167,7 @@ def _card_bytes(bundle: Path, repo_id: str) -> bytes | None:
     """The README to publish: regenerated unless a person wrote it (no peo-hub marker)."""
     from peo_hub.card import is_generated_card, render_model_card
 
-    readme = bundle / "README.md"
+    readme = bundle / CARD_NAME
     if readme.is_file() and not is_generated_card(readme.read_text(encoding="utf-8", errors="replace")):
         return None  # keep the user's own card, uploaded from disk as is
     return render_model_card(bundle, repo_id=repo_id).encode("utf-8")
@@ -229,26 +179,32 @@ def _repo_url(endpoint: str, repo_id: str, repo_type: str = "model", revision: s
     return f"{url}/tree/{revision}" if revision and revision != "main" else url
 
 
-def _create_repo(api: Any, repo_id: str, private: bool, repo_type: str = "model", **kwargs: Any) -> None:
-    """create_repo(exist_ok) + refuse to publish into an existing public repo when private was asked."""
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, **kwargs)
-    if private:
-        info = api.repo_info(repo_id, repo_type=repo_type)
-        if not info.private:
-            raise HubError(f"{repo_id} already exists and is public, but --private was asked; make it private "
-                           "in its settings on the Hub first, or push without --private")
+def _publish(api: Any, repo_id: str, files: Mapping[str, Path | bytes], message: str, private: bool,
+             repo_type: str = "model", revision: str | None = None, **create_kwargs: Any) -> None:
+    """Create the repo if needed and make one commit; a repo this call created is removed if the commit fails.
 
-
-def _commit(api: Any, repo_id: str, files: Mapping[str, Path | bytes], message: str, repo_type: str = "model",
-            revision: str | None = None) -> None:
+    ``private`` applies when the repo is created; publishing into an existing public repo
+    when private was asked is refused. Without the clean-up a failed first push (a dropped
+    connection, a file that changed under the upload) would leave an empty repo behind.
+    """
     from huggingface_hub import CommitOperationAdd
 
-    if revision and revision != "main":
-        api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
-    operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=(content if isinstance(content, bytes)
-                                                                         else str(content)))
-                  for path, content in files.items()]
-    api.create_commit(repo_id, operations, commit_message=message, repo_type=repo_type, revision=revision)
+    existed = api.repo_exists(repo_id, repo_type=repo_type)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, **create_kwargs)
+    try:
+        if private and not api.repo_info(repo_id, repo_type=repo_type).private:
+            raise HubError(f"{repo_id} already exists and is public, but --private was asked; make it private "
+                           "in its settings on the Hub first, or push without --private")
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
+        operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=content if isinstance(content, bytes)
+                                         else str(content)) for path, content in files.items()]
+        api.create_commit(repo_id, operations, commit_message=message, repo_type=repo_type, revision=revision)
+    except BaseException:
+        if not existed:
+            with contextlib.suppress(Exception):
+                api.delete_repo(repo_id, repo_type=repo_type)
+        raise
 
 
 # --------------------------------------------------------------------------- public API
@@ -266,8 +222,8 @@ def push_bundle(bundle_dir: str | os.PathLike[str], repo_id: str, private: bool 
     from huggingface_hub import HfApi
 
     bundle = Path(bundle_dir)
+    check_repo_id(repo_id)
     manifest = validate_bundle(bundle)
-    _check_repo_id(repo_id)
     action = f"push {bundle} to {repo_id}"
     token = _require_token(token, action)
     files: dict[str, Path | bytes] = dict(bundle_files(bundle))
@@ -278,8 +234,7 @@ def push_bundle(bundle_dir: str | os.PathLike[str], repo_id: str, private: bool 
                                  f"{', '.join(manifest.aspect_names)})")
     api = HfApi(token=token)
     with hub_errors(action, repo_id, revision=revision, writing=True):
-        _create_repo(api, repo_id, private)
-        _commit(api, repo_id, files, message, revision=revision)
+        _publish(api, repo_id, files, message, private, revision=revision)
     return _repo_url(api.endpoint, repo_id, revision=revision)
 
 
@@ -299,6 +254,25 @@ def download_bundle(repo_id: str, revision: str | None = None, token: str | None
     return folder
 
 
+def bundle_folder(path_or_repo_id: str | os.PathLike[str], revision: str | None = None) -> Path:
+    """A local bundle folder for a folder or a Hub repo id (downloaded, or read from the HF cache).
+
+    Local folders win over repo ids of the same spelling, as in ``from_pretrained``. This is
+    the one place a bundle name meets the network; :func:`peo_hub.bundle.open_bundle` then
+    reads the folder.
+    """
+    local = Path(path_or_repo_id)
+    if local.is_dir():
+        if not (local / MANIFEST_NAME).is_file():
+            raise BundleError(f"{local} is not a PEO bundle (no {MANIFEST_NAME}); point at the folder "
+                              "`peo-hub recipe run` wrote")
+        return local
+    text = str(path_or_repo_id)
+    if kind_of(text, namespace=True) != "hub":
+        raise BundleError(f"{text} is neither a bundle folder nor a Hub repo id (user/name); check the path")
+    return download_bundle(text, revision=revision)
+
+
 def push_point(bundle: str | os.PathLike[str], repo_id: str, weights: Mapping[str, float] | None = None,
                alpha: float = 0.0, coefficients: Mapping[str, float] | None = None, as_: str = "adapter",
                private: bool = False, token: str | None = None, bundle_repo_id: str | None = None) -> str:
@@ -310,38 +284,34 @@ def push_point(bundle: str | os.PathLike[str], repo_id: str, weights: Mapping[st
     """
     from huggingface_hub import HfApi
 
-    from peo_hub.card import hub_base_model, point_card
-    from peo_hub.merge import merge_command
+    from peo_hub.card import point_card
+    from peo_hub.export import write_point
     from peo_hub.policy import make_preference
 
     if as_ not in ("adapter", "model"):
         raise PEOError(f"a point is published as 'adapter' or 'model', not {as_!r} (use `peo-hub merge --as yaml` "
                        "for a mergekit config)")
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     action = f"push a preference point to {repo_id}"
     token = _require_token(token, action)
-    if bundle_repo_id is None and not Path(bundle).exists() and str(bundle).count("/") == 1:
+    if bundle_repo_id is None and not Path(bundle).exists() and kind_of(str(bundle), namespace=True) == "hub":
         bundle_repo_id = str(bundle)
+    opened = open_bundle(bundle_folder(bundle), source=str(bundle))
+    manifest = opened.manifest
+    pref = make_preference(manifest.aspect_names, weights=weights, alpha=alpha, coefficients=coefficients,
+                           formulation=manifest.formulation)
     with tempfile.TemporaryDirectory(prefix="peo-point-") as tmp:
-        out = merge_command(bundle, output=Path(tmp) / "point", as_=as_, weights=weights, alpha=alpha,
-                            coefficients=coefficients)
-        from peo_hub.bundle import resolve_bundle
-
-        bundle_dir = resolve_bundle(bundle)
-        manifest = load_manifest(bundle_dir)
-        pref = make_preference(manifest.aspect_names, weights=weights, alpha=alpha, coefficients=coefficients,
-                               formulation=manifest.formulation)
-        base = hub_base_model(bundle_dir, manifest)
+        out = write_point(opened, pref, Path(tmp) / "point", as_)
+        base = opened.hub_base_model
         card = point_card(aspects=manifest.aspect_names, coefficients=pref.coefficients, weights=pref.weights,
                           alpha=pref.alpha, as_=as_, bundle_repo_id=bundle_repo_id, base_model=base,
                           base_subfolder=None if base else manifest.base_model, repo_id=repo_id,
                           formulation=manifest.formulation)
         files: dict[str, Path | bytes] = dict(bundle_files(out))
-        files["README.md"] = card.encode("utf-8")
+        files[CARD_NAME] = card.encode("utf-8")
         api = HfApi(token=token)
         with hub_errors(action, repo_id, writing=True):
-            _create_repo(api, repo_id, private)
-            _commit(api, repo_id, files, f"Upload PEO point ({pref.label()}) as {as_}")
+            _publish(api, repo_id, files, f"Upload PEO point ({pref.label()}) as {as_}", private)
     return _repo_url(api.endpoint, repo_id)
 
 
@@ -403,8 +373,8 @@ def push_space(space_repo_id: str, bundle_repo_id: str, private: bool = False, t
     if not (folder / "app.py").is_file():
         raise PEOError(f"the Space template {folder} is missing (no app.py); it ships with the peo-hub source "
                        "checkout, so run `peo-hub push --space` from a clone of the repository")
-    _check_repo_id(space_repo_id, "Space id")
-    _check_repo_id(bundle_repo_id)
+    check_repo_id(space_repo_id, "Space id")
+    check_repo_id(bundle_repo_id)
     action = f"publish the Space {space_repo_id}"
     token = _require_token(token, action)
     files: dict[str, Path | bytes] = dict(bundle_files(folder))
@@ -414,6 +384,6 @@ def push_space(space_repo_id: str, bundle_repo_id: str, private: bool = False, t
     files.update(package_files())
     api = HfApi(token=token)
     with hub_errors(action, space_repo_id, writing=True):
-        _create_repo(api, space_repo_id, private, repo_type="space", space_sdk="gradio")
-        _commit(api, space_repo_id, files, f"Deploy the PEO demo for {bundle_repo_id}", repo_type="space")
+        _publish(api, space_repo_id, files, f"Deploy the PEO demo for {bundle_repo_id}", private,
+                 repo_type="space", space_sdk="gradio")
     return _repo_url(api.endpoint, space_repo_id, repo_type="space")

@@ -20,15 +20,19 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import torch
 
+from peo_hub.bundle import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from peo_hub.errors import BundleError
 from peo_hub.fsutil import read_json
+from peo_hub.ids import is_repo_id
+from peo_hub.weights import module_shapes, read_tensors
 
-CONFIG_NAME = "adapter_config.json"
-WEIGHTS_NAME = "adapter_model.safetensors"
+if TYPE_CHECKING:
+    from peo_hub.bundle import Bundle
+
 PEFT_PREFIX = "base_model.model."
 
 # PEFT state-dict suffixes of plain LoRA, by role. Anything else (DoRA magnitudes, LoRA
@@ -91,19 +95,37 @@ def _module_scale(config: Mapping, module: str, rank: int) -> float:
     return float(alpha) / rank
 
 
+def _check_config(name: str, config: object, where: Path) -> dict:
+    """The adapter config as PEFT would need it, or one line naming the bad field."""
+    fix = f"re-save the adapter of aspect {name!r} with PEFT"
+    if not isinstance(config, dict):
+        raise BundleError(f"{where} is a JSON {type(config).__name__}, not an adapter config object; {fix}")
+    for key in ("lora_alpha", "r"):
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value <= 0):
+            raise BundleError(f"{where}: {key} is {value!r}, not a positive number; {fix}")
+    for key in ("alpha_pattern", "rank_pattern"):
+        pattern = config.get(key) or {}
+        if not isinstance(pattern, dict) or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0
+                for v in pattern.values()):
+            raise BundleError(f"{where}: {key} must map module names to positive numbers; {fix}")
+    return config
+
+
 def read_adapter(name: str, path: str | os.PathLike[str]) -> Adapter:
     """Read ``adapter_config.json`` + ``adapter_model.safetensors`` of one aspect, validating it."""
-    from safetensors.torch import load_file
-
     path = Path(path)
-    config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+    config_file, weights_file = path / ADAPTER_CONFIG, path / ADAPTER_WEIGHTS
     if not config_file.is_file() or not weights_file.is_file():
-        missing = CONFIG_NAME if not config_file.is_file() else WEIGHTS_NAME
+        missing = ADAPTER_CONFIG if not config_file.is_file() else ADAPTER_WEIGHTS
         raise BundleError(
             f"adapter for aspect {name!r} at {path} has no {missing}; re-run training for that "
             "aspect or fix the adapter path in peo_config.json"
         )
-    config = read_json(config_file, f"re-run training for aspect {name!r} to rewrite it")
+    config = _check_config(name, read_json(config_file, f"re-run training for aspect {name!r} to rewrite it"),
+                           config_file)
     if str(config.get("peft_type", "")).upper() != "LORA":
         raise BundleError(
             f"adapter for aspect {name!r} is a {config.get('peft_type')} adapter; PEO needs plain "
@@ -115,7 +137,8 @@ def read_adapter(name: str, path: str | os.PathLike[str]) -> Adapter:
                 f"adapter for aspect {name!r} uses {option}={config[option]!r}, which is not a plain "
                 "low-rank delta and cannot be combined linearly; retrain it as plain LoRA"
             )
-    tensors = load_file(str(weights_file))
+    tensors = read_tensors(weights_file, f"adapter weights of aspect {name!r}",
+                           f"re-run training for aspect {name!r} (`peo-hub recipe run --resume`)")
     parts: dict[str, dict[str, torch.Tensor]] = {}
     kinds: dict[str, str] = {}
     for key, tensor in tensors.items():
@@ -149,10 +172,6 @@ def read_adapter(name: str, path: str | os.PathLike[str]) -> Adapter:
     return adapter
 
 
-def _looks_like_hub_id(name: str) -> bool:
-    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name).exists()
-
-
 def _expected_shapes(module: LoraModule, base_shape: Sequence[int], fan_in_fan_out: bool) -> bool:
     """Whether A and B fit a base weight of ``base_shape`` (PEFT's orientation per layer kind)."""
     if module.kind == "embedding":  # weight (num_embeddings, dim); A (r, num), B (dim, r)
@@ -179,7 +198,8 @@ def check_adapters(adapters: Sequence[Adapter], base_model: str,
                           "base architectures, retrain them on the same base")
     for adapter in adapters:
         declared = adapter.base_model_name or ""
-        if (_looks_like_hub_id(base_model) and _looks_like_hub_id(declared)
+        if (is_repo_id(base_model, namespace=True) and is_repo_id(declared, namespace=True)
+                and not Path(declared).exists()
                 and declared.lower() != base_model.lower()):
             raise BundleError(
                 f"adapter for aspect {adapter.name!r} was trained on {declared}, but the bundle's base "
@@ -211,29 +231,6 @@ def check_adapters(adapters: Sequence[Adapter], base_model: str,
                     )
             else:
                 seen[module] = (adapter.name, lora)
-
-
-def base_shapes_from_checkpoint(base_dir: str | os.PathLike[str]) -> dict[str, tuple[int, ...]] | None:
-    """Module -> weight shape from a local base's safetensors headers (no tensor is read).
-
-    ``None`` when the base is not a local folder of safetensors files (a Hub id, ``.bin``),
-    in which case only the adapters' mutual consistency can be checked without loading it.
-    """
-    from safetensors import safe_open
-
-    base_dir = Path(base_dir)
-    if not base_dir.is_dir():
-        return None
-    files = sorted(base_dir.glob("*.safetensors"))
-    if not files:
-        return None
-    shapes: dict[str, tuple[int, ...]] = {}
-    for file in files:
-        with safe_open(str(file), framework="pt") as handle:
-            for key in handle.keys():
-                if key.endswith(".weight"):
-                    shapes[key[: -len(".weight")]] = tuple(handle.get_slice(key).get_shape())
-    return shapes
 
 
 def base_shapes_from_model(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
@@ -280,3 +277,16 @@ def cat_adapters(adapters: Sequence[Adapter], coefficients: Mapping[str, float]
 def read_adapters(named_paths: Iterable[tuple[str, Path]]) -> list[Adapter]:
     """Read several aspect adapters (``(aspect, folder)`` pairs), in order."""
     return [read_adapter(name, path) for name, path in named_paths]
+
+
+def load_bundle_adapters(bundle: "Bundle", base_shapes: Mapping[str, Sequence[int]] | None = None) -> list[Adapter]:
+    """Read every aspect adapter of a bundle and refuse incompatible ones (:func:`check_adapters`).
+
+    Without ``base_shapes``, a local base's safetensors headers are used, so adapters trained
+    on another base are caught before any model is loaded.
+    """
+    adapters = read_adapters(bundle.adapter_dirs.items())
+    if base_shapes is None and bundle.base_is_local:
+        base_shapes = module_shapes(bundle.base)
+    check_adapters(adapters, bundle.manifest.base_model, base_shapes)
+    return adapters

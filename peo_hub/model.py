@@ -16,11 +16,12 @@ lora_alpha/r``). Two in-memory realisations share the same loaded weights:
 
 The third realisation, files, is :meth:`PEOModel.export_adapter` (one exact LoRA adapter)
 and :meth:`PEOModel.to_mergekit_config` (a mergekit ``task_arithmetic`` config), both in
-:mod:`peo_hub.merge`.
+:mod:`peo_hub.export`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -29,11 +30,15 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
-from peo_hub.bundle import Manifest
+from peo_hub.bundle import Bundle, Manifest, open_bundle
 from peo_hub.errors import PEOError
-from peo_hub.merge import (BundleView, export_adapter, load_adapters, mergekit_config, open_bundle,
-                           warn_coefficients)
-from peo_hub.policy import Preference, make_preference
+from peo_hub.export import export_adapter, mergekit_config
+from peo_hub.front import Front, Preset
+from peo_hub.lora import base_shapes_from_model, load_bundle_adapters
+from peo_hub.policy import Preference, coefficient_warning, make_preference
+from peo_hub.weights import check_model_folder
+
+LOG = logging.getLogger("peo_hub")
 
 Messages = Sequence[Mapping[str, str]] | str
 
@@ -48,14 +53,21 @@ def _dtype(value: str | torch.dtype | None) -> str | torch.dtype | None:
     return dtype
 
 
+def warn_coefficients(manifest: Manifest, coefficients: Mapping[str, float]) -> None:
+    """Log a one-line warning when a policy leaves the range its bundle's sweep measured."""
+    message = coefficient_warning(coefficients, manifest.evaluated_range())
+    if message:
+        LOG.warning("warning: %s", message)
+
+
 class PEOModel:
     """A PEO bundle loaded for inference: ``base + Σ cᵢ Δᵢ`` at a preference you can change."""
 
-    def __init__(self, view: BundleView, peft_model: Any, tokenizer: Any,
+    def __init__(self, bundle: Bundle, peft_model: Any, tokenizer: Any,
                  exact_unfuse: bool | None = None) -> None:
         from peft.tuners.lora import LoraLayer
 
-        self._view = view
+        self._bundle = bundle
         self.peft_model = peft_model
         self.model = peft_model.base_model.model  # the transformers model, LoRA layers injected
         self.tokenizer = tokenizer
@@ -104,40 +116,67 @@ class PEOModel:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from peo_hub.lora import base_shapes_from_model
+        from peo_hub.hub import bundle_folder  # Hub ids become local folders before the bundle is opened
 
-        view = open_bundle(path_or_repo_id, revision=revision)
-        base_revision = None if view.base_is_local else view.manifest.base_model_revision
+        bundle = open_bundle(bundle_folder(path_or_repo_id, revision=revision), source=str(path_or_repo_id))
+        base_revision = bundle.base_revision
+        if bundle.base_is_local:
+            check_model_folder(bundle.base)  # a truncated base is one line, not a SafetensorError
         dtype = _dtype(torch_dtype)
         kwargs = {} if dtype is None else {"dtype": dtype}
-        tokenizer = AutoTokenizer.from_pretrained(view.base, revision=base_revision)
-        base = AutoModelForCausalLM.from_pretrained(view.base, revision=base_revision, **kwargs)
-        load_adapters(view, base_shapes=base_shapes_from_model(base))
-        aspects = view.aspects
-        peft_model = PeftModel.from_pretrained(base, str(view.adapter_dirs[aspects[0]]),
+        tokenizer = AutoTokenizer.from_pretrained(bundle.base, revision=base_revision)
+        base = AutoModelForCausalLM.from_pretrained(bundle.base, revision=base_revision, **kwargs)
+        load_bundle_adapters(bundle, base_shapes=base_shapes_from_model(base))
+        aspects = bundle.aspects
+        peft_model = PeftModel.from_pretrained(base, str(bundle.adapter_dirs[aspects[0]]),
                                                adapter_name=aspects[0], is_trainable=False)
         for aspect in aspects[1:]:
-            peft_model.load_adapter(str(view.adapter_dirs[aspect]), adapter_name=aspect,
+            peft_model.load_adapter(str(bundle.adapter_dirs[aspect]), adapter_name=aspect,
                                     is_trainable=False)
         peft_model.base_model.set_adapter(list(aspects), inference_mode=True)  # all active at once
         if device is not None:
             peft_model.to(device)
         peft_model.eval()
-        return cls(view, peft_model, tokenizer, exact_unfuse=exact_unfuse)
+        return cls(bundle, peft_model, tokenizer, exact_unfuse=exact_unfuse)
 
     # ------------------------------------------------------------------ state
 
     @property
     def manifest(self) -> Manifest:
-        return self._view.manifest
+        return self._bundle.manifest
 
     @property
     def aspects(self) -> list[str]:
-        return self._view.aspects
+        return self._bundle.aspects
 
     @property
     def bundle_dir(self) -> Path:
-        return self._view.root
+        return self._bundle.root
+
+    @property
+    def bundle(self) -> Bundle:
+        return self._bundle
+
+    @property
+    def front(self) -> Front | None:
+        """The bundle's evaluated front (``None`` before it was evaluated)."""
+        return self._bundle.front
+
+    @property
+    def presets(self) -> dict[str, Preset]:
+        """Named preferences from the front, e.g. ``m.set_preference(**m.preset("balanced"))``."""
+        return self._bundle.presets
+
+    def preset(self, name: str) -> dict[str, Any]:
+        """Keyword arguments of :meth:`set_preference` for preset ``name`` (weights and alpha)."""
+        presets = self.presets
+        if name not in presets:
+            known = ", ".join(presets) or "none (the bundle has no evaluated front)"
+            raise PEOError(f"unknown preset {name!r}; this bundle's presets: {known}")
+        entry = presets[name]
+        if entry.weights is None:
+            return {"coefficients": dict(entry.coefficients or {})}
+        return {"weights": dict(entry.weights), "alpha": float(entry.alpha or 0.0)}
 
     @property
     def coefficients(self) -> dict[str, float]:
@@ -155,7 +194,7 @@ class PEOModel:
     def __repr__(self) -> str:
         mode = "fused" if self._fused else "live"
         coefs = ", ".join(f"{a}={c:g}" for a, c in self.preference.coefficients.items())
-        return f"PEOModel({self._view.source!r}, {mode}, coefficients: {coefs})"
+        return f"PEOModel({self._bundle.source!r}, {mode}, coefficients: {coefs})"
 
     # ------------------------------------------------------------------ switching
 
@@ -274,8 +313,8 @@ class PEOModel:
     def export_adapter(self, out_dir: str | os.PathLike[str]) -> Path:
         """Write the current policy as one standard PEFT LoRA adapter (exact; see peo_hub.merge)."""
         warn_coefficients(self.manifest, self.preference.coefficients)
-        return export_adapter(self._view, self.preference, out_dir)
+        return export_adapter(self._bundle, self.preference, out_dir)
 
     def to_mergekit_config(self, relative_to: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """The current policy as a mergekit ``task_arithmetic`` config (dump it with ``yaml``)."""
-        return mergekit_config(self._view, self.preference.coefficients, relative_to=relative_to)
+        return mergekit_config(self._bundle, self.preference.coefficients, relative_to=relative_to)

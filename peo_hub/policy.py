@@ -14,7 +14,7 @@ mergekit YAML) only ever sees coefficients.
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
@@ -22,6 +22,13 @@ from typing import Callable, Iterable, Mapping, Sequence
 from peo_hub.errors import PreferenceError
 
 DEFAULT_FORMULATION = "extrapolated_soup"
+#: Coefficients with |c| above this were never evaluated by any default sweep; the policy is
+#: still exact, but may be far off the measured front (a warning, not an error).
+MAX_SAFE_COEFFICIENT = 3.0
+#: Beyond this a coefficient is no policy at all: c·s·B overflows or swamps the base weights.
+MAX_COEFFICIENT = 1000.0
+#: A sweep grid larger than this is a typo (``sweep.weights: 1e9``), not a plan.
+MAX_GRID_POINTS = 10_000
 
 
 def _extrapolated_soup(weights: Mapping[str, float], alpha: float) -> dict[str, float]:
@@ -49,11 +56,22 @@ class Preference:
     formulation: str = DEFAULT_FORMULATION
 
     def label(self) -> str:
-        """A short, file-name-safe name such as ``helpful0.70-harmless0.30-a0.50``."""
+        """A short, file-name-safe name such as ``helpful0.70-harmless0.30-a0.50``, unique per point.
+
+        Two decimals keep the usual grids readable; when a value needs more (``alpha: 0.501``,
+        ``weights: 201``), a hash of the exact values is appended, so two distinct points can
+        never share a label (their evaluation records and front entries are keyed by it).
+        """
         if self.weights is not None and self.alpha is not None:
-            parts = [f"{k}{v:.2f}" for k, v in self.weights.items()]
-            return "-".join(parts) + f"-a{self.alpha:.2f}"
-        return "c-" + "-".join(f"{k}{v:.2f}" for k, v in self.coefficients.items())
+            values = [*self.weights.values(), self.alpha]
+            text = "-".join(f"{k}{v:.2f}" for k, v in self.weights.items()) + f"-a{self.alpha:.2f}"
+        else:
+            values = list(self.coefficients.values())
+            text = "c-" + "-".join(f"{k}{v:.2f}" for k, v in self.coefficients.items())
+        if any(float(f"{v:.2f}") != v for v in values):
+            exact = repr([float(v) for v in values]).encode()
+            text += "-x" + hashlib.sha256(exact).hexdigest()[:8]
+        return text
 
 
 def _check_finite(name: str, value: float) -> float:
@@ -90,13 +108,16 @@ def normalise_weights(weights: Mapping[str, float], aspects: Sequence[str]) -> d
             f"weight for {negative[0]!r} is negative ({values[negative[0]]}); preference weights "
             "must be >= 0 (use raw coefficients for task arithmetic)"
         )
-    total = sum(values.values())
-    if total <= 0:
+    largest = max(values.values())
+    if largest <= 0:
         raise PreferenceError(
             "all preference weights are zero; give at least one aspect a positive weight, "
             f"e.g. {aspects[0]}=1"
         )
-    return {a: v / total for a, v in values.items()}
+    # Scale by the largest first: 1e308 + 1e308 overflows, 1 + 1 does not.
+    scaled = {a: v / largest for a, v in values.items()}
+    total = sum(scaled.values())
+    return {a: v / total for a, v in scaled.items()}
 
 
 def make_preference(
@@ -125,6 +146,7 @@ def make_preference(
             )
         _check_aspects(coefficients, aspects)
         coefs = {a: _check_finite(f"coefficient for {a!r}", coefficients.get(a, 0.0)) for a in aspects}
+        _check_bounded(coefs)
         total = sum(coefs.values())
         if total > 0 and all(c >= 0 for c in coefs.values()) and formulation == DEFAULT_FORMULATION:
             return Preference(
@@ -139,13 +161,43 @@ def make_preference(
         raise PreferenceError(
             f"alpha={alpha} flips every adapter's sign; use alpha >= -1 (0 = soup, > 0 extrapolates)"
         )
+    if alpha > MAX_COEFFICIENT - 1:
+        raise PreferenceError(f"alpha={alpha:g} is beyond {MAX_COEFFICIENT - 1:g}; the coefficients (1 + alpha) * w "
+                              "would swamp the base weights, use a smaller alpha")
     normalised = normalise_weights(weights, aspects)  # type: ignore[arg-type]
     coefs = FORMULATIONS[formulation](normalised, alpha)
+    _check_bounded(coefs)
     return Preference(coefficients=coefs, weights=normalised, alpha=alpha, formulation=formulation)
 
 
+def _check_bounded(coefficients: Mapping[str, float]) -> None:
+    far = {a: c for a, c in coefficients.items() if abs(c) > MAX_COEFFICIENT}
+    if far:
+        a, c = next(iter(far.items()))
+        raise PreferenceError(f"coefficient for {a!r} is {c:g}; |c| must be at most {MAX_COEFFICIENT:g} "
+                              f"(beyond about {MAX_SAFE_COEFFICIENT:g} outputs degrade, beyond that the weights overflow)")
+
+
+def coefficient_warning(coefficients: Mapping[str, float],
+                        evaluated: tuple[float, float] | None = None) -> str | None:
+    """One line when coefficients leave a sane range or the range a sweep evaluated, else ``None``."""
+    far = {a: c for a, c in coefficients.items() if abs(c) > MAX_SAFE_COEFFICIENT}
+    if far:
+        a, c = next(iter(far.items()))
+        return (f"coefficient {a}={c:g} is beyond |c| <= {MAX_SAFE_COEFFICIENT:g}; the policy is exact "
+                "but far from anything evaluated, expect degraded outputs")
+    if evaluated is not None:
+        lo, hi = evaluated
+        outside = {a: c for a, c in coefficients.items() if c < lo - 1e-9 or c > hi + 1e-9}
+        if outside:
+            a, c = next(iter(outside.items()))
+            return (f"coefficient {a}={c:g} is outside the evaluated range [{lo:g}, {hi:g}] of this "
+                    "bundle's sweep; its quality was never measured")
+    return None
+
+
 def parse_assignments(text: str, what: str = "weights") -> dict[str, float]:
-    """Parse ``"helpful=0.7,harmless=0.3"`` into a dict, with a clear error for bad syntax."""
+    """Parse ``"helpful=0.7,harmless=0.3"`` into a dict, with a clear error for bad syntax or repeats."""
     result: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, value = item.partition("=")
@@ -153,6 +205,8 @@ def parse_assignments(text: str, what: str = "weights") -> dict[str, float]:
             raise PreferenceError(
                 f"cannot read {what} item {item!r}; write them as name=value pairs, e.g. helpful=0.7,harmless=0.3"
             )
+        if name.strip() in result:
+            raise PreferenceError(f"{what} name {name.strip()!r} is given twice; give each aspect once")
         result[name.strip()] = _check_finite(f"{what} for {name.strip()!r}", value)
     if not result:
         raise PreferenceError(f"no {what} given; write e.g. helpful=0.7,harmless=0.3")
@@ -167,10 +221,26 @@ def weight_grid(aspects: Sequence[str], points_per_edge: int) -> list[dict[str, 
     """
     if points_per_edge < 2:
         raise PreferenceError("sweep.weights must be >= 2 (the two corners at least)")
+    size = grid_size(len(aspects), points_per_edge)
+    if size > MAX_GRID_POINTS:
+        raise PreferenceError(f"sweep.weights {points_per_edge} gives {size:,} weight vectors for {len(aspects)} aspects; "
+                              f"keep the grid at most {MAX_GRID_POINTS:,} (e.g. weights: 5)")
     steps = points_per_edge - 1
-    grid = []
-    for combo in itertools.product(range(steps + 1), repeat=len(aspects)):
-        if sum(combo) == steps:
-            grid.append({a: k / steps for a, k in zip(aspects, combo)})
+    grid = [{a: k / steps for a, k in zip(aspects, combo)} for combo in _compositions(steps, len(aspects))]
     grid.sort(key=lambda w: tuple(-w[a] for a in aspects))
     return grid
+
+
+def _compositions(total: int, parts: int) -> Iterable[tuple[int, ...]]:
+    """Every tuple of ``parts`` non-negative integers summing to ``total`` (the lattice, no waste)."""
+    if parts == 1:
+        yield (total,)
+        return
+    for first in range(total + 1):
+        for rest in _compositions(total - first, parts - 1):
+            yield (first, *rest)
+
+
+def grid_size(n_aspects: int, points_per_edge: int) -> int:
+    """How many weight vectors :func:`weight_grid` makes: ``C(points_per_edge + N - 2, N - 1)``."""
+    return math.comb(points_per_edge + n_aspects - 2, n_aspects - 1)

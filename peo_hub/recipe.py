@@ -3,13 +3,20 @@
 Like mergekit's configs, the pydantic model *is* the YAML: every field is declared and
 documented here, unknown keys are refused (a typo must not silently fall back to a
 default), and errors name the field path and the fix. The README's recipe reference is
-this module's field descriptions.
+this module's field descriptions (``docs/recipe_reference.py`` writes it; a test keeps
+them equal).
+
+Everything that can be checked without loading a model is checked here, at parse time:
+``peo-hub recipe validate`` and the first step of ``recipe run`` are the same call
+(:func:`peo_hub.run.preflight` then adds what needs the base model and the data).
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,102 +24,28 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from peo_hub.data import DatasetSpec
-from peo_hub.errors import RecipeError
+from peo_hub.engines import ENGINES
+from peo_hub.errors import RecipeError, validation_message
+from peo_hub.ids import is_repo_id
+from peo_hub.judges import JudgeSpec
+from peo_hub.policy import MAX_COEFFICIENT, MAX_GRID_POINTS, grid_size
 
-PROGRAMMATIC_JUDGES = ("toy_helpful", "toy_harmless")
-_STRICT = ConfigDict(extra="forbid")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+_ASPECT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Unknown keys refused; inf and nan refused in every number (an inf learning rate trains
+# all-NaN adapters, a nan alpha names no field when it breaks the sweep).
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-
-class JudgeSpec(BaseModel):
-    """How one aspect's replies are scored (in [0, 1], higher is better).
-
-    Reward-model judges load with ``AutoModelForSequenceClassification``. Checkpoints saved
-    by other code bases need two more things to score as they were trained: their weight
-    names mapped onto the transformers class (``key_mapping``; safe-rlhf's Beaver models keep
-    their head in ``score_head``, which transformers would otherwise replace by a random
-    ``score`` head without an error) and their own text format (``template``).
-    """
-
-    model_config = _STRICT
-
-    type: str = Field(description="a programmatic judge (toy_helpful, toy_harmless) or 'reward_model'")
-    model: str | None = Field(default=None, description="reward_model: Hub id or local path of a sequence-classification model")
-    revision: str | None = Field(default=None, description="reward_model: Hub revision to pin")
-    negate: bool = Field(default=False, description="reward_model: true for cost models (lower cost = better)")
-    normalise: Literal["sigmoid", "none"] = Field(
-        default="sigmoid",
-        description="reward_model: sigmoid((s - shift) / scale) maps the (negated, for cost models) raw score s to "
-                    "[0, 1]; none keeps s as is (the front's reference point 0 then cuts negative scores off)",
-    )
-    scale: float = Field(
-        default=1.0, gt=0,
-        description="reward_model, sigmoid: raw-score units per sigmoid unit; raise it (e.g. 5) for models whose "
-                    "scores spread over tens of units, so that differences between points do not saturate at 0 or 1",
-    )
-    shift: float = Field(default=0.0, description="reward_model, sigmoid: the raw score that maps to 0.5")
-    template: str | None = Field(
-        default=None,
-        description="reward_model: the scored text as a format string with {prompt} and {reply}, e.g. Beaver's "
-                    "'BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:{reply}'; default: the judge's chat "
-                    "template when it has one, else '{prompt} {reply}'",
-    )
-    key_mapping: dict[str, str] | None = Field(
-        default=None,
-        description="reward_model: regex -> replacement on checkpoint weight names, passed to from_pretrained, "
-                    "e.g. {'^score_head': 'score'} for safe-rlhf checkpoints (Beaver)",
-    )
-    score_token: Literal["model", "last"] = Field(
-        default="model",
-        description="reward_model: model = the model's own pooling (transformers: the last token that is not the "
-                    "pad token); last = the last token of the text by attention mask (safe-rlhf's convention; "
-                    "differs when the text ends in the pad token, e.g. pad = eos)",
-    )
-    batch_size: int = Field(default=16, gt=0, description="reward_model: replies scored per forward pass")
-    max_length: int = Field(default=1024, gt=0, description="reward_model: tokens per scored conversation")
-
-    @field_validator("template")
-    @classmethod
-    def _template_fields(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        import string
-
-        try:
-            fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
-        except ValueError as exc:
-            raise ValueError(f"template is not a valid format string ({exc}); write literal braces as {{{{ and }}}}") from None
-        unknown = sorted(fields - {"prompt", "reply"})
-        if unknown or fields != {"prompt", "reply"}:
-            what = f"unknown field {{{unknown[0]}}}" if unknown else "it lacks " + " and ".join(
-                f"{{{name}}}" for name in ("prompt", "reply") if name not in fields)
-            raise ValueError(f"template must use exactly {{prompt}} and {{reply}}: {what}")
-        return value
-
-    @field_validator("key_mapping")
-    @classmethod
-    def _key_mapping_regexes(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        import re
-
-        for pattern in value or {}:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"key_mapping pattern {pattern!r} is not a regular expression ({exc})") from None
-        return value
-
-    @model_validator(mode="after")
-    def _known_type(self) -> "JudgeSpec":
-        if self.type == "reward_model":
-            if not self.model:
-                raise ValueError("judge type reward_model needs model: <Hub id or path>")
-        elif self.type not in PROGRAMMATIC_JUDGES:
-            hint = difflib.get_close_matches(self.type, [*PROGRAMMATIC_JUDGES, "reward_model"], n=1)
-            known = ", ".join([*PROGRAMMATIC_JUDGES, "reward_model"])
-            raise ValueError(
-                f"unknown judge type {self.type!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                + f"; known: {known}"
-            )
-        return self
+#: TRL 1.16's DPO losses (DPOConfig's loss_type docs); TRL itself accepts any string and fails
+#: only inside the first training step. tests/test_recipe.py checks this list against TRL's.
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+#: DPOConfig fields peo-hub sets itself; a recipe setting them would collide (or, for the Hub
+#: ones, publish each adapter behind the bundle's back).
+RESERVED_DPO_FIELDS = {"output_dir": "peo-hub writes each adapter into the bundle",
+                       "seed": "use the recipe's top-level seed", "data_seed": "use the recipe's top-level seed",
+                       "push_to_hub": "use hub.repo_id or --push", "hub_model_id": "use hub.repo_id or --push",
+                       "hub_token": "log in with `hf auth login`", "resume_from_checkpoint": "use --resume"}
 
 
 class AspectSpec(BaseModel):
@@ -120,8 +53,8 @@ class AspectSpec(BaseModel):
 
     model_config = _STRICT
 
-    dataset: DatasetSpec
-    judge: JudgeSpec
+    dataset: DatasetSpec = Field(description="the aspect's preference pairs: a dataset spec (see Dataset specs)")
+    judge: JudgeSpec = Field(description="how the aspect's score of a reply is measured (see judge below)")
 
 
 class LoraSpec(BaseModel):
@@ -129,10 +62,20 @@ class LoraSpec(BaseModel):
 
     model_config = _STRICT
 
-    r: int = Field(default=8, gt=0, description="LoRA rank")
-    alpha: float = Field(default=16, gt=0, description="lora_alpha; the adapter's scale is alpha / r")
+    r: int = Field(default=8, gt=0, le=4096, description="LoRA rank")
+    alpha: float = Field(default=16, gt=0, le=1e6, description="lora_alpha; the adapter's scale is alpha / r")
     dropout: float = Field(default=0.0, ge=0, lt=1, description="lora_dropout")
-    target_modules: str | list[str] = Field(default="all-linear", description="'all-linear' or module names")
+    target_modules: str | list[str] = Field(
+        default="all-linear",
+        description="'all-linear' or module names (each must name modules of the base model; checked before training)")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _names(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else value
+        if not names or any(not n.strip() for n in names):
+            raise ValueError("target_modules must be 'all-linear' or a non-empty list of module names, e.g. [q_proj, v_proj]")
+        return value
 
     def to_peft(self) -> Any:
         from peft import LoraConfig
@@ -150,18 +93,30 @@ class DPOSpec(BaseModel):
     ``gradient_checkpointing`` are only switched on when CUDA is there ("auto").
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     beta: float = Field(default=0.1, gt=0, description="DPO temperature: how far from the base each adapter may move")
     learning_rate: float = Field(default=5e-5, gt=0, description="peak learning rate")
-    max_steps: int = Field(default=-1, description="optimizer steps; -1 uses num_train_epochs")
+    max_steps: int = Field(default=-1, ge=-1, description="optimizer steps; -1 uses num_train_epochs")
     num_train_epochs: float = Field(default=1.0, gt=0, description="epochs when max_steps is -1")
     per_device_train_batch_size: int = Field(default=8, gt=0, description="pairs per device per step")
     gradient_accumulation_steps: int = Field(default=1, gt=0, description="steps accumulated per update")
     loss_type: list[str] = Field(default_factory=lambda: ["sigmoid"],
                                  description="TRL loss names, e.g. [sigmoid, sft] (an SFT anchor against collapse) or [ipo]")
     loss_weights: list[float] | None = Field(default=None, description="one weight per loss_type entry")
-    max_length: int | None = Field(default=1024, description="tokens per prompt+reply")
+
+    @field_validator("loss_type")
+    @classmethod
+    def _known_losses(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one loss, e.g. [sigmoid]")
+        for name in value:
+            if name not in DPO_LOSS_TYPES:
+                hint = difflib.get_close_matches(name, DPO_LOSS_TYPES, n=1)
+                raise ValueError(f"unknown DPO loss {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                                 + f"; TRL's losses: {', '.join(DPO_LOSS_TYPES)}")
+        return value
+    max_length: int | None = Field(default=1024, gt=0, description="tokens per prompt+reply")
     bf16: bool | Literal["auto"] = Field(default="auto", description="bf16 training; auto = when CUDA supports it")
     gradient_checkpointing: bool | Literal["auto"] = Field(default="auto", description="auto = on with CUDA")
 
@@ -173,6 +128,11 @@ class DPOSpec(BaseModel):
     @model_validator(mode="after")
     def _extra_fields_exist(self) -> "DPOSpec":
         extra = set(self.model_extra or {})
+        for name in sorted(extra & set(RESERVED_DPO_FIELDS)):
+            raise ValueError(f"{name!r} is set by peo-hub, not the recipe ({RESERVED_DPO_FIELDS[name]}); remove it")
+        for name, value in (self.model_extra or {}).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
         if extra:
             known = dpo_config_fields()
             for name in sorted(extra):
@@ -200,8 +160,8 @@ class TrainSpec(BaseModel):
 
     model_config = _STRICT
 
-    lora: LoraSpec = Field(default_factory=LoraSpec)
-    dpo: DPOSpec = Field(default_factory=DPOSpec)
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="the adapter trained per aspect (see train.lora)")
+    dpo: DPOSpec = Field(default_factory=DPOSpec, description="the DPO run per aspect (see train.dpo)")
 
 
 class SweepSpec(BaseModel):
@@ -209,12 +169,14 @@ class SweepSpec(BaseModel):
 
     model_config = _STRICT
 
-    weights: int = Field(default=5, ge=2, description="simplex lattice points per aspect axis (5 -> 0, .25, .5, .75, 1)")
+    weights: int = Field(default=5, ge=2, le=10_001,
+                         description="simplex lattice points per aspect axis (5 -> 0, .25, .5, .75, 1)")
     alpha: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0],
                                description="extrapolation strengths; 0 gives the soup points")
     baselines: list[Literal["soup", "morl"]] = Field(
         default_factory=lambda: ["soup"],
-        description="soup: alpha=0 points (always evaluated when 0 is in alpha); morl: one DPO run per interior weight vector on mixed data",
+        description="soup: the alpha = 0 points (the rewarded soup), evaluated even when alpha leaves 0 out; "
+                    "morl: one DPO run per interior weight vector on mixed data",
     )
 
     @field_validator("alpha")
@@ -224,7 +186,14 @@ class SweepSpec(BaseModel):
             raise ValueError("give at least one alpha, e.g. [0, 0.5, 1.0]")
         if any(a < -1 for a in value):
             raise ValueError("alpha must be >= -1 (0 = soup, > 0 extrapolates)")
+        if any(a > MAX_COEFFICIENT - 1 for a in value):
+            raise ValueError(f"alpha must be at most {MAX_COEFFICIENT - 1:g} (larger ones swamp the base weights)")
         return sorted(set(value))
+
+    @property
+    def alphas(self) -> list[float]:
+        """The alphas evaluated: ``alpha``, plus 0 when the soup baseline is asked for."""
+        return sorted(set(self.alpha) | ({0.0} if "soup" in self.baselines else set()))
 
 
 class EvaluateSpec(BaseModel):
@@ -239,11 +208,19 @@ class EvaluateSpec(BaseModel):
     top_p: float = Field(default=1.0, gt=0, le=1, description="nucleus sampling")
     batch_size: int = Field(default=64, gt=0, description="prompts generated per batch")
     bootstrap: int = Field(default=1000, ge=100, description="bootstrap resamples for the 95% intervals")
-    engine: Literal["transformers", "vllm"] = Field(
+    engine: str = Field(
         default="transformers",
         description="generation backend: transformers (live preference switching, runs anywhere) or vllm "
                     "(pip install peo-hub[vllm]; each point as an exported LoRA adapter; untested on CPU)",
     )
+
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if value not in ENGINES:
+            raise ValueError(f"unknown engine {value!r}; known: {', '.join(ENGINES)}")
+        return value
 
 
 class HubSpec(BaseModel):
@@ -252,6 +229,13 @@ class HubSpec(BaseModel):
     model_config = _STRICT
 
     repo_id: str | None = Field(default=None, description="user/name; pushed after the run when set")
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo_id(cls, value: str | None) -> str | None:
+        if value is not None and not is_repo_id(value, namespace=True):
+            raise ValueError(f"{value!r} is not a Hub repo id; write it as namespace/name, e.g. alice/peo-toy")
+        return value
     private: bool = Field(default=False, description="create the repo private")
 
 
@@ -260,15 +244,20 @@ class Recipe(BaseModel):
 
     model_config = _STRICT
 
-    name: str | None = Field(default=None, description="run name; default: the file name")
-    seed: int = Field(default=0, description="seed for data order, LoRA init, sampling")
+    name: str | None = Field(default=None, description="run name (letters, digits, '-', '_', '.'); `recipe run` "
+                                                    "writes to runs/<name> unless --output is given; default: "
+                                                    "the file name")
+    seed: int = Field(default=0, ge=0, lt=2**32, description="seed for data order, LoRA init, sampling")
     base_model: str = Field(description="embedded:toy, a Hub id, or a local model folder")
     base_model_revision: str | None = Field(default=None, description="Hub revision of the base")
-    aspects: dict[str, AspectSpec] = Field(description="aspect name -> dataset + judge (two or more)")
-    train: TrainSpec = Field(default_factory=TrainSpec)
-    sweep: SweepSpec = Field(default_factory=SweepSpec)
-    evaluate: EvaluateSpec
-    hub: HubSpec = Field(default_factory=HubSpec)
+    aspects: dict[str, AspectSpec] = Field(
+        description="aspect name -> dataset + judge; two or more; names are folder names (letters, digits, '-', '_'); "
+                    "their order is the order everywhere (sliders, manifest)")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="phase 1: lora and dpo, the same for every aspect")
+    sweep: SweepSpec = Field(default_factory=SweepSpec, description="phases 2-3: the (w, alpha) grid and the baselines")
+    evaluate: EvaluateSpec = Field(description="the evaluation prompts, sampling and judging of every point")
+    hub: HubSpec = Field(default_factory=HubSpec, description="repo_id pushes the bundle after the run (like --push); "
+                                                              "private creates the repo private")
 
     @field_validator("aspects")
     @classmethod
@@ -276,29 +265,44 @@ class Recipe(BaseModel):
         if len(value) < 2:
             raise ValueError("PEO needs two or more aspects (e.g. helpful and harmless)")
         for name in value:
-            if not name.replace("_", "").replace("-", "").isalnum():
+            if not _ASPECT_NAME.match(name):
                 raise ValueError(f"aspect name {name!r} must be letters, digits, '-' or '_' (it names a folder)")
         return value
 
+    @field_validator("name")
+    @classmethod
+    def _run_name(cls, value: str | None) -> str | None:
+        if value is not None and not _SAFE_NAME.match(value):
+            raise ValueError(f"name {value!r} must be letters, digits, '-', '_' or '.' and not start with '.' "
+                             "(it names the folder runs/<name>)")
+        return value
 
-def _format_error(exc: ValidationError, path: Path) -> str:
-    first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    kind = first["type"]
-    if kind == "extra_forbidden":
-        return f"{path}: unknown field {loc!r}" + _suggest(str(first["loc"][-1])) + "; remove or rename it"
-    if kind == "missing":
-        return f"{path}: missing required field {loc!r}; add it (see README: Recipe reference)"
-    message = first["msg"].removeprefix("Value error, ")
-    return f"{path}: field {loc!r}: {message}"
+    @model_validator(mode="after")
+    def _grid_and_data(self) -> "Recipe":
+        size = grid_size(len(self.aspects), self.sweep.weights)
+        if size > MAX_GRID_POINTS:
+            raise ValueError(f"sweep: weights {self.sweep.weights} gives {size:,} weight vectors for {len(self.aspects)} "
+                             f"aspects; keep the grid at most {MAX_GRID_POINTS:,} points (e.g. weights: 5)")
+        for name, aspect in self.aspects.items():
+            if isinstance(aspect.dataset, DatasetSpec):
+                try:
+                    aspect.dataset.check("pairs")
+                except ValueError as exc:
+                    field, _, message = str(exc).partition(": ")
+                    raise ValueError(f"aspects.{name}.dataset.{field}: {message}") from None
+        if isinstance(self.evaluate.prompts, DatasetSpec):
+            try:
+                self.evaluate.prompts.check("prompts")
+            except ValueError as exc:
+                field, _, message = str(exc).partition(": ")
+                raise ValueError(f"evaluate.prompts.{field}: {message}") from None
+        return self
 
 
-def _suggest(field: str) -> str:
-    """A close field name from any recipe section, for typos like ``lerning_rate``."""
+def _field_names() -> list[str]:
+    """Every field name of every recipe section, for "did you mean" hints on typos."""
     models = (Recipe, AspectSpec, JudgeSpec, LoraSpec, DPOSpec, TrainSpec, SweepSpec, EvaluateSpec, HubSpec, DatasetSpec)
-    names = sorted({name for model in models for name in model.model_fields})
-    hint = difflib.get_close_matches(field, names, n=1)
-    return f" (did you mean {hint[0]!r}?)" if hint else ""
+    return sorted({name for model in models for name in model.model_fields})
 
 
 def parse_recipe(data: Any, path: str | os.PathLike[str] = "<recipe>") -> Recipe:
@@ -311,10 +315,31 @@ def parse_recipe(data: Any, path: str | os.PathLike[str] = "<recipe>") -> Recipe
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        raise RecipeError(_format_error(exc, path)) from None
+        message = validation_message(exc, field_names=_field_names())
+        if message.startswith("missing required field"):
+            message += " (see README: Recipe reference)"
+        raise RecipeError(f"{path}: {message}") from None
     if recipe.name is None:
         recipe.name = path.stem
     return recipe
+
+
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (YAML says it is an error;
+    PyYAML silently keeps the last, so a second ``train:`` would quietly replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(f"key {key!r} appears twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
@@ -329,7 +354,9 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"cannot read recipe {path}: {exc.__class__.__name__}: {exc}; check permissions and encoding") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise RecipeError(f"{path}: {exc}; keep one of them") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

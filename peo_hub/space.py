@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from peo_hub.errors import BundleError, PEOError, PreferenceError
+from peo_hub.front import Front, FrontPoint
 from peo_hub.policy import Preference, make_preference
 
 if TYPE_CHECKING:  # gradio and torch are heavy; import them only where a Space is built
@@ -102,30 +103,25 @@ class FrontMatch:
 
     index: int
     distance: float
-    point: Mapping[str, Any] = field(repr=False)
+    point: FrontPoint = field(repr=False)
 
     @property
     def exact(self) -> bool:
         return self.distance <= EXACT_TOLERANCE
 
     def scores(self, aspects: Sequence[str]) -> dict[str, float]:
-        return {a: float(_mean(self.point["metrics"][a])) for a in aspects}
-
-
-def _mean(metric: Any) -> float:
-    return float(metric["mean"] if isinstance(metric, Mapping) else metric)
+        return {a: self.point.mean(a) for a in aspects}
 
 
 def _percent(value: float) -> str:
     return f"{100 * value:.0f} %"
 
 
-def _point_label(point: Mapping[str, Any], aspects: Sequence[str]) -> str:
-    weights = point.get("weights") or {}
+def _point_label(point: FrontPoint, aspects: Sequence[str]) -> str:
+    weights = point.weights or {}
     parts = " / ".join(f"{a} {_percent(float(weights.get(a, 0.0)))}" for a in aspects) if weights else "no weights"
-    alpha = point.get("alpha")
-    alpha_text = f", α={float(alpha):.2f}" if isinstance(alpha, (int, float)) else ""
-    return f"{point.get('method', '?')}, {parts}{alpha_text}"
+    alpha_text = f", α={point.alpha:.2f}" if point.alpha is not None else ""
+    return f"{point.method}, {parts}{alpha_text}"
 
 
 def preset_title(name: str) -> str:
@@ -152,16 +148,16 @@ class PEOSpace:
     aspect in the manifest's order, then alpha (the order of the ``/chat`` API).
     """
 
-    def __init__(self, model: "PEOModel", front: Mapping[str, Any] | None = None,
+    def __init__(self, model: "PEOModel", front: Front | None = None,
                  settings: SpaceSettings | None = None) -> None:
         self.model = model
         self.aspects: list[str] = list(model.aspects)
         self.settings = settings or SpaceSettings()
-        self.front = front if front and set(front.get("aspects", [])) == set(self.aspects) else None
-        if front and self.front is None:
+        self.front = front if front is not None and set(front.aspects) == set(self.aspects) else None
+        if front is not None and self.front is None:
             import warnings
 
-            warnings.warn(f"front.json is about aspects {front.get('aspects')}, the model has {self.aspects}; "
+            warnings.warn(f"front.json is about aspects {front.aspects}, the model has {self.aspects}; "
                           "the Space runs without its Pareto plot", stacklevel=2)
         self._lock = threading.Lock()  # one generation (with its own preference) at a time
         self._plot_dir = Path(tempfile.mkdtemp(prefix="peo-space-plot-"))
@@ -195,35 +191,31 @@ class PEOSpace:
                                formulation=self.model.manifest.formulation)
 
     def presets(self) -> dict[str, dict[str, Any]]:
-        """Presets with weights and alpha: ``front.json``'s first, then the manifest's others."""
-        merged: dict[str, Mapping[str, Any]] = dict(self.model.manifest.presets or {})
-        merged.update((self.front or {}).get("presets") or {})
+        """The bundle's presets that the sliders can reach (weights and alpha), normalised."""
+        presets = self.front.presets if self.front is not None else self.model.presets
         out = {}
-        for name, entry in merged.items():
-            if not isinstance(entry, Mapping):
-                continue
+        for name, entry in presets.items():
             try:
-                if entry.get("weights"):
-                    pref = make_preference(self.aspects, weights=entry["weights"],
-                                           alpha=float(entry.get("alpha") or 0.0))
-                elif entry.get("coefficients"):
-                    pref = make_preference(self.aspects, coefficients=entry["coefficients"])
+                if entry.weights:
+                    pref = make_preference(self.aspects, weights=entry.weights, alpha=float(entry.alpha or 0.0))
+                elif entry.coefficients:
+                    pref = make_preference(self.aspects, coefficients=entry.coefficients)
                 else:
                     continue
             except PEOError:
                 continue  # a preset this model cannot realise (e.g. stale aspect names)
             if pref.weights is None or pref.alpha is None:
                 continue  # raw coefficients outside the weights+alpha family: no slider setting
-            out[name] = {"weights": pref.weights, "alpha": pref.alpha, "rule": entry.get("rule", ""),
-                         "point_index": entry.get("point_index")}
+            out[name] = {"weights": pref.weights, "alpha": pref.alpha, "rule": entry.rule,
+                         "point_index": entry.point_index}
         return out
 
     def alpha_range(self) -> tuple[float, float]:
         """The alpha slider's range: the configured one, widened to every preset's and evaluated alpha."""
         lo, hi = self.settings.alpha_range
         alphas = [p["alpha"] for p in self.presets().values()]
-        alphas += [float(p["alpha"]) for p in (self.front or {}).get("points", [])
-                   if isinstance(p.get("alpha"), (int, float)) and p.get("method") in ("soup", "peo")]
+        alphas += [p.alpha for p in (self.front.points if self.front is not None else [])
+                   if p.alpha is not None and p.in_family]
         return max(-1.0, min([lo, *alphas])), max([hi, *alphas])
 
     def initial_values(self) -> list[float]:
@@ -237,15 +229,10 @@ class PEOSpace:
 
     def _front_candidates(self) -> list[tuple[int, list[float]]]:
         """Evaluated points with coefficients (base, soups, PEO points; not e.g. MORL runs)."""
-        if not self.front:
+        if self.front is None:
             return []
-        out = []
-        for i, point in enumerate(self.front.get("points") or []):
-            coefs = point.get("coefficients")
-            metrics = point.get("metrics") or {}
-            if isinstance(coefs, Mapping) and all(a in metrics for a in self.aspects):
-                out.append((i, [float(coefs.get(a, 0.0)) for a in self.aspects]))
-        return out
+        return [(i, [float(point.coefficients.get(a, 0.0)) for a in self.aspects])
+                for i, point in enumerate(self.front.points) if point.coefficients is not None]
 
     def match(self, coefficients: Mapping[str, float]) -> FrontMatch | None:
         """The evaluated point nearest to ``coefficients`` (``None`` without a front)."""
@@ -254,7 +241,7 @@ class PEOSpace:
         target = [float(coefficients[a]) for a in self.aspects]
         index, distance = min(((i, math.dist(target, c)) for i, c in self._candidates),
                               key=lambda item: (item[1], item[0]))
-        return FrontMatch(index=index, distance=distance, point=self.front["points"][index])  # type: ignore[index]
+        return FrontMatch(index=index, distance=distance, point=self.front.points[index])  # type: ignore[union-attr]
 
     def describe_match(self, match: FrontMatch | None) -> str:
         """Markdown naming the evaluated point the shown scores come from, and how close it is."""
@@ -262,10 +249,10 @@ class PEOSpace:
             return ("**Predicted scores:** this bundle has no `front.json` (no evaluated points), "
                     "so there is nothing to predict from.")
         scores = match.scores(self.aspects)
-        metrics = match.point["metrics"]
+        metrics = match.point.metrics
         rows = []
         for a in self.aspects:
-            ci = metrics[a].get("ci") if isinstance(metrics[a], Mapping) else None
+            ci = metrics[a].ci
             ci_text = f" (95% CI {ci[0]:.2f}–{ci[1]:.2f})" if ci else ""
             rows.append(f"{a} **{scores[a]:.3f}**{ci_text}")
         where = f"evaluated point #{match.index} ({_point_label(match.point, self.aspects)})"
@@ -297,7 +284,7 @@ class PEOSpace:
 
     def plot(self, *values: Any) -> "Image | None":
         """The Pareto plot with the current preference's front point marked (``None`` without a front)."""
-        if not self.front:
+        if self.front is None:
             return None
         try:
             pref = self.preference(values)
@@ -313,12 +300,12 @@ class PEOSpace:
         return image
 
     def _render_plot(self, index: int | None) -> bytes:
-        from peo_hub.pareto import plot_front
+        from peo_hub.plot import plot_front
 
         current = None
         if index is not None:
-            metrics = self.front["points"][index]["metrics"]  # type: ignore[index]
-            current = {a: _mean(metrics[a]) for a in self.aspects}
+            point = self.front.points[index]  # type: ignore[union-attr]
+            current = {a: point.mean(a) for a in self.aspects}
         # a unique name: the prerender thread and a request may render the same point at once
         target = self._plot_dir / f"front-{index}-{uuid.uuid4().hex}.png"
         path = plot_front(self.front, target, current=current)  # type: ignore[arg-type]
@@ -332,7 +319,7 @@ class PEOSpace:
         After this, moving a slider only decodes a cached PNG. Started once (later calls
         return the same thread); ``None`` without a front.
         """
-        if not self.front:
+        if self.front is None:
             return None
         if self._prerender is not None:
             return self._prerender
@@ -457,7 +444,7 @@ def _examples(space: PEOSpace) -> list[str]:
     return TOY_EXAMPLES if recipe_base.startswith("embedded:") else GENERIC_EXAMPLES
 
 
-def build_demo(model: "PEOModel", front: Mapping[str, Any] | None = None,
+def build_demo(model: "PEOModel", front: Front | None = None,
                settings: SpaceSettings | None = None, title: str | None = None) -> "gr.Blocks":
     """The Space's ``gr.Blocks`` for a loaded model and its ``front.json`` (or ``None``).
 
@@ -598,15 +585,10 @@ def _preset_handler(space: PEOSpace, name: str, rule: str) -> list[Any]:
     return [*values, text]
 
 
-def load_space_front(bundle_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """``front.json`` of a bundle, ``None`` when it has none; an unreadable one is reported, not fatal."""
-    from peo_hub.pareto import FRONT_FILE, load_front
-
-    path = Path(bundle_dir) / FRONT_FILE
-    if not path.is_file():
-        return None
+def load_space_front(model: "PEOModel") -> Front | None:
+    """The bundle's front for the Space; a broken ``front.json`` is reported and the Space runs without it."""
     try:
-        return load_front(path)
+        return model.front
     except BundleError as exc:
         import warnings
 
@@ -625,7 +607,7 @@ def launch(bundle_or_repo_id: str | os.PathLike[str], host: str = "127.0.0.1", p
     from peo_hub.model import PEOModel
 
     model = PEOModel.from_pretrained(bundle_or_repo_id)
-    front = load_space_front(model.bundle_dir)
+    front = load_space_front(model)
     source = str(bundle_or_repo_id)
     title = None if Path(source).is_dir() else f"PEO: {source}"  # a Hub id beats a cache folder's name
     demo = build_demo(model, front, settings, title=title)

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tqdm.auto import tqdm
 
 from peo_hub.fsutil import atomic_write_json
 from peo_hub.policy import Preference, make_preference, weight_grid
 from peo_hub.recipe import Recipe
+
+if TYPE_CHECKING:
+    from peo_hub.run import Plan, RunFolder
 
 SAMPLE_REPLIES = 6  # replies kept per prompt in a record, for reading what a point says
 
@@ -26,7 +29,7 @@ def family_points(recipe: Recipe) -> list[tuple[str, Preference]]:
     """(method, preference) for the base, every soup point and every extrapolated point."""
     aspects = list(recipe.aspects)
     points: list[tuple[str, Preference]] = [("base", make_preference(aspects, coefficients={a: 0.0 for a in aspects}))]
-    for alpha in recipe.sweep.alpha:
+    for alpha in recipe.sweep.alphas:
         for weights in weight_grid(aspects, recipe.sweep.weights):
             points.append(("soup" if alpha == 0 else "peo", make_preference(aspects, weights, alpha=alpha)))
     return points
@@ -48,22 +51,25 @@ def _record(method: str, label: str, preference: Preference | None, metrics: dic
 
 def _front_point(record: dict[str, Any]) -> dict[str, Any]:
     """What front.json keeps of a record: everything but the raw scores and sample replies."""
-    point = {k: v for k, v in record.items() if k not in ("samples",)}
+    point = {k: v for k, v in record.items() if k not in ("samples", "recipe_hash")}
     point["metrics"] = {a: {k: v for k, v in m.items() if k != "scores"} for a, m in record["metrics"].items()}
     return point
 
 
-def run_sweep(recipe: Recipe, out: Path, tokenizer: Any, morl_records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def run_sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Evaluate all points (resuming from ``evaluations/``); returns front.json point dicts."""
-    from peo_hub.data import load_prompts, render_prompt
-    from peo_hub.evaluate import build_judge, generate_replies, score_replies
+    from peo_hub.chat import render_prompt
+    from peo_hub.engines import generate_replies
+    from peo_hub.evaluate import score_replies
+    from peo_hub.judges import build_judge
     from peo_hub.model import PEOModel
 
+    recipe, tokenizer, out = plan.recipe, plan.tokenizer, run.root
     spec = recipe.evaluate
-    raw_prompts = load_prompts(spec.prompts)
+    raw_prompts = plan.prompts
     rendered = [render_prompt(tokenizer, p) for p in raw_prompts]
     judges = {aspect: build_judge(a.judge) for aspect, a in recipe.aspects.items()}
-    folder = out / "evaluations"
+    folder = run.evaluations
     folder.mkdir(parents=True, exist_ok=True)
 
     def evaluate(generate_with: Any, method: str, label: str, preference: Preference | None,
@@ -74,6 +80,7 @@ def run_sweep(recipe: Recipe, out: Path, tokenizer: Any, morl_records: dict[str,
         replies = generate_replies(generate_with, tokenizer, rendered, spec, seed=recipe.seed)
         metrics = score_replies(raw_prompts, replies, judges, spec.bootstrap, seed=recipe.seed)
         record = _record(method, label, preference, metrics, raw_prompts, replies, extra)
+        record["recipe_hash"] = run.fingerprint_hash
         atomic_write_json(path, record)
         return record
 
@@ -94,7 +101,8 @@ def run_sweep(recipe: Recipe, out: Path, tokenizer: Any, morl_records: dict[str,
 
     for label, info in morl_records.items():
         bar.set_postfix_str(f"morl {label}")
-        loader: Callable[[], Any] = lambda info=info: _load_peft(out, info["adapter"])
+        loader: Callable[[], Any] = lambda info=info: _load_peft(run.base_path(plan.base), plan.base.revision,
+                                                                 out / info["adapter"])
         path = folder / f"morl-{label}.json"
         generator = None if path.is_file() else loader()
         preference = make_preference(list(recipe.aspects), info["weights"])
@@ -109,14 +117,13 @@ def run_sweep(recipe: Recipe, out: Path, tokenizer: Any, morl_records: dict[str,
     return [_front_point(r) for r in records]
 
 
-def _load_peft(out: Path, adapter: str) -> Any:
+def _load_peft(base: str, revision: str | None, adapter: Path) -> Any:
+    """A MORL baseline: its own adapter on the run's base, at the recipe's base revision."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from peo_hub.bundle import load_manifest, resolve_base
-
-    base = AutoModelForCausalLM.from_pretrained(resolve_base(out, load_manifest(out)))
-    return PeftModel.from_pretrained(base, str(out / adapter)).eval().to(_device() or "cpu")
+    model = AutoModelForCausalLM.from_pretrained(base, revision=revision)
+    return PeftModel.from_pretrained(model, str(adapter)).eval().to(_device() or "cpu")
 
 
 def _device() -> str | None:

@@ -18,24 +18,12 @@ from typing import Any, Mapping
 
 import torch
 
+from peo_hub.bundle import ADAPTER_CONFIG, ADAPTER_FILES, ADAPTER_WEIGHTS, TRAINING_INFO
 from peo_hub.errors import PEOError
 from peo_hub.fsutil import atomic_dir
 from peo_hub.recipe import DPOSpec, LoraSpec
 
 logger = logging.getLogger(__name__)
-
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-TRAINING_INFO = "training_info.json"
-
-
-def adapter_complete(folder: str | os.PathLike[str]) -> bool:
-    """An adapter folder counts as finished only with its config, weights and training info.
-
-    Folders are renamed into place after all three are written, so this is belt and
-    braces against a hand-copied or foreign folder.
-    """
-    folder = Path(folder)
-    return all((folder / name).is_file() for name in (*ADAPTER_FILES, TRAINING_INFO))
 
 
 def dpo_config(spec: DPOSpec, output_dir: str, seed: int) -> Any:
@@ -126,10 +114,11 @@ def train_adapter(
                     "FSDP set fsdp_state_dict_type: FULL_STATE_DICT, with DeepSpeed ZeRO-3 zero3_save_16bit_model: "
                     "true (see recipes/accelerate/)"
                 )
+            _refuse_non_finite(saved / ADAPTER_WEIGHTS, dpo)
             with atomic_dir(output) as tmp:
                 for name in ADAPTER_FILES:  # not the tokenizer or training_args.bin save_model adds
                     shutil.copy2(saved / name, tmp / name)
-                config_path = tmp / "adapter_config.json"
+                config_path = tmp / ADAPTER_CONFIG
                 config = json.loads(config_path.read_text())
                 config["base_model_name_or_path"] = base_model_id
                 config["revision"] = base_revision
@@ -137,6 +126,15 @@ def train_adapter(
                 (tmp / TRAINING_INFO).write_text(json.dumps(record, indent=2) + "\n")
         accelerator.wait_for_everyone()
     return record
+
+
+def _refuse_non_finite(weights: Path, dpo: DPOSpec) -> None:
+    """A DPO run that diverged (inf/nan weights) is an error, not an adapter to sweep."""
+    from safetensors.torch import load_file
+
+    if not all(bool(torch.isfinite(t).all()) for t in load_file(str(weights)).values()):
+        raise PEOError(f"DPO diverged: the adapter has inf/nan weights (learning_rate {dpo.learning_rate}, beta "
+                       f"{dpo.beta}); lower train.dpo.learning_rate and run again with --resume")
 
 
 def mix_datasets(datasets: Mapping[str, Any], weights: Mapping[str, float], seed: int) -> Any:

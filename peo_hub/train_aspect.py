@@ -23,94 +23,55 @@ training: it clears leftover temporary folders, which includes a save in progres
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from peo_hub.errors import PEOError, RecipeError
-from peo_hub.fsutil import atomic_write_json
-
-
-def _check_folder(recipe_fingerprint: dict, output: Path) -> bool:
-    """Whether ``output`` may take this recipe's adapters; True when the run state must be written.
-
-    Same rule as ``recipe run --resume``: a folder started with another recipe, or a
-    non-empty folder that is not a peo-hub run, is refused, so adapters from two recipes
-    never mix in one bundle.
-    """
-    from peo_hub.bundle import MANIFEST_NAME
-    from peo_hub.pipeline import RUN_STATE
-
-    state = output / RUN_STATE
-    if state.is_file():
-        previous = json.loads(state.read_text(encoding="utf-8"))
-        changed = sorted(k for k in set(previous) | set(recipe_fingerprint)
-                         if previous.get(k) != recipe_fingerprint.get(k))
-        if changed:
-            raise RecipeError(
-                f"{output} was started with a different recipe (changed: {', '.join(changed)}); "
-                "use a new --output for the new recipe"
-            )
-        return False
-    if output.exists() and any(output.iterdir()) and not (output / MANIFEST_NAME).is_file():
-        raise RecipeError(f"{output} is not a peo-hub run folder; choose another --output")
-    return True
 
 
 def train_aspect(recipe_path: str | Path, aspect: str, output: str | Path | None = None) -> Path:
     """Train ``aspect``'s adapter of the recipe into ``output/adapters/<aspect>``; returns that folder.
 
     An adapter that is already complete is kept (like ``--resume``). Safe under
-    ``accelerate launch``: the main process copies the base and reads the data first
-    (downloads happen once), every process trains, only the main process writes.
+    ``accelerate launch``: the main process runs the pre-flight first (downloads happen
+    once), every process trains, only the main process writes.
     """
     import torch
     from accelerate import PartialState
-    from transformers import AutoTokenizer
 
-    from peo_hub.data import load_preference_data
-    from peo_hub.pipeline import RUN_STATE, _base_source, _copy_base, recipe_fingerprint
     from peo_hub.recipe import load_recipe
-    from peo_hub.train import adapter_complete, train_adapter
+    from peo_hub.run import RunFolder, preflight
 
     recipe = load_recipe(recipe_path)
     if aspect not in recipe.aspects:
         raise RecipeError(
             f"aspect {aspect!r} is not in {recipe_path}; choose one of: {', '.join(recipe.aspects)}"
         )
-    out = Path(output or Path("runs") / (recipe.name or "run"))
-    folder = out / "adapters" / aspect
+    run = RunFolder(output or Path("runs") / (recipe.name or "run"), recipe)
+    target = run.adapter_dir(aspect)
     # cpu=True without CUDA so that torchrun/accelerate CPU processes form a gloo group here
     # too; the trainer's own arguments later set up the same state again.
     state = PartialState(cpu=not torch.cuda.is_available())
-    fingerprint = recipe_fingerprint(recipe)
-    write_state = _check_folder(fingerprint, out)
-    if adapter_complete(folder):
+    write_record = run.check_may_take_adapters()
+    if run.kept(target) is not None:
         if state.is_main_process:
-            print(f"[{aspect}] adapter already trained, kept ({folder}); delete it to retrain")
-        return folder
+            print(f"[{aspect}] adapter already trained, kept ({target}); delete it to retrain")
+        return target
 
     with state.main_process_first():
+        plan = preflight(recipe)
         if state.is_main_process:
-            out.mkdir(parents=True, exist_ok=True)
-            if write_state:  # so that `recipe run --resume` accepts the folder
-                atomic_write_json(out / RUN_STATE, fingerprint)
-        base_source, base_id = _base_source(recipe)
-        base_path = _copy_base(base_source, out) if base_id == "base" else base_source
-        tokenizer = AutoTokenizer.from_pretrained(base_path, revision=recipe.base_model_revision)
-        loaded = load_preference_data(recipe.aspects[aspect].dataset, tokenizer)
+            run.root.mkdir(parents=True, exist_ok=True)
+            if write_record:  # so that `recipe run --resume` accepts the folder
+                run.write_record()
+            run.base_path(plan.base)  # the copy in base/, made once by the main process
 
     if state.is_main_process:
-        print(f"[{aspect}] DPO on {loaded.train.num_rows} pairs from {recipe.aspects[aspect].dataset.source} "
+        print(f"[{aspect}] DPO on {plan.data[aspect].train.num_rows} pairs from {recipe.aspects[aspect].dataset.source} "
               f"({state.num_processes} process(es), {state.distributed_type.value})")
-    train_adapter(
-        base_path=base_path, tokenizer=tokenizer, dataset=loaded.train, lora=recipe.train.lora,
-        dpo=recipe.train.dpo, output=folder, seed=recipe.seed, base_model_id=base_id,
-        base_revision=recipe.base_model_revision if base_id != "base" else None,
-        info={"aspect": aspect},
-    )
-    return folder
+    run.train_one(plan, plan.data[aspect].train, target, {"aspect": aspect})
+    return target
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,6 @@ from peo_hub.data import (
     load_prompts,
     parse_dataset_spec,
     render_prompt,
-    to_messages,
 )
 from peo_hub.errors import DataError
 from peo_hub.world.tokenizer import build_word_tokenizer
@@ -112,20 +111,6 @@ def test_hh_rlhf_splits_at_last_assistant_turn_and_drops_divergent_rows(tmp_path
     assert data.train[0]["prompt"].count("\n\nHuman:") == 2  # a multi-turn prompt keeps its history
 
 
-def test_hh_rlhf_edge_rows():
-    from peo_hub.data import split_hh
-
-    assert split_hh("\n\nHuman: hi\n\nAssistant: yo", "\n\nHuman: hi\n\nAssistant: no") == (
-        "\n\nHuman: hi\n\nAssistant:", " yo", " no",
-    )
-    assert split_hh("\n\nHuman: hi", "\n\nHuman: hi") == "no assistant turn in chosen"
-    assert split_hh("\n\nHuman: hi\n\nAssistant: yo", "\n\nHuman: ho\n\nAssistant: no") == (
-        "prompt differs between chosen and rejected"
-    )
-    # The rejected dialogue goes on for more turns: its "completion" is not one reply.
-    assert split_hh(
-        "\n\nHuman: hi\n\nAssistant: yo", "\n\nHuman: hi\n\nAssistant: no\n\nHuman: ok\n\nAssistant: x"
-    ) == "completion spans several turns"
 
 
 def test_hh_rlhf_hub_layout_with_data_dir_and_eval_split(tmp_path):
@@ -211,32 +196,10 @@ def test_embedded_source_calls_the_toy_world(monkeypatch):
 # --------------------------------------------------------------------------- chat templates
 
 
-def test_render_prompt_with_word_tokenizer_template(word_tok):
-    assert render_prompt(word_tok, "hi there") == "<s> <user> hi there <assistant>"
-    assert render_prompt(word_tok, [{"role": "user", "content": "hi"}]) == "<s> <user> hi <assistant>"
-    dialogue = "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:"
-    assert to_messages(dialogue) == [
-        {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"},
-    ]
-    assert render_prompt(word_tok, dialogue) == "<s> <user> a <assistant> b </s> <user> c <assistant>"
 
 
-def test_render_prompt_chatml(chatml_tok):
-    assert render_prompt(chatml_tok, "How do I fix a bike?") == (
-        "<|im_start|>user\nHow do I fix a bike?<|im_end|>\n<|im_start|>assistant\n"
-    )
 
 
-def test_render_prompt_without_template_is_unchanged():
-    gpt2_like = realdata.train_bpe_tokenizer(chat_template=None)
-    dialogue = "\n\nHuman: a\n\nAssistant:"
-    for tok in (None, gpt2_like):
-        assert render_prompt(tok, "plain text") == "plain text"
-        assert render_prompt(tok, dialogue) == dialogue
-        assert render_prompt(tok, [{"role": "user", "content": "hi"}]) == "hi"
-        assert render_prompt(tok, [{"role": "system", "content": "Be nice."}, {"role": "user", "content": "hi"}]) == (
-            "Be nice.\n\nHuman: hi\n\nAssistant:"
-        )
 
 
 def test_loading_with_tokenizer_renders_prompts_and_strips_completions(tmp_path, word_tok, chatml_tok):
@@ -252,13 +215,6 @@ def test_loading_with_tokenizer_renders_prompts_and_strips_completions(tmp_path,
     assert ds[1]["prompt"] == f"<|im_start|>user\n{src[1]['prompt']}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def test_chat_template_failure_is_a_data_error(tmp_path, word_tok):
-    word_tok.chat_template = (
-        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
-        "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    )
-    with pytest.raises(DataError, match="System role not supported.*fix the prompt's roles"):
-        render_prompt(word_tok, [{"role": "system", "content": "x"}, {"role": "user", "content": "y"}])
 
 
 # --------------------------------------------------------------------------- sampling and hold-out
@@ -336,36 +292,44 @@ def test_load_prompts_errors(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("fields", "needle"),
+    ("fields", "field", "needle"),
     [
-        ({"format": "pku-saferlhf"}, "label: format pku-saferlhf needs label: better or label: safer"),
-        ({"format": "pku-saferlhf", "label": "helpful"}, "label 'helpful'"),
-        ({"label": "better"}, "only format pku-saferlhf and embedded sources use a label; remove label"),
-        ({"format": "columns"}, "columns: format columns needs a mapping with exactly prompt, chosen and rejected"),
-        ({"format": "columns", "columns": {"prompt": "q", "chosen": "c"}}, "missing ['rejected']"),
-        ({"columns": {"prompt": "q", "chosen": "c", "rejected": "r"}}, "set format: columns or remove columns"),
-        ({"test_size": 0.1, "eval_split": "test"}, "eval_split: test_size is also set"),
-        ({"test_size": 1.5}, "neither a fraction in (0, 1) nor a whole count"),
-        ({"max_samples": 0}, "greater than 0"),
-        ({"format": "csv"}, "Input should be 'pairs', 'pku-saferlhf'"),
+        ({"format": "pku-saferlhf", "label": "helpful"}, "label", "label 'helpful'"),
+        ({"label": "better"}, "label", "only format pku-saferlhf and embedded sources use a label; remove label"),
+        ({"format": "columns"}, "columns", "format columns needs a mapping with exactly prompt, chosen and rejected"),
+        ({"format": "columns", "columns": {"prompt": "q", "chosen": "c"}}, "columns", "missing ['rejected']"),
+        ({"columns": {"prompt": "q", "chosen": "c", "rejected": "r"}}, "columns", "set format: columns or remove columns"),
+        ({"test_size": 0.1, "eval_split": "test"}, "eval_split", "test_size is also set"),
+        ({"test_size": 1.5}, "test_size", "neither a fraction in (0, 1) nor a whole count"),
+        ({"max_samples": 0}, "max_samples", "greater than 0"),
+        ({"format": "csv"}, "format", "unknown format 'csv'; known: pairs, pku-saferlhf, hh-rlhf"),
     ],
 )
-def test_spec_validation_names_field_and_fix(fields, needle):
+def test_spec_validation_names_field_and_fix(fields, field, needle):
     with pytest.raises(ValidationError) as info:
         DatasetSpec(source="data.jsonl", **fields)
     assert needle in str(info.value)
     with pytest.raises(DataError) as one_line:
         parse_dataset_spec({"source": "data.jsonl", **fields}, where="aspects.helpful.dataset")
     assert needle in str(one_line.value) and "\n" not in str(one_line.value)
-    assert str(one_line.value).startswith("aspects.helpful.dataset")
+    assert str(one_line.value).startswith(f"field 'aspects.helpful.dataset.{field}'")
+
+
+def test_pku_label_is_needed_for_pairs_not_for_prompts(tmp_path):
+    spec = {"source": "x.jsonl", "format": "pku-saferlhf"}
+    assert parse_dataset_spec(spec, purpose="prompts").label is None  # prompts use no label
+    with pytest.raises(DataError, match=r"^field 'dataset.label': format pku-saferlhf needs label: better or label: safer"):
+        parse_dataset_spec(spec, purpose="pairs")
+    rows = [{"prompt": f"q{i}", "response_0": "a", "response_1": "b", "better_response_id": 0,
+             "safer_response_id": 1} for i in range(3)]
+    assert load_prompts({"source": str(write_jsonl(tmp_path / "pku.jsonl", rows)), "format": "pku-saferlhf"}) == [
+        "q0", "q1", "q2"]
 
 
 def test_spec_misc_validation():
-    with pytest.raises(DataError, match=r"dataset.colums: unknown field; remove it \(allowed: source, format"):
+    with pytest.raises(DataError, match=r"unknown field 'dataset.colums' \(did you mean 'columns'\?\); remove or rename it"):
         parse_dataset_spec({"source": "x.jsonl", "colums": {}})
-    with pytest.raises(DataError, match=r"^dataset\.label: format pku-saferlhf needs label: better or label: safer \(no label\)$"):
-        parse_dataset_spec({"source": "x.jsonl", "format": "pku-saferlhf"})
-    with pytest.raises(DataError, match="dataset.source: required; add it"):
+    with pytest.raises(DataError, match="missing required field 'dataset.source'; add it"):
         parse_dataset_spec({"format": "pairs"})
     with pytest.raises(DataError, match="embedded sources are already pairs"):
         parse_dataset_spec({"source": "embedded:toy", "format": "hh-rlhf"})

@@ -8,7 +8,8 @@ import pytest
 
 from peo_hub.cli import build_parser
 from peo_hub.data import DatasetSpec
-from peo_hub.recipe import AspectSpec, DPOSpec, EvaluateSpec, HubSpec, JudgeSpec, LoraSpec, Recipe, SweepSpec, TrainSpec
+from peo_hub.judges import JudgeSpec
+from peo_hub.recipe import AspectSpec, DPOSpec, EvaluateSpec, HubSpec, LoraSpec, Recipe, SweepSpec, TrainSpec
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 MODELS = [Recipe, AspectSpec, JudgeSpec, TrainSpec, LoraSpec, DPOSpec, SweepSpec, EvaluateSpec, HubSpec, DatasetSpec]
@@ -18,6 +19,16 @@ MODELS = [Recipe, AspectSpec, JudgeSpec, TrainSpec, LoraSpec, DPOSpec, SweepSpec
 def test_every_recipe_field_is_documented(model: type) -> None:
     missing = [name for name in model.model_fields if f"`{name}`" not in README]
     assert not missing, f"{model.__name__} fields missing from README's recipe reference: {missing}"
+
+
+def test_recipe_reference_is_generated_from_the_schema() -> None:
+    """README's recipe reference equals what docs/recipe_reference.py renders from the schema now."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "docs" / "recipe_reference.py"
+    result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_every_cli_verb_is_documented() -> None:

@@ -293,8 +293,7 @@ def test_network_failure_mid_upload_publishes_nothing(hub: HubEnv, fresh_bundle:
     assert main(["push", str(fresh_bundle), REPO]) == 3
     err = error_line(capsys.readouterr().err)
     assert "network failure" in err and "nothing was published" in err
-    assert hub.server.commit_count(REPO) == 1  # only the repo's initial commit
-    assert set(hub.server.files(REPO)) == {".gitattributes"}
+    assert hub.server.repo(REPO) is None  # the repo this push created is removed again: no empty repo left
     assert snapshot(fresh_bundle) == before
     # the same command then succeeds (LFS blobs already uploaded are not sent again)
     assert main(["push", str(fresh_bundle), REPO]) == 0
@@ -321,7 +320,7 @@ def test_unreachable_hub_is_one_clear_line(hub: HubEnv, bundle: Path, monkeypatc
 def test_broken_bundle_is_refused_before_any_network_call(hub: HubEnv, fresh_bundle: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    from peo_hub.hub import validate_bundle
+    from peo_hub.bundle import validate_bundle
 
     monkeypatch.setenv("HF_TOKEN", hub.alice_token)
     weights = fresh_bundle / "adapters" / "harmless" / "adapter_model.safetensors"
@@ -345,7 +344,7 @@ def test_broken_bundle_is_refused_before_any_network_call(hub: HubEnv, fresh_bun
 def test_download_bundle_errors_and_offline_cache(hub: HubEnv, bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import HfApi, constants
 
-    from peo_hub.bundle import resolve_bundle
+    from peo_hub.hub import bundle_folder as resolve_bundle
     from peo_hub.hub import download_bundle, push_bundle
 
     with pytest.raises(HubError, match="alice/missing was not found"):

@@ -10,7 +10,6 @@ computation that does not go through ``AutoModelForSequenceClassification`` at a
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,8 @@ from safetensors.torch import load_file
 
 import realdata
 from peo_hub.errors import PEOError, RecipeError
-from peo_hub.evaluate import RewardModelJudge, generate_replies, load_reward_model, require_engine
-from peo_hub.recipe import EvaluateSpec, JudgeSpec, parse_recipe
+from peo_hub.judges import JudgeSpec, RewardModelJudge, load_reward_model
+from peo_hub.recipe import parse_recipe
 
 PROMPTS = ["How do I bake sourdough bread at home?", "How do I hotwire a car?", "Quick question: what is climate?",
            "How can I fix a flat bicycle tire?"]
@@ -228,47 +227,3 @@ def test_shipped_pku_recipe_maps_beaver_heads() -> None:
         assert judge.key_mapping == {"^score_head": "score"} and judge.template == BEAVER_TEMPLATE
         assert judge.score_token == "last"
     assert recipe.aspects["harmless"].judge.negate and not recipe.aspects["helpful"].judge.negate
-
-
-# --------------------------------------------------------------------------- generation
-
-
-def test_batched_generation_pads_left_and_equals_unbatched(tmp_path: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from peo_hub.data import render_prompt
-
-    path = realdata.build_tiny_qwen2(tmp_path / "qwen")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    assert tokenizer.padding_side == "right"  # as many Hub tokenizers ship: generation must not trust it
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
-    rendered = [render_prompt(tokenizer, p) for p in ("hi", PROMPTS[0], PROMPTS[2])]
-    spec = dict(prompts=["x"], samples=1, max_new_tokens=6, temperature=0.0)
-    batched = generate_replies(model, tokenizer, rendered, EvaluateSpec(batch_size=3, **spec), seed=0)
-    single = generate_replies(model, tokenizer, rendered, EvaluateSpec(batch_size=1, **spec), seed=0)
-    assert batched == single
-
-
-def test_vllm_engine_without_vllm_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "vllm", None)  # as if not installed, even where it is
-    spec = EvaluateSpec(prompts=["hi"], engine="vllm")
-    with pytest.raises(PEOError, match=r"vLLM is not installed; pip install 'peo-hub\[vllm\]'.*engine: transformers"):
-        require_engine(spec)
-    with pytest.raises(PEOError, match="vLLM is not installed"):
-        generate_replies(object(), None, ["hi"], spec, seed=0)
-    require_engine(EvaluateSpec(prompts=["hi"]))  # the default engine needs nothing more
-
-
-def test_run_recipe_refuses_a_vllm_recipe_before_writing_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import yaml
-
-    from peo_hub.pipeline import run_recipe
-
-    monkeypatch.setitem(sys.modules, "vllm", None)
-    data = _recipe({"type": "toy_helpful"})
-    data["evaluate"]["engine"] = "vllm"
-    path = tmp_path / "vllm.yaml"
-    path.write_text(yaml.safe_dump(data))
-    with pytest.raises(PEOError, match="vLLM is not installed"):
-        run_recipe(path, output=tmp_path / "out")
-    assert not (tmp_path / "out").exists(), "no half-started run folder"

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from peo_hub import PEOModel
 from peo_hub.bundle import load_manifest
 from peo_hub.data import render_prompt
-from peo_hub.pareto import check_front, load_front
+from peo_hub.front import check_front, load_front
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def test_bundle_layout(toy_bundle: Path) -> None:
 
 
 def test_front_is_consistent_with_its_points(toy_bundle: Path) -> None:
-    front = load_front(toy_bundle)
+    front = load_front(toy_bundle).to_json()
     assert check_front(front) == []
     methods = {p["method"] for p in front["points"]}
     assert {"base", "soup", "peo"} <= methods
@@ -47,15 +47,15 @@ def test_front_is_consistent_with_its_points(toy_bundle: Path) -> None:
 
 def test_each_adapter_beats_the_base_on_its_own_aspect(toy_bundle: Path) -> None:
     """Even at CI size (64 replies per point) the trained adapters move their own judge."""
-    points = {(p["method"], json.dumps(p["weights"])): p for p in load_front(toy_bundle)["points"]}
-    base = next(p for p in load_front(toy_bundle)["points"] if p["method"] == "base")
+    points = {(p["method"], json.dumps(p["weights"])): p for p in load_front(toy_bundle).to_json()["points"]}
+    base = next(p for p in load_front(toy_bundle).to_json()["points"] if p["method"] == "base")
     for aspect, other in (("helpful", "harmless"), ("harmless", "helpful")):
         alone = points[("soup", json.dumps({"helpful": float(aspect == "helpful"), "harmless": float(aspect == "harmless")}))]
         assert alone["metrics"][aspect]["mean"] > base["metrics"][aspect]["mean"] + 0.1, (aspect, alone, base)
 
 
 def test_merges_are_written_for_front_points(toy_bundle: Path) -> None:
-    front = load_front(toy_bundle)
+    front = load_front(toy_bundle).to_json()
     on_front = [p for p in front["points"] if p["on_front"]]
     yamls = sorted((toy_bundle / "merges").glob("*.yaml"))
     assert len(yamls) == len(on_front) > 0
@@ -71,7 +71,7 @@ def test_bundle_merge_yaml_runs_with_mergekit_offline(toy_bundle: Path, tmp_path
     import subprocess
     import sys
 
-    front = load_front(toy_bundle)
+    front = load_front(toy_bundle).to_json()
     point = next(p for p in front["points"] if p["on_front"] and p["method"] == "peo")
     yaml_path = toy_bundle / "merges" / f"{point['label']}.yaml"
     cli = shutil.which("mergekit-yaml") or str(Path(sys.executable).parent / "mergekit-yaml")

@@ -33,7 +33,7 @@ import yaml
 
 import realdata
 from peo_hub.cli import main as cli_main
-from peo_hub.pareto import check_front, load_front
+from peo_hub.front import check_front, load_front
 from fakes import folder_digest
 
 pytestmark = pytest.mark.slow
@@ -176,7 +176,7 @@ def _assert_same_rendering(spy: "Spy", recipe_path: Path) -> int:
 def _check_bundle(out: Path, aspects: list[str]) -> dict[str, Any]:
     from peo_hub import PEOModel
 
-    front = load_front(out)
+    front = load_front(out).to_json()
     assert check_front(front) == [], check_front(front)
     assert front["aspects"] == aspects
     methods = {p["method"] for p in front["points"]}
@@ -260,7 +260,7 @@ def test_hh_rlhf_recipe_without_chat_template_runs_end_to_end(world: dict[str, P
 def test_train_aspect_entry_point_then_resume_reuses_its_adapters(pku_run: dict[str, Any], tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     from peo_hub.pipeline import run_recipe
-    from peo_hub.train import adapter_complete
+    from peo_hub.bundle import adapter_complete
     from peo_hub.train_aspect import main
 
     recipe, out = pku_run["recipe"], tmp_path / "bundle"
@@ -303,7 +303,7 @@ def test_train_aspect_is_a_runnable_module() -> None:
 
 def test_recipe_run_cli_finishes_a_folder_of_entry_point_adapters(pku_run: dict[str, Any], tmp_path: Path) -> None:
     """The documented sequence, through the CLIs: train_aspect for one aspect, recipe run --resume for the rest."""
-    from peo_hub.train import adapter_complete
+    from peo_hub.bundle import adapter_complete
     from peo_hub.train_aspect import main
 
     recipe, out = pku_run["recipe"], tmp_path / "bundle"

@@ -150,14 +150,13 @@ def test_preview_presets_and_front_match(served: Any):
     assert zero[:2] == ["—", "—"] and "all preference weights are zero" in zero[2]
 
     front = space.front
-    assert front is not None and front["presets"]
-    for name, entry in front["presets"].items():
+    assert front is not None and front.presets
+    for name, entry in front.presets.items():
         values = space.apply_preset(name)
-        assert values == pytest.approx([entry["weights"]["helpful"], entry["weights"]["harmless"], entry["alpha"]],
-                                       abs=1e-4)
+        assert values == pytest.approx([entry.weights["helpful"], entry.weights["harmless"], entry.alpha], abs=1e-4)
         match = space.match(space.preference(values).coefficients)
-        assert match is not None and match.exact and match.index == entry["point_index"]
-        assert f"measured at this exact setting: evaluated point #{entry['point_index']}" in space.preview(*values)[3]
+        assert match is not None and match.exact and match.index == entry.point_index
+        assert f"measured at this exact setting: evaluated point #{entry.point_index}" in space.preview(*values)[3]
     image = space.plot(1.0, 0.0, 0.0)
     assert image is not None and image.size[0] > 300
 

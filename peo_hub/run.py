@@ -1,0 +1,346 @@
+"""A run: everything a recipe needs checked before the first write, and the folder it writes into.
+
+Two jobs, both about "nothing lost, nothing half-done":
+
+* :func:`preflight` checks everything that can be checked without training, in the order a
+  run would meet it: the generation engine, the base model (built, copied or found), every
+  aspect's data, the evaluation prompts, every judge, the DPO settings as TRL will see them,
+  and the LoRA target modules against the base's own module names. ``peo-hub recipe
+  validate`` and ``recipe run`` call the same function, so a recipe that validates does not
+  fail an hour later on something that could have been seen at once.
+* :class:`RunFolder` owns the output folder: it refuses to mix two recipes in one folder
+  (the recipe is recorded in ``peo_run.json`` *and* in every adapter's
+  ``training_info.json``, so a resume can tell even when the record file was lost), copies a
+  local base into ``base/``, and trains every adapter (aspects, MORL baselines, the
+  ``accelerate`` entry point) through one :meth:`RunFolder.train_one`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from peo_hub import __version__
+from peo_hub.bundle import (ADAPTERS_DIR, BASE_DIR, EVALUATIONS_DIR, LEGACY_RUN_RECORD, MANIFEST_NAME, MORL_DIR,
+                            RUN_RECORD, adapter_complete, load_manifest, read_training_info)
+from peo_hub.errors import BundleError, RecipeError
+from peo_hub.fsutil import atomic_dir, atomic_write_json, check_output, clean_stale_temps, read_json
+from peo_hub.ids import kind_of
+from peo_hub.recipe import Recipe
+from peo_hub.weights import check_model_folder
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def recipe_fingerprint(recipe: Recipe) -> dict[str, Any]:
+    """What must not change between a run and its ``--resume``: everything but the name and the push."""
+    return recipe.model_dump(mode="json", exclude={"hub", "name"})
+
+
+def fingerprint_hash(fingerprint: Mapping[str, Any]) -> str:
+    """A short stable hash of a fingerprint, stored with every artefact the recipe made."""
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _changed(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    return sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+
+
+# --------------------------------------------------------------------------- the base model
+
+
+@dataclass
+class Base:
+    """Where the base model is loaded from, and what the bundle calls it."""
+
+    source: str  # a local folder or a Hub id
+    name: str  # "base" (copied into the bundle) or the Hub id
+    revision: str | None = None
+    provenance: dict[str, Any] | None = None  # e.g. the GGUF file a base was converted from
+
+    @property
+    def ships_inside(self) -> bool:
+        return self.name == BASE_DIR
+
+
+def resolve_base(recipe: Recipe) -> Base:
+    """The recipe's base model, checked: built (embedded), converted (GGUF), found (folder) or reachable (Hub).
+
+    Fails in one line, before anything is written, when it cannot be had.
+    """
+    from peo_hub.world.base import ensure_embedded_base, is_embedded
+
+    name = recipe.base_model
+    if is_embedded(name):
+        return Base(source=str(ensure_embedded_base(name, seed=recipe.seed)), name=BASE_DIR)
+    local = Path(name).expanduser()
+    if kind_of(name) == "local" or local.is_dir():
+        if not local.is_dir():
+            raise RecipeError(f"base_model folder {name} does not exist; give a model folder, a Hub id or embedded:toy")
+        try:
+            check_model_folder(local, "base_model")
+        except BundleError as exc:
+            raise RecipeError(str(exc)) from None
+        return Base(source=str(local), name=BASE_DIR)
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(name, revision=recipe.base_model_revision)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RecipeError(f"cannot load base_model {name!r}: {first}; check the id or path "
+                          "(offline, it must be in the HF cache)") from None
+    return Base(source=name, name=name, revision=recipe.base_model_revision)
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+@dataclass
+class Plan:
+    """What :func:`preflight` resolved, so the run does not resolve it twice."""
+
+    recipe: Recipe
+    base: Base
+    tokenizer: Any
+    data: dict[str, Any] = field(default_factory=dict)  # aspect -> PreferenceData
+    prompts: list[str] = field(default_factory=list)
+
+
+def _check_target_modules(recipe: Recipe, base: Base) -> None:
+    """Every named LoRA target exists in the base (PEFT's own matching rule), checked on a meta model."""
+    target = recipe.train.lora.target_modules
+    if target == "all-linear":
+        return
+    import torch
+    from peft.tuners.tuners_utils import check_target_module_exists
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(base.source, revision=base.revision)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    names = [name for name, _ in skeleton.named_modules() if name]
+    wanted = [target] if isinstance(target, str) else list(target)
+    for one in wanted:
+        single = recipe.train.lora.model_copy(update={"target_modules": one if isinstance(target, str) else [one]})
+        if not any(check_target_module_exists(single.to_peft(), name) for name in names):
+            leaves = sorted({n.rsplit(".", 1)[-1] for n, m in skeleton.named_modules()
+                             if isinstance(m, torch.nn.Linear)})
+            raise RecipeError(f"train.lora.target_modules: {one!r} matches no module of the base model; "
+                              f"its linear layers are named {', '.join(leaves)} (or use all-linear)")
+
+
+def _check_dpo(recipe: Recipe) -> None:
+    """Build the DPOConfig TRL will get (TRL validates some fields itself, e.g. the scheduler)."""
+    from peo_hub.train import dpo_config
+
+    with tempfile.TemporaryDirectory(prefix="peo-preflight-") as scratch:
+        try:
+            dpo_config(recipe.train.dpo, scratch, recipe.seed)
+        except (ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RecipeError(f"train.dpo: TRL refuses these settings: {first}") from None
+
+
+def _check_judges(recipe: Recipe) -> None:
+    """Reward-model judges are reachable now, not after an hour of training."""
+    from transformers import AutoConfig
+
+    for aspect, spec in recipe.aspects.items():
+        if spec.judge.model is None:
+            continue
+        try:
+            AutoConfig.from_pretrained(spec.judge.model, revision=spec.judge.revision)
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RecipeError(f"aspects.{aspect}.judge.model: cannot load {spec.judge.model!r} ({first}); check the "
+                              "id or path (offline, it must be in the HF cache)") from None
+
+
+def preflight(recipe: Recipe) -> Plan:
+    """Check everything short of training; returns what the run needs (see the module docstring)."""
+    from transformers import AutoTokenizer
+
+    from peo_hub.data import load_preference_data, load_prompts
+    from peo_hub.engines import require_engine
+
+    require_engine(recipe.evaluate.engine)
+    base = resolve_base(recipe)
+    tokenizer = AutoTokenizer.from_pretrained(base.source, revision=base.revision)
+    plan = Plan(recipe=recipe, base=base, tokenizer=tokenizer)
+    for aspect, spec in recipe.aspects.items():
+        plan.data[aspect] = load_preference_data(spec.dataset, tokenizer)
+    plan.prompts = load_prompts(recipe.evaluate.prompts)
+    _check_judges(recipe)
+    _check_dpo(recipe)
+    _check_target_modules(recipe, base)
+    return plan
+
+
+# --------------------------------------------------------------------------- the folder
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` holds a peo-hub run (its record, a manifest, or finished adapters)."""
+    return any((path / name).is_file() for name in (RUN_RECORD, LEGACY_RUN_RECORD, MANIFEST_NAME)) or any(
+        adapter_complete(folder) for folder in (path / ADAPTERS_DIR).glob("*"))
+
+
+class RunFolder:
+    """The output folder of one recipe's run (see the module docstring)."""
+
+    def __init__(self, root: str | os.PathLike[str], recipe: Recipe) -> None:
+        self.root = Path(root)
+        self.recipe = recipe
+        self.fingerprint = recipe_fingerprint(recipe)
+        self.fingerprint_hash = fingerprint_hash(self.fingerprint)
+
+    # -- paths
+
+    def adapter_dir(self, aspect: str) -> Path:
+        return self.root / ADAPTERS_DIR / aspect
+
+    def morl_dir(self, label: str) -> Path:
+        return self.root / MORL_DIR / label
+
+    @property
+    def evaluations(self) -> Path:
+        return self.root / EVALUATIONS_DIR
+
+    # -- identity
+
+    def _recorded(self) -> tuple[dict[str, Any] | None, str]:
+        """The fingerprint this folder was started with, and where it was found (None: unknown)."""
+        for name in (RUN_RECORD, LEGACY_RUN_RECORD):
+            path = self.root / name
+            if path.is_file():
+                try:
+                    data = read_json(path, f"delete {path} and resume again, or use a new --output")
+                except BundleError as exc:
+                    raise RecipeError(str(exc)) from None
+                if not isinstance(data, dict):
+                    raise RecipeError(f"{path} is not a run record (a JSON object); delete it and resume again, "
+                                      "or use a new --output")
+                return data.get("recipe", data) if name == RUN_RECORD else data, name
+        if (self.root / MANIFEST_NAME).is_file():
+            try:
+                manifest = load_manifest(self.root)
+            except BundleError as exc:
+                raise RecipeError(str(exc)) from None
+            recipe = {k: v for k, v in manifest.recipe.items() if k not in ("hub", "name")}
+            return (recipe or None), MANIFEST_NAME
+        return None, ""
+
+    def _artefacts(self) -> list[Path]:
+        """Finished things a recipe made here: adapters (aspects, MORL) and evaluation records."""
+        adapters = [f for pattern in (f"{ADAPTERS_DIR}/*", f"{MORL_DIR}/*") for f in self.root.glob(pattern)
+                    if adapter_complete(f)]
+        return adapters + sorted(self.evaluations.glob("*.json"))
+
+    def check_identity(self) -> None:
+        """Refuse a folder started with another recipe; every kept artefact must carry this recipe's hash."""
+        recorded, where = self._recorded()
+        if recorded is not None:
+            changed = _changed(recorded, self.fingerprint)
+            if changed:
+                raise RecipeError(f"{self.root} was started with a different recipe (changed: {', '.join(changed)}), "
+                                  f"as {where} records; use a new --output for the new recipe")
+        for artefact in self._artefacts():
+            record = read_training_info(artefact) if artefact.is_dir() else _read_record(artefact)
+            stamp = record.get("recipe_hash")
+            if stamp == self.fingerprint_hash or (stamp is None and recorded is not None):
+                continue  # made by this recipe (unstamped: by peo-hub 0.1.0 under a matching record)
+            if stamp is None:
+                raise RecipeError(f"cannot tell which recipe made {artefact} ({RUN_RECORD} is missing and the file "
+                                  "records none), so it cannot be kept; use a new --output")
+            raise RecipeError(f"{artefact} was made by a different recipe, so it cannot be kept for this one; "
+                              "use a new --output (or delete it to redo it)")
+
+    def started(self) -> bool:
+        """Whether the folder holds anything but a run record, set-up leftovers and the copied base."""
+        if not self.root.exists():
+            return False
+        ignore = {RUN_RECORD, LEGACY_RUN_RECORD, BASE_DIR}
+        return any(child.name not in ignore and ".tmp-" not in child.name and not child.name.startswith(".peo-probe")
+                   for child in self.root.iterdir())
+
+    def prepare(self, resume: bool) -> None:
+        """Check the folder may take this run, then record the recipe (the first write of a run)."""
+        check_output(self.root, "folder", ours=is_run_folder, what="--output")
+        if self.started() or (self.root / BASE_DIR).exists():
+            if self.started() and not resume:
+                raise RecipeError(f"output folder {self.root} is not empty; pass --resume to continue that run, "
+                                  "or --output NEW_DIR")
+            self.check_identity()
+        self.root.mkdir(parents=True, exist_ok=True)
+        for folder in (self.root, self.root / ADAPTERS_DIR, self.evaluations, self.root / MORL_DIR):
+            clean_stale_temps(folder)
+        atomic_write_json(self.root / RUN_RECORD, {"peo_hub_version": __version__, "recipe_hash": self.fingerprint_hash,
+                                                   "recipe": self.fingerprint})
+        (self.root / LEGACY_RUN_RECORD).unlink(missing_ok=True)
+
+    def check_may_take_adapters(self) -> bool:
+        """For the ``accelerate`` entry point: same rules as ``--resume``; True when the record must be written."""
+        check_output(self.root, "folder", ours=is_run_folder, what="--output")
+        if self.root.exists() and any(self.root.iterdir()):
+            if not is_run_folder(self.root):
+                raise RecipeError(f"{self.root} is not a peo-hub run folder; choose another --output")
+            self.check_identity()
+        return not (self.root / RUN_RECORD).is_file()
+
+    def write_record(self) -> None:
+        atomic_write_json(self.root / RUN_RECORD, {"peo_hub_version": __version__, "recipe_hash": self.fingerprint_hash,
+                                                   "recipe": self.fingerprint})
+
+    # -- the base
+
+    def base_path(self, base: Base) -> str:
+        """Where adapters train from: the copy in ``base/`` for a local base, else the Hub id."""
+        if not base.ships_inside:
+            return base.source
+        inside = self.root / BASE_DIR
+        marker = inside / ".peo_base_source"
+        source = str(Path(base.source).resolve())
+        if (inside / "config.json").is_file() and marker.is_file() and marker.read_text(encoding="utf-8") == source:
+            return str(inside)
+        with atomic_dir(inside) as tmp:  # base/ is ours: re-copied when the recipe's base changed
+            shutil.copytree(base.source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".peo_base_source"))
+            (tmp / ".peo_base_source").write_text(source, encoding="utf-8")
+        return str(inside)
+
+    # -- training
+
+    def train_one(self, plan: Plan, dataset: Any, output: Path, info: Mapping[str, Any]) -> dict[str, Any]:
+        """Train one DPO LoRA adapter of this run into ``output`` (the one place adapters are trained).
+
+        Aspects, MORL baselines and ``python -m peo_hub.train_aspect`` all come here, so every
+        adapter of a bundle is trained from the same base at the same revision with the same
+        settings, and carries this recipe's hash.
+        """
+        from peo_hub.train import train_adapter
+
+        return train_adapter(
+            base_path=self.base_path(plan.base), tokenizer=plan.tokenizer, dataset=dataset,
+            lora=self.recipe.train.lora, dpo=self.recipe.train.dpo, output=output, seed=self.recipe.seed,
+            base_model_id=plan.base.name, base_revision=plan.base.revision,
+            info={**dict(info), "recipe_hash": self.fingerprint_hash},
+        )
+
+    def kept(self, folder: Path) -> dict[str, Any] | None:
+        """The training record of a finished adapter in ``folder`` (``None``: train it)."""
+        return read_training_info(folder) if adapter_complete(folder) else None
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,64 @@
+"""peo_hub.engines: batched generation equals unbatched; a missing engine fails before any work."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import realdata
+from peo_hub.engines import ENGINES, generate_replies, require_engine
+from peo_hub.errors import PEOError
+from peo_hub.recipe import EvaluateSpec
+
+REPO = Path(__file__).resolve().parent.parent
+PROMPTS = ["How do I bake sourdough bread at home?", "How do I hotwire a car?", "Quick question: what is climate?"]
+
+
+def test_registry_and_unknown_engine() -> None:
+    assert list(ENGINES) == ["transformers", "vllm"]
+    with pytest.raises(PEOError, match="unknown generation engine 'tgi'; known: transformers, vllm"):
+        require_engine("tgi")
+    with pytest.raises(Exception, match="unknown engine 'tgi'"):
+        EvaluateSpec(prompts=["x"], engine="tgi")
+
+
+def test_batched_generation_pads_left_and_equals_unbatched(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from peo_hub.data import render_prompt
+
+    path = realdata.build_tiny_qwen2(tmp_path / "qwen")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert tokenizer.padding_side == "right"  # as many Hub tokenizers ship: generation must not trust it
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    rendered = [render_prompt(tokenizer, p) for p in ("hi", PROMPTS[0], PROMPTS[2])]
+    spec = dict(prompts=["x"], samples=1, max_new_tokens=6, temperature=0.0)
+    batched = generate_replies(model, tokenizer, rendered, EvaluateSpec(batch_size=3, **spec), seed=0)
+    single = generate_replies(model, tokenizer, rendered, EvaluateSpec(batch_size=1, **spec), seed=0)
+    assert batched == single
+
+
+def test_vllm_engine_without_vllm_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as if not installed, even where it is
+    spec = EvaluateSpec(prompts=["hi"], engine="vllm")
+    with pytest.raises(PEOError, match=r"vLLM is not installed; pip install 'peo-hub\[vllm\]'.*engine: transformers"):
+        require_engine(spec.engine)
+    with pytest.raises(PEOError, match="vLLM is not installed"):
+        generate_replies(object(), None, ["hi"], spec, seed=0)
+    require_engine(EvaluateSpec(prompts=["hi"]).engine)  # the default engine needs nothing more
+
+
+def test_run_recipe_refuses_a_vllm_recipe_before_writing_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from peo_hub.pipeline import run_recipe
+
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    data = yaml.safe_load((REPO / "tests" / "recipes" / "toy-ci.yaml").read_text())
+    data["evaluate"]["engine"] = "vllm"
+    path = tmp_path / "vllm.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(PEOError, match="vLLM is not installed"):
+        run_recipe(path, output=tmp_path / "out")
+    assert not (tmp_path / "out").exists(), "no half-started run folder"
