@@ -272,18 +272,23 @@ class RunFolder:
                    for child in self.root.iterdir())
 
     def prepare(self, resume: bool) -> None:
-        """Check the folder may take this run, then record the recipe (the first write of a run)."""
+        """Check the folder may take this run, then record the recipe (the first write of a run).
+
+        A folder that holds nothing a recipe made (only the run record and the copied base,
+        e.g. after a run stopped before its first adapter) takes any recipe: a fixed recipe
+        simply starts over there. Once adapters or evaluations exist, only the recipe that
+        made them may resume.
+        """
         check_output(self.root, "folder", ours=is_run_folder, what="--output")
-        if self.started() or (self.root / BASE_DIR).exists():
-            if self.started() and not resume:
-                raise RecipeError(f"output folder {self.root} is not empty; pass --resume to continue that run, "
-                                  "or --output NEW_DIR")
+        if self.started() and not resume:
+            raise RecipeError(f"output folder {self.root} is not empty; pass --resume to continue that run, "
+                              "or --output NEW_DIR")
+        if self._artefacts():
             self.check_identity()
         self.root.mkdir(parents=True, exist_ok=True)
         for folder in (self.root, self.root / ADAPTERS_DIR, self.evaluations, self.root / MORL_DIR):
             clean_stale_temps(folder)
-        atomic_write_json(self.root / RUN_RECORD, {"peo_hub_version": __version__, "recipe_hash": self.fingerprint_hash,
-                                                   "recipe": self.fingerprint})
+        self.write_record()
         (self.root / LEGACY_RUN_RECORD).unlink(missing_ok=True)
 
     def check_may_take_adapters(self) -> bool:
@@ -292,7 +297,8 @@ class RunFolder:
         if self.root.exists() and any(self.root.iterdir()):
             if not is_run_folder(self.root):
                 raise RecipeError(f"{self.root} is not a peo-hub run folder; choose another --output")
-            self.check_identity()
+            if self._artefacts():
+                self.check_identity()
         return not (self.root / RUN_RECORD).is_file()
 
     def write_record(self) -> None:

@@ -81,6 +81,7 @@ class SpaceSettings:
     history_turns: int | None = None
     concurrency_limit: int = 4  # the cheap events (sliders, presets); generation has 1 slot
     max_queue: int = 32
+    max_upload_bytes: int = 64 * 1024  # Gradio's upload route: the app uses no files at all
     examples: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
@@ -616,6 +617,8 @@ def launch(bundle_or_repo_id: str | os.PathLike[str], host: str = "127.0.0.1", p
     space.prerender_plots()
     demo.queue(default_concurrency_limit=s.concurrency_limit, max_size=s.max_queue)
     launch_kwargs.setdefault("show_error", True)
+    # The app takes no files, but Gradio always serves an upload route: cap what it accepts.
+    launch_kwargs.setdefault("max_file_size", s.max_upload_bytes)
     try:
         demo.launch(server_name=host, server_port=port, **launch_kwargs)
     except OSError as exc:

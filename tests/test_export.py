@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM
 
 from fakes import make_fake_bundle
 from peo_hub import PEOModel
+from peo_hub.errors import BundleError
 from reference import (POINTS, _one_line_error, assert_close, cli_error, coefficients_of, logits,
                        make_merge_bundle, point_args, reference_model, run_cli)
 

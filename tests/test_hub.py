@@ -427,3 +427,44 @@ def test_push_space_points_at_the_bundle(hub: HubEnv, tmp_path: Path) -> None:
     assert info.sdk == "gradio"
     with pytest.raises(PEOError, match="Space template .* is missing"):
         push_space("alice/peo-demo", REPO, token=hub.alice_token, space_dir=tmp_path / "nowhere")
+
+
+# --------------------------------------------------------------------------- nothing published half-way
+
+
+def test_a_bad_space_id_is_refused_before_the_bundle_is_published(hub: HubEnv, bundle: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("HF_TOKEN", hub.alice_token)
+    assert main(["push", str(bundle), REPO, "--space", "bad space!!"]) == 2
+    assert "not a valid Space id" in error_line(capsys.readouterr().err)
+    assert hub.server.repo(REPO) is None, "the model repo must not be published first"
+
+
+def test_a_file_that_disappears_during_the_push_leaves_no_repo(hub: HubEnv, fresh_bundle: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from huggingface_hub import HfApi
+
+    original = HfApi.create_commit
+
+    def delete_then_commit(self, *args, **kwargs):  # the library's upload, with a file gone under it
+        (fresh_bundle / "adapters" / "helpful" / "adapter_model.safetensors").unlink()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(HfApi, "create_commit", delete_then_commit)
+    monkeypatch.setenv("HF_TOKEN", hub.alice_token)
+    assert main(["push", str(fresh_bundle), REPO]) == 2
+    err = error_line(capsys.readouterr().err)
+    assert "changed or disappeared during the push" in err and "nothing was published" in err
+    assert hub.server.repo(REPO) is None, "the repo this push created is removed again"
+
+
+def test_a_truncated_adapter_is_never_pushed(hub: HubEnv, fresh_bundle: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    weights = fresh_bundle / "adapters" / "harmless" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    monkeypatch.setenv("HF_TOKEN", hub.alice_token)
+    assert main(["push", str(fresh_bundle), REPO]) == 2
+    assert "truncated or corrupt" in error_line(capsys.readouterr().err)
+    assert hub.server.repo(REPO) is None and not hub.state.requests, "checked before any request"

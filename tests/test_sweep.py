@@ -1,0 +1,78 @@
+"""peo_hub.sweep: every point of the family evaluated once, under its own label; baselines at the run's base."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fakes import make_base
+from hub_fixture import HubEnv
+from peo_hub.recipe import parse_recipe
+from peo_hub.sweep import family_points
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _recipe(**sweep) -> dict:
+    data = yaml.safe_load((REPO / "tests" / "recipes" / "toy-ci.yaml").read_text())
+    data["sweep"].update(sweep)
+    return data
+
+
+def test_close_points_get_their_own_labels() -> None:
+    points = family_points(parse_recipe(_recipe(alpha=[0, 0.5, 0.501], weights=3)))
+    labels = [p.label() for _, p in points]
+    assert len(points) == 1 + 3 * 3 and len(set(labels)) == len(labels)
+    dense = family_points(parse_recipe(_recipe(alpha=[0], weights=201)))
+    assert len({p.label() for _, p in dense}) == len(dense) == 202
+
+
+def test_the_soup_baseline_adds_alpha_zero() -> None:
+    with_soup = family_points(parse_recipe(_recipe(alpha=[0.5], baselines=["soup"])))
+    without = family_points(parse_recipe(_recipe(alpha=[0.5], baselines=[])))
+    assert {m for m, _ in with_soup} == {"base", "soup", "peo"}
+    assert {m for m, _ in without} == {"base", "peo"}
+
+
+@pytest.mark.slow
+def test_morl_baselines_train_and_evaluate_at_the_pinned_base_revision(hub: HubEnv, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       peo_cache: Path) -> None:
+    """main holds a wider model than the pinned revision v1: anything loaded from main would not fit."""
+    from huggingface_hub import HfApi
+
+    from peo_hub.front import load_front
+    from peo_hub.pipeline import run_recipe
+
+    api = HfApi(token=hub.alice_token)
+    repo = "alice/tiny-base"
+    api.create_repo(repo)
+    make_base(tmp_path / "main", hidden=48)
+    make_base(tmp_path / "v1", hidden=32)
+    api.upload_folder(repo_id=repo, folder_path=str(tmp_path / "main"))
+    api.create_branch(repo, branch="v1")
+    api.upload_folder(repo_id=repo, folder_path=str(tmp_path / "v1"), revision="v1")
+
+    data = _recipe(weights=3, alpha=[0], baselines=["soup", "morl"])
+    data.update(base_model=repo, base_model_revision="v1")
+    data["train"]["dpo"].update(max_steps=2, per_device_train_batch_size=8)
+    data["evaluate"].update(samples=1, max_new_tokens=6)
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setenv("HF_TOKEN", hub.alice_token)
+    out = run_recipe(path, output=tmp_path / "out")
+
+    morl = sorted((out / "baselines" / "morl").iterdir())
+    assert len(morl) == 1
+    for folder in [out / "adapters" / "helpful", out / "adapters" / "harmless", *morl]:
+        config = json.loads((folder / "adapter_config.json").read_text())
+        assert config["revision"] == "v1", folder
+        from safetensors import safe_open
+
+        with safe_open(str(folder / "adapter_model.safetensors"), framework="pt") as handle:
+            key = next(k for k in handle.keys() if k.endswith("q_proj.lora_A.weight"))
+            assert handle.get_slice(key).get_shape()[1] == 32, f"{folder} was trained on another revision"
+    assert any(p.method == "morl" for p in load_front(out).points)
