@@ -8,14 +8,16 @@ every axis. Two questions of a sweep are answered here, on plain arrays:
   point (:func:`hypervolume`).
 
 What a ``front.json`` says about these (flags, per-method hypervolumes, presets) is
-:mod:`peo_hub.front`; drawing it is :mod:`peo_hub.plot`. Pure numpy on purpose: the Space,
-the CLI and the tests import this without torch.
+:mod:`peo_hub.front`; drawing it is :mod:`peo_hub.plot`. The computing is moocore's (a
+maintained C library for multi-objective optimisation, no torch), so the Space, the CLI and
+the tests import this cheaply.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+import moocore
 import numpy as np
 
 
@@ -56,31 +58,24 @@ def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
 def non_dominated_mask(points: Any) -> np.ndarray:
     """Boolean mask of the points that no other point dominates (maximisation).
 
-    Vectorised pairwise comparison, in row blocks so that memory stays bounded for large
-    sweeps. Duplicates are kept: an exact copy of a non-dominated point is non-dominated.
+    moocore's ``is_nondominated`` (an O(n log n) dimension sweep for up to 3 aspects);
+    duplicates are kept (``keep_weakly``): an exact copy of a non-dominated point is
+    non-dominated, so two policies that score the same are both listed.
     """
     pts = as_points(points)
-    n = len(pts)
-    dominated = np.zeros(n, dtype=bool)
-    block = max(1, 2_000_000 // max(1, n * max(1, pts.shape[1])))
-    for start in range(0, n, block):
-        cand = pts[start : start + block]  # the points whose dominance we decide
-        ge = np.all(pts[:, None, :] >= cand[None, :, :], axis=2)  # other >= cand everywhere
-        gt = np.any(pts[:, None, :] > cand[None, :, :], axis=2)  # other > cand somewhere
-        dominated[start : start + block] = np.any(ge & gt, axis=0)
-    return ~dominated
+    if len(pts) == 0:
+        return np.zeros(0, dtype=bool)
+    return np.asarray(moocore.is_nondominated(pts, maximise=True, keep_weakly=True), dtype=bool)
 
 
 def hypervolume(points: Any, reference: Sequence[float]) -> float:
     """Exact volume of the region dominated by ``points`` and bounded below by ``reference``.
 
     Maximisation: the region is the union of the boxes ``[reference, p]``. A point that is not
-    strictly better than the reference on some axis is clipped to the reference there, so its
-    box is flat and it adds nothing (it never adds negative volume). The result is exact (no
-    sampling): a sweep for two axes, and for more axes the "hypervolume by slicing objectives"
-    recursion (slice along the last axis, solve the lower-dimensional problem per slice, skip
-    slices whose lower-dimensional front did not change). That is fast for the ~100-point,
-    2-4-aspect fronts a PEO sweep produces.
+    strictly better than the reference on some axis adds nothing (its box is flat or empty;
+    it never adds negative volume). Computed exactly by moocore (no sampling; O(n log n) for
+    2-3 aspects); ``tests/test_pareto.py`` checks it against an independent exact slicing
+    implementation and two brute-force references.
 
     Why hypervolume: it is the one standard scalar that rewards a front for being both
     better and wider, and it is strictly monotone under Pareto improvement, so "PEO's
@@ -90,45 +85,7 @@ def hypervolume(points: Any, reference: Sequence[float]) -> float:
     if not np.all(np.isfinite(ref)):
         raise ValueError("the reference point must be finite")
     pts = as_points(points, dims=len(ref))
+    pts = pts[np.all(pts > ref, axis=1)]  # flat or empty boxes have no volume
     if len(pts) == 0:
         return 0.0
-    shifted = np.maximum(pts, ref) - ref  # clip to the reference, move it to the origin
-    shifted = shifted[np.all(shifted > 0, axis=1)]  # flat boxes have no volume
-    if len(shifted) == 0:
-        return 0.0
-    shifted = np.unique(shifted, axis=0)
-    shifted = shifted[non_dominated_mask(shifted)]
-    return float(_hv_recursive(shifted))
-
-
-def _hv_recursive(front: np.ndarray) -> float:
-    """Hypervolume of a mutually non-dominated set of positive points w.r.t. the origin."""
-    dims = front.shape[1]
-    if dims == 1:
-        return float(front[:, 0].max())
-    if dims == 2:
-        return _hv_2d(front)
-    order = np.argsort(-front[:, -1], kind="stable")
-    pts = front[order]
-    depths = np.append(pts[:, -1], 0.0)
-    total = 0.0
-    slice_front = np.empty((0, dims - 1))
-    slice_volume = 0.0
-    for k, point in enumerate(pts):
-        projected = point[:-1]
-        if not np.any(np.all(slice_front >= projected, axis=1)):
-            # the new point changes the (d-1)-D front: drop what it dominates, recompute
-            keep = ~np.all(projected >= slice_front, axis=1)
-            slice_front = np.vstack([slice_front[keep], projected])
-            slice_volume = _hv_recursive(slice_front)
-        total += slice_volume * (depths[k] - depths[k + 1])
-    return total
-
-
-def _hv_2d(front: np.ndarray) -> float:
-    """Area dominated by a non-dominated 2-D set: sort by x descending, y then ascends."""
-    order = np.lexsort((front[:, 1], -front[:, 0]))
-    xs = front[order, 0]
-    ys = np.maximum.accumulate(front[order, 1])
-    steps = np.diff(np.concatenate([[0.0], ys]))
-    return float(np.sum(xs * steps))
+    return float(moocore.hypervolume(pts, ref=ref, maximise=True))

@@ -1,8 +1,10 @@
-"""Tests for peo_hub.pareto: dominance and hypervolume against brute force.
+"""Tests for peo_hub.pareto: dominance and hypervolume (moocore) against independent references.
 
-The brute-force references below are deliberately independent of the implementation:
-dominance by a double loop over ``dominates``, hypervolume by inclusion-exclusion over all
-subsets and by summing the volume of every cell of the coordinate grid.
+The references below are deliberately independent of the implementation: dominance by a
+double loop over ``dominates`` and by blocked pairwise comparison, hypervolume by
+inclusion-exclusion over all subsets, by summing the volume of every cell of the coordinate
+grid, and by the exact "hypervolume by slicing objectives" recursion peo-hub used before it
+moved to moocore.
 """
 
 from __future__ import annotations
@@ -45,6 +47,45 @@ def brute_hv_grid(points: np.ndarray, ref: np.ndarray) -> float:
         corner = np.array([uppers[j][k] for j, k in enumerate(cell)])
         if np.any(np.all(clipped >= corner, axis=1)):
             total += float(np.prod([widths[j][k] for j, k in enumerate(cell)]))
+    return total
+
+
+def pairwise_non_dominated(points: np.ndarray) -> np.ndarray:
+    """peo-hub's former implementation: vectorised pairwise comparison in row blocks."""
+    pts = np.asarray(points, dtype=float)
+    ge = np.all(pts[:, None, :] >= pts[None, :, :], axis=2)  # other >= cand everywhere
+    gt = np.any(pts[:, None, :] > pts[None, :, :], axis=2)  # other > cand somewhere
+    return ~np.any(ge & gt, axis=0)
+
+
+def slicing_hv(points: np.ndarray, ref: np.ndarray) -> float:
+    """peo-hub's former exact hypervolume: slice along the last axis, recurse, sweep in 2-D."""
+    shifted = np.maximum(np.asarray(points, dtype=float), ref) - ref
+    shifted = shifted[np.all(shifted > 0, axis=1)]
+    if len(shifted) == 0:
+        return 0.0
+    shifted = np.unique(shifted, axis=0)
+    return _hv_recursive(shifted[pairwise_non_dominated(shifted)])
+
+
+def _hv_recursive(front: np.ndarray) -> float:
+    dims = front.shape[1]
+    if dims == 1:
+        return float(front[:, 0].max())
+    if dims == 2:
+        order = np.lexsort((front[:, 1], -front[:, 0]))
+        xs, ys = front[order, 0], np.maximum.accumulate(front[order, 1])
+        return float(np.sum(xs * np.diff(np.concatenate([[0.0], ys]))))
+    pts = front[np.argsort(-front[:, -1], kind="stable")]
+    depths = np.append(pts[:, -1], 0.0)
+    total, slice_front, slice_volume = 0.0, np.empty((0, dims - 1)), 0.0
+    for k, point in enumerate(pts):
+        projected = point[:-1]
+        if not np.any(np.all(slice_front >= projected, axis=1)):
+            keep = ~np.all(projected >= slice_front, axis=1)
+            slice_front = np.vstack([slice_front[keep], projected])
+            slice_volume = _hv_recursive(slice_front)
+        total += slice_volume * (depths[k] - depths[k + 1])
     return total
 
 
@@ -146,3 +187,30 @@ def test_hypervolume_exact_on_100_points_with_ties(d: int) -> None:
     pts = rng.integers(-1, 6, size=(100, d)).astype(float)
     ref = np.zeros(d)
     assert hypervolume(pts, ref) == pytest.approx(brute_hv_grid(pts, ref), rel=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# moocore against the former exact implementation
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("d", [2, 3, 4, 5])
+@pytest.mark.parametrize("kind", ["float", "int"])
+def test_moocore_matches_the_former_exact_implementation(d: int, kind: str) -> None:
+    """moocore computes the same fronts and volumes as the slicing recursion (ties, duplicates,
+    points below the reference, 1 to 120 points)."""
+    rng = np.random.default_rng(500 + 10 * d + len(kind))
+    for _ in range(10):
+        pts = random_points(rng, int(rng.integers(1, 120)), d, kind)
+        ref = np.full(d, 0.0 if kind == "float" else 0.5) + (rng.uniform(-0.1, 0.1, d) if kind == "float" else 0)
+        np.testing.assert_array_equal(non_dominated_mask(pts), pairwise_non_dominated(pts))
+        assert hypervolume(pts, ref) == pytest.approx(slicing_hv(pts, ref), rel=1e-12, abs=1e-15)
+
+
+def test_the_former_implementation_agrees_with_brute_force() -> None:
+    """The cross-check above means something only if the reference itself is right."""
+    rng = np.random.default_rng(9)
+    for d in (2, 3, 4):
+        pts = random_points(rng, 8, d, "float")
+        assert slicing_hv(pts, np.zeros(d)) == pytest.approx(brute_hv_inclusion_exclusion(pts, np.zeros(d)), rel=1e-9)
+        np.testing.assert_array_equal(pairwise_non_dominated(pts), brute_non_dominated(pts))
