@@ -5,10 +5,21 @@ form: the sweep builds it (:func:`build_front`), the bundle writes and reads it
 (:meth:`Front.save`, :func:`load_front`), and the model card, the Space and
 :class:`~peo_hub.model.PEOModel` read points and presets from it, never from raw JSON.
 
-Derived fields (``on_front``, ``hypervolume``, ``presets``) follow from the points alone;
-:func:`check_front` recomputes them so a hand edit or a bug cannot ship a front whose flags
-or numbers contradict its own points. Additions to the file (new keys) are kept on load and
-written back, so newer readers and older files get along.
+Selection and confirmation: a point may carry ``selection`` means (its scores on the
+selection prompts) next to its ``metrics`` (the scores reported, on the confirmation
+prompts). Everything that CHOOSES reads the selection means (``on_front``, presets, each
+method's front), everything that is REPORTED reads the confirmation means (``metrics``,
+``hypervolume``: the confirmation volume of the points each method's selection front
+chose). A point without ``selection`` uses its ``metrics`` for both (fronts written before
+the split). The intervals (``hypervolume_ci``, ``hypervolume_difference``, each metric's
+``ci`` and ``vs_base``) come from per-prompt scores that live in ``evaluations/``, not here;
+:mod:`peo_hub.confirm` computes them.
+
+Derived fields (``on_front``, ``hypervolume``, ``hypervolume_selection``, each point's
+``guard.flagged``, ``presets``) follow from the points alone; :func:`check_front`
+recomputes them so a hand edit or a bug cannot ship a front whose flags or numbers
+contradict its own points. Additions to the file (new keys) are kept on load and written
+back, so newer readers and older files get along.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from peo_hub.errors import BundleError, validation_message
 from peo_hub.fsutil import atomic_write_json, read_json
+from peo_hub.guard import GuardThresholds, flag_reasons
 from peo_hub.pareto import as_points, hypervolume, non_dominated_mask
 
 FRONT_NAME = "front.json"
@@ -55,9 +67,32 @@ class Metric(BaseModel):
     ci: tuple[float, float] | None = None
 
 
+class Guard(BaseModel):
+    """A point's degeneration measures (means over its selection replies) and whether they flag it.
+
+    See :mod:`peo_hub.guard` for the measures and :class:`~peo_hub.guard.GuardThresholds`
+    for when a point is flagged (relative to the base model's own replies).
+    """
+
+    model_config = _OPEN
+
+    base_logprob: float | None = None
+    distinct_2: float | None = None
+    length: float | None = None
+    flagged: bool = False
+    reasons: list[str] = Field(default_factory=list)
+
+    def measures(self) -> dict[str, float | None]:
+        return {"base_logprob": self.base_logprob, "distinct_2": self.distinct_2, "length": self.length}
+
+
 class FrontPoint(BaseModel):
     """One evaluated policy. ``weights``/``alpha``/``coefficients`` are ``None`` where they do not
-    apply (the base has no weights; a MORL model is its own model, not a mix of adapters)."""
+    apply (the base has no weights; a MORL model is its own model, not a mix of adapters).
+
+    ``metrics`` are the reported scores (confirmation prompts); ``selection`` the means on
+    the selection prompts that chose the front and the presets (``None``: ``metrics`` did both).
+    """
 
     model_config = _OPEN
 
@@ -67,9 +102,19 @@ class FrontPoint(BaseModel):
     coefficients: dict[str, float] | None = None
     metrics: dict[str, Metric]
     on_front: bool = False
+    selection: dict[str, float] | None = None
+    guard: Guard | None = None
 
     def mean(self, aspect: str) -> float:
         return self.metrics[aspect].mean
+
+    def selection_mean(self, aspect: str) -> float:
+        """The score that chooses: the selection prompts' mean, else the reported one."""
+        return self.selection[aspect] if self.selection is not None and aspect in self.selection else self.mean(aspect)
+
+    @property
+    def flagged(self) -> bool:
+        return self.guard is not None and self.guard.flagged
 
     @property
     def label(self) -> str | None:
@@ -97,6 +142,28 @@ class Preset(BaseModel):
     constraint: dict[str, Any] | None = None
 
 
+class Difference(BaseModel):
+    """A paired hypervolume difference (e.g. PEO - soup) on the confirmation prompts, with its interval."""
+
+    model_config = _OPEN
+
+    estimate: float
+    ci: tuple[float, float] | None = None
+    significant: bool = False  # the interval excludes 0 (at the front's confidence level)
+
+
+class EvaluationSplit(BaseModel):
+    """Which evaluation prompts selected the front and which confirmed it (indices into the
+    recipe's evaluation prompts, in their order)."""
+
+    model_config = _OPEN
+
+    selection_fraction: float
+    seed: int
+    selection: list[int]
+    confirmation: list[int]
+
+
 class Front(BaseModel):
     """The whole ``front.json``."""
 
@@ -107,6 +174,12 @@ class Front(BaseModel):
     points: list[FrontPoint]
     hypervolume: dict[str, float]
     presets: dict[str, Preset] = Field(default_factory=dict)
+    hypervolume_selection: dict[str, float] | None = None
+    hypervolume_ci: dict[str, tuple[float, float] | None] | None = None
+    hypervolume_difference: dict[str, Difference] | None = None
+    evaluation_split: EvaluationSplit | None = None
+    guard_thresholds: GuardThresholds | None = None
+    intervals: dict[str, Any] | None = None
 
     @field_validator("aspects")
     @classmethod
@@ -132,6 +205,10 @@ class Front(BaseModel):
         """The ``(n_points, n_aspects)`` matrix of metric means, in ``aspects`` order."""
         return as_points([[p.mean(a) for a in self.aspects] for p in self.points], dims=len(self.aspects))
 
+    def method_front(self, method: str) -> list[int]:
+        """Indices of the points ``method``'s selection front chose (``peo``: the whole family)."""
+        return method_front_indices(self.points, self.aspects)[method]
+
     def presets_for_sliders(self) -> dict[str, Preset]:
         """Presets a weights + alpha dial can reach (every preset the sweep makes is one)."""
         return {n: p for n, p in self.presets.items() if p.weights is not None and p.alpha is not None}
@@ -141,7 +218,13 @@ class Front(BaseModel):
     def to_json(self) -> dict[str, Any]:
         """The JSON object, contract keys first, ``None`` kept where the contract shows null."""
         data = self.model_dump(mode="json")
+        for key in _OPTIONAL_FRONT:  # additions that are absent stay absent (older readers see the old file)
+            if data.get(key) is None:
+                data.pop(key, None)
         for point in data["points"]:
+            for key in ("selection", "guard"):
+                if point.get(key) is None:
+                    point.pop(key, None)
             for metric in point["metrics"].values():
                 metric.setdefault("ci", None)
         data["presets"] = {name: {k: v for k, v in p.items() if v is not None or k in ("weights", "alpha", "coefficients")}
@@ -151,6 +234,10 @@ class Front(BaseModel):
     def save(self, bundle_dir: str | os.PathLike[str], check: bool = True) -> Path:
         """Write ``<bundle_dir>/front.json`` atomically; an inconsistent front is refused first."""
         return save_front(self, bundle_dir, check=check)
+
+
+_OPTIONAL_FRONT = ("hypervolume_selection", "hypervolume_ci", "hypervolume_difference", "evaluation_split",
+                   "guard_thresholds", "intervals")
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,6 +295,10 @@ def _means(points: Sequence[FrontPoint], aspects: Sequence[str]) -> np.ndarray:
     return as_points([[p.mean(a) for a in aspects] for p in points], dims=len(aspects))
 
 
+def _selection_means(points: Sequence[FrontPoint], aspects: Sequence[str]) -> np.ndarray:
+    return as_points([[p.selection_mean(a) for a in aspects] for p in points], dims=len(aspects))
+
+
 def _family_indices(points: Sequence[FrontPoint]) -> list[int]:
     return [i for i, p in enumerate(points) if p.in_family]
 
@@ -215,42 +306,77 @@ def _family_indices(points: Sequence[FrontPoint]) -> list[int]:
 def family_front_mask(points: Sequence[Any], aspects: Sequence[str]) -> np.ndarray:
     """``on_front`` for every point: a PEO-family point that no other family point dominates.
 
-    Baselines (base, MORL, ...) are never on the PEO front, and they do not knock family
-    points off it either: the flag answers "which PEO policies are worth offering", the
-    hypervolume table answers "how does PEO compare with the baselines".
+    Decided on the selection means (:meth:`FrontPoint.selection_mean`). Baselines (base,
+    MORL, ...) are never on the PEO front, and they do not knock family points off it
+    either: the flag answers "which PEO policies are worth offering", the hypervolume table
+    answers "how does PEO compare with the baselines".
     """
     typed = _points(points, aspects)
-    means = _means(typed, aspects)
+    return _selected(typed, aspects, _family_indices(typed))
+
+
+def _selected(typed: Sequence[FrontPoint], aspects: Sequence[str], rows: Sequence[int]) -> np.ndarray:
+    """Mask of ``rows`` that no other of ``rows`` dominates on the selection means."""
     mask = np.zeros(len(typed), dtype=bool)
-    family = _family_indices(typed)
-    if family:
-        mask[family] = non_dominated_mask(means[family])
+    if rows:
+        mask[list(rows)] = non_dominated_mask(_selection_means(typed, aspects)[list(rows)])
     return mask
 
 
-def method_hypervolumes(points: Sequence[Any], aspects: Sequence[str],
-                        reference: Mapping[str, float]) -> dict[str, float]:
-    """Hypervolume per method, with ``peo`` meaning the whole PEO family (soup + peo).
+def method_front_indices(points: Sequence[Any], aspects: Sequence[str]) -> dict[str, list[int]]:
+    """Per method, the points its front CHOSE on the selection means (``peo``: the whole family).
 
     Keys: ``peo`` (whenever a family point exists), ``soup`` (when soups exist), then every
-    other method present, in order of first appearance. ``peo`` is the family's so that
-    "peo >= soup" holds by construction and the gap is what extrapolation adds.
+    other method present, in order of first appearance.
     """
     typed = _points(points, aspects)
-    means = _means(typed, aspects)
-    ref = [reference[a] for a in aspects]
     methods = [p.method for p in typed]
-    result: dict[str, float] = {}
+    groups: dict[str, list[int]] = {}
     family = _family_indices(typed)
     if family:
-        result["peo"] = hypervolume(means[family], ref)
+        groups["peo"] = family
     for method in dict.fromkeys(methods):
-        if method == "peo":
-            continue
-        rows = [i for i, m in enumerate(methods) if m == method]
-        result[method] = hypervolume(means[rows], ref)
+        if method != "peo":
+            groups[method] = [i for i, m in enumerate(methods) if m == method]
     order = ["peo", "soup"]
-    return {k: result[k] for k in order if k in result} | {k: v for k, v in result.items() if k not in order}
+    groups = {k: groups[k] for k in order if k in groups} | {k: v for k, v in groups.items() if k not in order}
+    return {k: [int(i) for i in np.flatnonzero(_selected(typed, aspects, rows))] for k, rows in groups.items()}
+
+
+def method_hypervolumes(points: Sequence[Any], aspects: Sequence[str],
+                        reference: Mapping[str, float], on: str = "confirmation") -> dict[str, float]:
+    """Hypervolume per method, with ``peo`` meaning the whole PEO family (soup + peo).
+
+    Each method's front is chosen on the selection means; its volume is measured on the
+    confirmation means (``on="confirmation"``, what is reported) or on the selection means
+    (``on="selection"``, biased upwards by the choice). Without a split the two agree, and
+    ``peo >= soup`` holds by construction (the family contains the soups); with a split it
+    need not, which is the point: a margin that survives is not selection on noise.
+    """
+    typed = _points(points, aspects)
+    means = _selection_means(typed, aspects) if on == "selection" else _means(typed, aspects)
+    ref = [reference[a] for a in aspects]
+    return {method: hypervolume(means[rows], ref) for method, rows in method_front_indices(typed, aspects).items()}
+
+
+def guard_flags(points: Sequence[Any], aspects: Sequence[str],
+                thresholds: GuardThresholds | None) -> list[list[str] | None]:
+    """Per point: why it is flagged as degenerate ([] = not flagged; None = no guard measures).
+
+    Relative to the first ``base`` point's measures; without a base point or thresholds
+    nothing is flagged.
+    """
+    typed = _points(points, aspects)
+    base = next((p for p in typed if p.method == "base" and p.guard is not None), None)
+    out: list[list[str] | None] = []
+    for point in typed:
+        if point.guard is None:
+            out.append(None)
+        elif base is None or thresholds is None:
+            out.append([])
+        else:
+            out.append(flag_reasons(point.guard.measures(), base.guard.measures(), thresholds))
+    return out
 
 
 def _pick(candidates: Sequence[int], keys: Sequence[np.ndarray]) -> int:
@@ -268,8 +394,10 @@ def compute_presets(points: Sequence[Any], aspects: Sequence[str],
                     thresholds: Iterable[float] = DEFAULT_THRESHOLDS) -> dict[str, dict[str, Any]]:
     """Named one-click choices among the PEO front's points.
 
-    Only PEO-family points on the front are candidates (a preset must be a policy the bundle
-    can realise with weights and alpha). Names and rules:
+    Only PEO-family points on the front that the degeneration guard did not flag are
+    candidates (a preset must be a policy the bundle can realise with weights and alpha, and
+    one that still speaks). Rules read the selection means; the ``metrics`` a preset shows
+    are the point's reported (confirmation) scores. Names and rules:
 
     * ``balanced``: maximise the worst aspect after scaling each aspect to [0, 1] over the
       front (0 = the front's worst score on that aspect, 1 = its best; an aspect on which
@@ -289,8 +417,8 @@ def compute_presets(points: Sequence[Any], aspects: Sequence[str],
     typed = _points(points, aspects)
     if not typed:
         return {}
-    means = _means(typed, aspects)
-    candidates = [int(i) for i in np.flatnonzero(family_front_mask(typed, aspects))]
+    means = _selection_means(typed, aspects)
+    candidates = [int(i) for i in np.flatnonzero(family_front_mask(typed, aspects)) if not typed[i].flagged]
     if not candidates:
         return {}
     cols = [means[:, j] for j in range(len(aspects))]
@@ -344,15 +472,18 @@ def _reference(reference_point: Any, aspects: Sequence[str]) -> dict[str, float]
 
 def build_front(aspects: Sequence[str], points: Sequence[Any],
                 reference_point: Mapping[str, float] | Sequence[float] | None = None,
-                thresholds: Iterable[float] = DEFAULT_THRESHOLDS, **extra: Any) -> Front:
+                thresholds: Iterable[float] = DEFAULT_THRESHOLDS,
+                guard_thresholds: GuardThresholds | None = None, **extra: Any) -> Front:
     """The :class:`Front` of evaluated points: flags, per-method hypervolumes and presets derived.
 
     ``points`` are :class:`FrontPoint` s or dicts with ``method``, ``weights``, ``alpha``,
     ``coefficients`` and ``metrics`` ``{aspect: {"mean": float, "ci": [lo, hi]}}`` (a bare
-    number is read as a mean without CI); extra keys are kept. Soups must have ``alpha == 0``
-    and ``peo`` points ``alpha != 0``. The reference point defaults to zeros. Points keep
-    their order, so ``presets[...].point_index`` indexes ``points``. ``extra`` top-level keys
-    (e.g. ``training_seconds``) are stored as they are.
+    number is read as a mean without CI), optionally ``selection`` ``{aspect: mean}`` and
+    ``guard`` measures; extra keys are kept. Soups must have ``alpha == 0`` and ``peo``
+    points ``alpha != 0``. The reference point defaults to zeros. Points keep their order,
+    so ``presets[...].point_index`` indexes ``points``. ``guard_thresholds`` flag degenerate
+    points (kept out of presets). ``extra`` top-level keys (e.g. ``training_seconds``,
+    ``evaluation_split``) are stored as they are.
     """
     aspects = list(aspects)
     if len(aspects) < 2 or len(set(aspects)) != len(aspects):
@@ -361,10 +492,15 @@ def build_front(aspects: Sequence[str], points: Sequence[Any],
     reference = _reference(reference_point, aspects)
     for point, flag in zip(typed, family_front_mask(typed, aspects)):
         point.on_front = bool(flag)
+    for point, reasons in zip(typed, guard_flags(typed, aspects, guard_thresholds)):
+        if point.guard is not None and reasons is not None:
+            point.guard.flagged, point.guard.reasons = bool(reasons), reasons
+    split = any(p.selection is not None for p in typed)
     return Front(aspects=aspects, reference_point=reference, points=typed,
                  hypervolume=method_hypervolumes(typed, aspects, reference),
                  presets={n: Preset.model_validate(p) for n, p in compute_presets(typed, aspects, thresholds).items()},
-                 **extra)
+                 hypervolume_selection=method_hypervolumes(typed, aspects, reference, on="selection") if split else None,
+                 guard_thresholds=guard_thresholds, **extra)
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,11 +526,25 @@ def _close(a: Any, b: float) -> bool:
     return isinstance(a, (int, float)) and math.isclose(float(a), b, rel_tol=_HV_RTOL, abs_tol=_HV_ATOL)
 
 
+def _check_volumes(name: str, stored: Mapping[str, float], expected: Mapping[str, float]) -> list[str]:
+    problems = []
+    for key in expected.keys() | stored.keys():
+        if key not in stored:
+            problems.append(f"{name}.{key} is missing (recomputed {expected[key]:.6g})")
+        elif key not in expected:
+            problems.append(f"{name}.{key} has no points of that method")
+        elif not _close(stored[key], expected[key]):
+            problems.append(f"{name}.{key} is {stored[key]}, recomputed {expected[key]:.12g}")
+    return problems
+
+
 def check_front(front: Front | Mapping[str, Any], thresholds: Iterable[float] = DEFAULT_THRESHOLDS) -> list[str]:
     """Recompute what ``front.json`` derives from its points; list every mismatch (empty: consistent).
 
-    Checked: the structure, the soup/peo alpha rule, every ``on_front`` flag, every
-    hypervolume entry (same keys, values within 1e-9 relative), and the presets (same names,
+    Checked: the structure, the soup/peo alpha rule, every ``on_front`` flag (on the
+    selection means), every guard flag (against ``guard_thresholds``), every hypervolume
+    and ``hypervolume_selection`` entry (same keys, values within 1e-9 relative), that
+    ``hypervolume_ci`` names only methods with a hypervolume, and the presets (same names,
     same ``point_index``; pass the ``thresholds`` given to :func:`build_front` if they were
     not the defaults). Accepts a :class:`Front` or the raw JSON object.
     """
@@ -407,15 +557,17 @@ def check_front(front: Front | Mapping[str, Any], thresholds: Iterable[float] = 
     for i, (point, flag) in enumerate(zip(points, family_front_mask(points, aspects))):
         if point.on_front is not bool(flag):
             problems.append(f"points[{i}] ({point.method}): on_front is {point.on_front}, recomputed {bool(flag)}")
-    expected_hv = method_hypervolumes(points, aspects, typed.reference_point)
-    stored_hv = typed.hypervolume
-    for key in expected_hv.keys() | stored_hv.keys():
-        if key not in stored_hv:
-            problems.append(f"hypervolume.{key} is missing (recomputed {expected_hv[key]:.6g})")
-        elif key not in expected_hv:
-            problems.append(f"hypervolume.{key} has no points of that method")
-        elif not _close(stored_hv[key], expected_hv[key]):
-            problems.append(f"hypervolume.{key} is {stored_hv[key]}, recomputed {expected_hv[key]:.12g}")
+    for i, (point, reasons) in enumerate(zip(points, guard_flags(points, aspects, typed.guard_thresholds))):
+        if reasons is not None and point.flagged is not bool(reasons):
+            problems.append(f"points[{i}] ({point.method}): guard.flagged is {point.flagged}, recomputed {bool(reasons)}")
+    problems += _check_volumes("hypervolume", typed.hypervolume,
+                               method_hypervolumes(points, aspects, typed.reference_point))
+    if typed.hypervolume_selection is not None:
+        problems += _check_volumes("hypervolume_selection", typed.hypervolume_selection,
+                                   method_hypervolumes(points, aspects, typed.reference_point, on="selection"))
+    if typed.hypervolume_ci is not None and set(typed.hypervolume_ci) - set(typed.hypervolume):
+        extra_keys = sorted(set(typed.hypervolume_ci) - set(typed.hypervolume))
+        problems.append(f"hypervolume_ci has entries without a hypervolume: {', '.join(extra_keys)}")
     expected = compute_presets(points, aspects, thresholds)
     problems += [f"preset {name!r} is missing" for name in expected if name not in typed.presets]
     for name, entry in typed.presets.items():

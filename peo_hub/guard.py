@@ -1,0 +1,156 @@
+"""The degeneration guard: measures that tell a policy that babbles from one that answers.
+
+Extrapolating an adapter can push a model off the language it was trained on (the toy's
+helpful adapter at alpha 0.5 emits word salad that a judge may still score), so a point's
+judge scores alone cannot tell whether it is a usable policy. Three measures per reply,
+none of which needs a judge:
+
+* ``base_logprob``: the mean log-probability per token of the reply under the BASE model
+  (given the same rendered prompt). Babble is text the base finds implausible; a real
+  trade-off changes what is said, not whether it is language. Nats per token.
+* ``distinct_2``: distinct token bigrams / bigrams within the reply (1.0 for replies under
+  two tokens). Repetition loops ("then then then ...") drive it down.
+* ``length``: the reply's length in tokens; a collapse to empty replies, or every reply
+  running to the length cap, shows here.
+
+A point is FLAGGED when, averaged over its replies to the selection prompts, it is past a
+threshold RELATIVE TO THE BASE MODEL's own replies (so the same defaults hold for any base,
+tokenizer and judge): see :class:`GuardThresholds`. Flagged points stay in ``front.json``
+(and in the plot, drawn with a cross) but no preset ever picks one, and the alpha search
+treats them as worse than any unflagged point.
+
+This module is pure Python/numpy apart from :class:`BaseLogprob`, which imports torch only
+when it is built.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Per-reply measures the sweep records for every point (names are front.json keys).
+MEASURES: tuple[str, ...] = ("base_logprob", "distinct_2", "length")
+
+
+class GuardThresholds(BaseModel):
+    """When a point counts as degenerate, relative to the base model's own replies.
+
+    Each threshold can be switched off with ``null``.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    max_logprob_drop: float | None = Field(
+        default=1.0, gt=0,
+        description="flag a point whose replies' mean log-probability per token under the base model is more "
+                    "than this many nats below the base model's own replies (babble: text the base finds implausible)")
+    min_distinct_ratio: float | None = Field(
+        default=0.6, gt=0, le=1,
+        description="flag a point whose mean distinct-2 (distinct token bigrams / bigrams in a reply) is below "
+                    "this fraction of the base model's (repetition loops)")
+    min_length_ratio: float | None = Field(
+        default=0.25, gt=0, le=1,
+        description="flag a point whose mean reply length in tokens is below this fraction of the base model's "
+                    "(collapse to empty or one-word replies)")
+
+
+def distinct_n(tokens: Sequence[Any], n: int = 2) -> float:
+    """Distinct n-grams / n-grams of one token sequence; 1.0 when it has fewer than ``n`` tokens."""
+    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 1.0
+
+
+def text_measures(tokenizer: Any, replies: Sequence[Sequence[str]]) -> dict[str, list[list[float]]]:
+    """``distinct_2`` and ``length`` of every reply, grouped by prompt like the judge scores."""
+    out: dict[str, list[list[float]]] = {"distinct_2": [], "length": []}
+    for group in replies:
+        ids = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in group]
+        out["distinct_2"].append([round(distinct_n(t, 2), 6) for t in ids])
+        out["length"].append([float(len(t)) for t in ids])
+    return out
+
+
+class BaseLogprob:
+    """Mean log-probability per token of replies under the base model, computed in batches.
+
+    Loaded once per sweep (a second copy of the base weights: the policies' own models are
+    left alone, whatever preference they are at). Replies are scored after the rendered
+    prompt exactly as they were generated from it.
+    """
+
+    def __init__(self, base_path: str, revision: str | None, tokenizer: Any, device: str | None = None,
+                 batch_size: int = 32) -> None:
+        from transformers import AutoModelForCausalLM
+
+        self.model = AutoModelForCausalLM.from_pretrained(base_path, revision=revision).eval().to(device or "cpu")
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+
+    def __call__(self, rendered_prompts: Sequence[str], replies: Sequence[Sequence[str]]) -> list[list[float]]:
+        import torch
+
+        pairs = [(p, r) for p, group in zip(rendered_prompts, replies) for r in group]
+        values: list[float] = []
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        device = next(self.model.parameters()).device
+        for start in range(0, len(pairs), self.batch_size):
+            chunk = pairs[start:start + self.batch_size]
+            prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p, _ in chunk]
+            reply_ids = [self.tokenizer(r, add_special_tokens=False)["input_ids"] for _, r in chunk]
+            rows = [p + r for p, r in zip(prompt_ids, reply_ids)]
+            width = max(len(r) for r in rows)
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for k, row in enumerate(rows):
+                ids[k, :len(row)] = torch.tensor(row)
+                mask[k, :len(row)] = 1
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()
+            for k, (p, r) in enumerate(zip(prompt_ids, reply_ids)):
+                if not r:
+                    values.append(math.nan)  # an empty reply has no token to score
+                    continue
+                values.append(round(float(logp[k, len(p) - 1:len(p) - 1 + len(r)].mean()), 6))
+        grouped, start = [], 0
+        for group in replies:
+            grouped.append(values[start:start + len(group)])
+            start += len(group)
+        return grouped
+
+
+def summarise(measures: Mapping[str, Sequence[Sequence[float]]], prompts: Sequence[int]) -> dict[str, float | None]:
+    """Each measure's mean over the replies to ``prompts`` (NaNs, e.g. empty replies, skipped)."""
+    out: dict[str, float | None] = {}
+    for name in MEASURES:
+        if name not in measures:
+            continue
+        values = np.array([v for i in prompts for v in measures[name][i]], dtype=float)
+        values = values[np.isfinite(values)]
+        out[name] = round(float(values.mean()), 6) if values.size else None
+    return out
+
+
+def flag_reasons(point: Mapping[str, float | None], base: Mapping[str, float | None],
+                 thresholds: GuardThresholds) -> list[str]:
+    """Why a point's measures count as degenerate against the base's (empty: not flagged)."""
+    reasons = []
+
+    def both(name: str) -> tuple[float, float] | None:
+        a, b = point.get(name), base.get(name)
+        return None if a is None or b is None else (float(a), float(b))
+
+    pair = both("base_logprob")
+    if thresholds.max_logprob_drop is not None and pair and pair[0] < pair[1] - thresholds.max_logprob_drop:
+        reasons.append(f"base_logprob {pair[0]:.2f} is more than {thresholds.max_logprob_drop:g} below the base's "
+                       f"{pair[1]:.2f}")
+    pair = both("distinct_2")
+    if thresholds.min_distinct_ratio is not None and pair and pair[0] < thresholds.min_distinct_ratio * pair[1]:
+        reasons.append(f"distinct_2 {pair[0]:.2f} is below {thresholds.min_distinct_ratio:g} x the base's {pair[1]:.2f}")
+    pair = both("length")
+    if thresholds.min_length_ratio is not None and pair and pair[0] < thresholds.min_length_ratio * pair[1]:
+        reasons.append(f"length {pair[0]:.1f} is below {thresholds.min_length_ratio:g} x the base's {pair[1]:.1f}")
+    return reasons
