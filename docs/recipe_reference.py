@@ -65,7 +65,8 @@ def render() -> str:
     from peo_hub.engines import ENGINES
     from peo_hub.formats import FORMATS
     from peo_hub.judges import JUDGES, JudgeSpec
-    from peo_hub.recipe import AspectSpec, DPOSpec, EvaluateSpec, HubSpec, LoraSpec, Recipe, SweepSpec
+    from peo_hub.guard import GuardThresholds
+    from peo_hub.recipe import AlphaSearchSpec, AspectSpec, DPOSpec, EvaluateSpec, HubSpec, LoraSpec, Recipe, SweepSpec
 
     out: list[str] = [START, ""]
     out += ["**Top level**", "", *table(Recipe), ""]
@@ -79,9 +80,12 @@ def render() -> str:
             "`data_seed`, `push_to_hub`, `hub_model_id`, `hub_token`, `resume_from_checkpoint`) are refused)", "",
             *table(DPOSpec), ""]
     out += ["**`sweep`**", "", *table(SweepSpec), ""]
+    out += ["**`sweep.search`** (phase 3 as an optimisation: `peo_hub/search.py`)", "", *table(AlphaSearchSpec), ""]
     out += ["**`evaluate`**. Generation engines (`engine`):", ""]
     out += [f"- `{name}`: {engine.summary}" for name, engine in ENGINES.items()]
     out += ["", *table(EvaluateSpec), ""]
+    out += ["**`evaluate.guard`** (the degeneration guard: `peo_hub/guard.py`; `null` switches a threshold off)", "",
+            *table(GuardThresholds), ""]
     out += ["**`hub`**", "", *table(HubSpec), ""]
     out += ["**Dataset specs** (`aspects.<name>.dataset` and `evaluate.prompts`). Formats (`format`):", ""]
     out += [f"- `{name}`: {fmt.summary}" for name, fmt in FORMATS.items()]

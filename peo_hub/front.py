@@ -143,13 +143,17 @@ class Preset(BaseModel):
 
 
 class Difference(BaseModel):
-    """A paired hypervolume difference (e.g. PEO - soup) on the confirmation prompts, with its interval."""
+    """A paired hypervolume difference (e.g. PEO - soup) on the confirmation prompts, with its interval.
+
+    ``verdict``: ``"better"`` when the whole interval is above 0 (PEO beats the other method
+    at the front's confidence level), ``"worse"`` when it is below 0, else ``"undecided"``.
+    """
 
     model_config = _OPEN
 
     estimate: float
     ci: tuple[float, float] | None = None
-    significant: bool = False  # the interval excludes 0 (at the front's confidence level)
+    verdict: str = "undecided"
 
 
 class EvaluationSplit(BaseModel):
@@ -204,10 +208,6 @@ class Front(BaseModel):
     def means(self) -> np.ndarray:
         """The ``(n_points, n_aspects)`` matrix of metric means, in ``aspects`` order."""
         return as_points([[p.mean(a) for a in self.aspects] for p in self.points], dims=len(self.aspects))
-
-    def method_front(self, method: str) -> list[int]:
-        """Indices of the points ``method``'s selection front chose (``peo``: the whole family)."""
-        return method_front_indices(self.points, self.aspects)[method]
 
     def presets_for_sliders(self) -> dict[str, Preset]:
         """Presets a weights + alpha dial can reach (every preset the sweep makes is one)."""

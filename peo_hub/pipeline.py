@@ -27,11 +27,12 @@ from tqdm.auto import tqdm
 
 from peo_hub import __version__
 from peo_hub.bundle import MERGES_DIR, PLOT_NAME, AspectEntry, Manifest, save_manifest
-from peo_hub.front import build_front
+from peo_hub.confirm import front_from_records
 from peo_hub.fsutil import atomic_dir, atomic_write_text
 from peo_hub.policy import make_preference, weight_grid
 from peo_hub.recipe import Recipe, load_recipe
 from peo_hub.run import Plan, RunFolder, preflight
+from peo_hub.stats import split_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +94,8 @@ def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[st
     # Phases 2-3: the sweep.
     from peo_hub.sweep import run_sweep
 
-    points = run_sweep(plan, folder, morl_records)
-    _finish(recipe, folder, manifest, points, records, morl_records)
+    evaluations = run_sweep(plan, folder, morl_records)
+    _finish(recipe, folder, manifest, evaluations, records, morl_records)
     if repo_id:
         from peo_hub.hub import push_bundle
 
@@ -124,7 +125,21 @@ def _train_morl(plan: Plan, folder: RunFolder, resume: bool) -> dict[str, dict[s
     return records
 
 
-def _finish(recipe: Recipe, folder: RunFolder, manifest: Manifest, points: list[dict[str, Any]],
+def evaluation_cost(evaluations: list[dict[str, Any]], samples: int) -> dict[str, Any]:
+    """What the sweep spent, in policies evaluated and replies generated: the grid's and the search's."""
+    grid = [r for r in evaluations if r.get("source") != "search"]
+    search = [r for r in evaluations if r.get("source") == "search"]
+    n_prompts = len(evaluations[0]["prompts"]) if evaluations else 0
+    trials = [r["search"] for r in search]
+    trial_replies = sum(t["trials"] * t["trial_prompts"] for t in trials) * samples
+    cost: dict[str, Any] = {"grid": {"policies": len(grid), "replies": len(grid) * n_prompts * samples}}
+    if search:
+        cost["search"] = {"trial_policies": sum(t["trials"] for t in trials), "kept_policies": len(search),
+                          "replies": trial_replies + len(search) * n_prompts * samples}
+    return cost
+
+
+def _finish(recipe: Recipe, folder: RunFolder, manifest: Manifest, evaluations: list[dict[str, Any]],
             records: dict[str, dict[str, Any]], morl_records: dict[str, dict[str, Any]]) -> None:
     """front.json/png, merges for the front, the card, the manifest summary."""
     from peo_hub.bundle import open_bundle
@@ -140,7 +155,12 @@ def _finish(recipe: Recipe, folder: RunFolder, manifest: Manifest, points: list[
         "peo_runs": len(records),
         "morl_runs": len(morl_records),
     }
-    front = build_front(aspects, points, training_seconds=training_seconds)
+    spec = recipe.evaluate
+    selection, confirmation = split_prompts(len(evaluations[0]["prompts"]), spec.selection_fraction, recipe.seed)
+    front = front_from_records(aspects, evaluations, selection, confirmation, resamples=spec.bootstrap,
+                               seed=recipe.seed, guard_thresholds=spec.guard,
+                               selection_fraction=spec.selection_fraction, training_seconds=training_seconds,
+                               evaluation_cost=evaluation_cost(evaluations, spec.samples))
     front.save(out)
     plot_front(front, out / PLOT_NAME)
 
@@ -156,10 +176,14 @@ def _finish(recipe: Recipe, folder: RunFolder, manifest: Manifest, points: list[
     manifest.presets = {name: preset.model_dump(mode="json", exclude_none=True) for name, preset in front.presets.items()}
     manifest.front = {
         "hypervolume": front.hypervolume,
+        "hypervolume_ci": front.hypervolume_ci,
+        "hypervolume_difference": {k: d.model_dump(mode="json") for k, d in (front.hypervolume_difference or {}).items()},
         "n_points": len(front.points),
         "on_front": sum(p.on_front for p in front.points),
         "training_seconds": training_seconds,
     }
     save_manifest(out, manifest)
     write_model_card(out)
-    tqdm.write("hypervolume: " + ", ".join(f"{k}={v:.4f}" for k, v in front.hypervolume.items()))
+    tqdm.write("hypervolume (confirmation prompts): " + ", ".join(f"{k}={v:.4f}" for k, v in front.hypervolume.items()))
+    for name, diff in (front.hypervolume_difference or {}).items():
+        tqdm.write(f"{name}: {diff.estimate:+.4f}, 95% CI {diff.ci}, {diff.verdict}")

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from peo_hub.data import DatasetSpec
 from peo_hub.engines import ENGINES
 from peo_hub.errors import RecipeError, validation_message
+from peo_hub.guard import GuardThresholds
 from peo_hub.ids import is_repo_id
 from peo_hub.judges import JudgeSpec
 from peo_hub.policy import MAX_COEFFICIENT, MAX_GRID_POINTS, grid_size
@@ -164,6 +165,28 @@ class TrainSpec(BaseModel):
     dpo: DPOSpec = Field(default_factory=DPOSpec, description="the DPO run per aspect (see train.dpo)")
 
 
+class AlphaSearchSpec(BaseModel):
+    """Phase 3 as an optimisation: per weight vector, a bounded search over alpha (see peo_hub.search)."""
+
+    model_config = _STRICT
+
+    bounds: tuple[float, float] = Field(default=(0.0, 2.0),
+                                        description="the alpha interval searched, [low, high] with -1 <= low < high")
+    evaluations: int = Field(default=4, ge=1, le=50,
+                             description="policies evaluated per weight vector on the selection prompts (the search's "
+                                         "budget); the alpha kept is then evaluated on every prompt")
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not -1 <= low < high:
+            raise ValueError("bounds must be [low, high] with -1 <= low < high, e.g. [0, 2]")
+        if high > MAX_COEFFICIENT - 1:
+            raise ValueError(f"bounds: high must be at most {MAX_COEFFICIENT - 1:g}")
+        return value
+
+
 class SweepSpec(BaseModel):
     """Phases 2-3: the grid of (weights, alpha) points evaluated into the front."""
 
@@ -178,6 +201,11 @@ class SweepSpec(BaseModel):
         description="soup: the alpha = 0 points (the rewarded soup), evaluated even when alpha leaves 0 out; "
                     "morl: one DPO run per interior weight vector on mixed data",
     )
+    search: AlphaSearchSpec | None = Field(
+        default=None,
+        description="also search alpha per weight vector (maximising sum_i w_i score_i on the selection prompts, "
+                    "guarded against babble; see search.bounds, search.evaluations); its points join the PEO family "
+                    "next to the grid's; null: the grid only")
 
     @field_validator("alpha")
     @classmethod
@@ -207,7 +235,17 @@ class EvaluateSpec(BaseModel):
     temperature: float = Field(default=1.0, ge=0, description="sampling temperature (0 = greedy)")
     top_p: float = Field(default=1.0, gt=0, le=1, description="nucleus sampling")
     batch_size: int = Field(default=64, gt=0, description="prompts generated per batch")
-    bootstrap: int = Field(default=1000, ge=100, description="bootstrap resamples for the 95% intervals")
+    bootstrap: int = Field(default=1000, ge=100,
+                           description="bootstrap resamples for the 95% intervals (prompts are resampled, not replies)")
+    selection_fraction: float = Field(
+        default=0.5, ge=0, lt=1,
+        description="share of the prompts (seeded split by prompt) that SELECT the front, the presets and the "
+                    "searched alphas; the rest CONFIRM: every reported score, interval and hypervolume is theirs. "
+                    "0: no split (every prompt does both jobs; reported numbers are then biased upwards)")
+    guard: GuardThresholds = Field(
+        default_factory=GuardThresholds,
+        description="the degeneration guard: when a point counts as babble relative to the base model's replies "
+                    "(see evaluate.guard); flagged points are drawn but never chosen as presets")
     engine: str = Field(
         default="transformers",
         description="generation backend: transformers (live preference switching, runs anywhere) or vllm "
@@ -301,7 +339,8 @@ class Recipe(BaseModel):
 
 def _field_names() -> list[str]:
     """Every field name of every recipe section, for "did you mean" hints on typos."""
-    models = (Recipe, AspectSpec, JudgeSpec, LoraSpec, DPOSpec, TrainSpec, SweepSpec, EvaluateSpec, HubSpec, DatasetSpec)
+    models = (Recipe, AspectSpec, JudgeSpec, LoraSpec, DPOSpec, TrainSpec, SweepSpec, AlphaSearchSpec, EvaluateSpec,
+              GuardThresholds, HubSpec, DatasetSpec)
     return sorted({name for model in models for name in model.model_fields})
 
 

@@ -5,6 +5,13 @@ LoRA layer, no copy), so a sweep costs generation, not loading. Every point uses
 sampling seed (common random numbers), so differences between points are the policies',
 not the dice's. Each point's record is written to ``evaluations/<label>.json`` when done;
 a resumed run reads those instead of recomputing.
+
+A record keeps every judge score grouped by prompt and the degeneration guard's measures
+per reply (:mod:`peo_hub.guard`); what the front reports from them (the selection /
+confirmation split, the intervals) is :mod:`peo_hub.confirm`'s job. With ``sweep.search``,
+each weight vector also gets a bounded search over alpha on the selection prompts
+(:mod:`peo_hub.search`); its trials are recorded as ``search-trial-*.json`` and the alpha
+it keeps is evaluated on every prompt like a grid point (``source: search``).
 """
 
 from __future__ import annotations
@@ -16,8 +23,11 @@ from typing import TYPE_CHECKING, Any, Callable
 from tqdm.auto import tqdm
 
 from peo_hub.fsutil import atomic_write_json
+from peo_hub.guard import BaseLogprob, flag_reasons, summarise, text_measures
 from peo_hub.policy import Preference, make_preference, weight_grid
 from peo_hub.recipe import Recipe
+from peo_hub.search import search_alpha, trials_json
+from peo_hub.stats import prompt_sums, ratio_mean, split_prompts
 
 if TYPE_CHECKING:
     from peo_hub.run import Plan, RunFolder
@@ -44,20 +54,14 @@ def _record(method: str, label: str, preference: Preference | None, metrics: dic
         "alpha": None if preference is None else preference.alpha,
         "coefficients": None if preference is None else preference.coefficients,
         "metrics": metrics,
+        "prompts": prompts,
         "samples": {p: rs[:SAMPLE_REPLIES] for p, rs in zip(prompts, replies)},
         **(extra or {}),
     }
 
 
-def _front_point(record: dict[str, Any]) -> dict[str, Any]:
-    """What front.json keeps of a record: everything but the raw scores and sample replies."""
-    point = {k: v for k, v in record.items() if k not in ("samples", "recipe_hash")}
-    point["metrics"] = {a: {k: v for k, v in m.items() if k != "scores"} for a, m in record["metrics"].items()}
-    return point
-
-
 def run_sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Evaluate all points (resuming from ``evaluations/``); returns front.json point dicts."""
+    """Evaluate all points (resuming from ``evaluations/``); returns their evaluation records."""
     from peo_hub.chat import render_prompt
     from peo_hub.engines import generate_replies
     from peo_hub.evaluate import score_replies
@@ -71,15 +75,23 @@ def run_sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, 
     judges = {aspect: build_judge(a.judge) for aspect, a in recipe.aspects.items()}
     folder = run.evaluations
     folder.mkdir(parents=True, exist_ok=True)
+    base_logprob: list[BaseLogprob] = []  # built on first use: a resumed sweep may need none
 
     def evaluate(generate_with: Any, method: str, label: str, preference: Preference | None,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        path = folder / f"{method}-{label}.json"
+                 extra: dict[str, Any] | None = None, only: list[int] | None = None,
+                 prefix: str | None = None) -> dict[str, Any]:
+        """One policy's record on every prompt (or the prompts ``only`` names), written once."""
+        path = folder / f"{prefix or method}-{label}.json"
         if path.is_file():
             return json.loads(path.read_text(encoding="utf-8"))
-        replies = generate_replies(generate_with, tokenizer, rendered, spec, seed=recipe.seed)
-        metrics = score_replies(raw_prompts, replies, judges, spec.bootstrap, seed=recipe.seed)
-        record = _record(method, label, preference, metrics, raw_prompts, replies, extra)
+        keep = range(len(raw_prompts)) if only is None else only
+        prompts, texts = [raw_prompts[i] for i in keep], [rendered[i] for i in keep]
+        replies = generate_replies(generate_with, tokenizer, texts, spec, seed=recipe.seed)
+        metrics = score_replies(prompts, replies, judges, spec.bootstrap, seed=recipe.seed)
+        record = _record(method, label, preference, metrics, prompts, replies, extra)
+        if not base_logprob:
+            base_logprob.append(BaseLogprob(run.base_path(plan.base), plan.base.revision, tokenizer, _device()))
+        record["guard"] = {**text_measures(tokenizer, replies), "base_logprob": base_logprob[0](texts, replies)}
         record["recipe_hash"] = run.fingerprint_hash
         atomic_write_json(path, record)
         return record
@@ -97,6 +109,10 @@ def run_sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, 
             model.set_preference(coefficients=preference.coefficients)
         records.append(evaluate(model, method, label, preference))
         bar.update(1)
+    if recipe.sweep.search is not None:
+        selection, _ = split_prompts(len(raw_prompts), spec.selection_fraction, recipe.seed)
+        records += _search(recipe, records[0], selection, evaluate,
+                           lambda: model or PEOModel.from_pretrained(out, device=_device()))
     del model
 
     for label, info in morl_records.items():
@@ -114,7 +130,43 @@ def run_sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, 
         records.append(record)
         bar.update(1)
     bar.close()
-    return [_front_point(r) for r in records]
+    return records
+
+
+def _search(recipe: Recipe, base: dict[str, Any], selection: list[int], evaluate: Callable[..., dict[str, Any]],
+            load: Callable[[], Any]) -> list[dict[str, Any]]:
+    """Per weight vector: search alpha on the selection prompts, then evaluate the alpha kept on all.
+
+    Every trial is a record ``search-trial-<label>.json`` (so a resumed search replays from
+    disk); the kept point's record says what the search cost (``search``).
+    """
+    assert recipe.sweep.search is not None
+    aspects = list(recipe.aspects)
+    local = list(range(len(selection)))  # a trial record holds the selection prompts only, in order
+    base_guard = summarise(base["guard"], selection)
+    model: list[Any] = []
+    records = []
+    for weights in weight_grid(aspects, recipe.sweep.weights):
+        def trial(alpha: float, weights: dict[str, float] = weights) -> tuple[dict[str, float], bool]:
+            preference = make_preference(aspects, weights, alpha=alpha)
+            if not model:
+                model.append(load())
+            model[0].set_preference(coefficients=preference.coefficients)
+            record = evaluate(model[0], "peo" if alpha else "soup", preference.label(), preference,
+                              only=selection, prefix="search-trial")
+            scores = {a: ratio_mean(*prompt_sums(record["metrics"][a]["scores"])) for a in aspects}
+            flagged = bool(flag_reasons(summarise(record["guard"], local), base_guard, recipe.evaluate.guard))
+            return scores, flagged
+
+        best, history = search_alpha(trial, weights, recipe.sweep.search.bounds, recipe.sweep.search.evaluations)
+        preference = make_preference(aspects, weights, alpha=best.alpha)
+        if not model:
+            model.append(load())
+        model[0].set_preference(coefficients=preference.coefficients)
+        cost = {"trials": len(history), "trial_prompts": len(selection), "trials_detail": trials_json(history)}
+        records.append(evaluate(model[0], "peo" if best.alpha else "soup", preference.label(), preference,
+                                extra={"source": "search", "search": cost}, prefix="search"))
+    return records
 
 
 def _load_peft(base: str, revision: str | None, adapter: Path) -> Any:
