@@ -3,6 +3,12 @@
 Drawn with matplotlib's Agg canvas directly (no pyplot, no global backend switch), so it is
 safe inside a server (the Space redraws it per slider setting) or a notebook; the file is
 written to a temporary sibling and renamed, never half-written.
+
+Readability is measured, not hoped for: the legend sits below the axes and the preset names
+in a key beside them, so neither can cover a point; each preset point gets a numbered tag,
+placed at the first of a ring of candidate offsets whose box (as the renderer draws it)
+overlaps no other tag, no point and no axes edge (:func:`place_labels`).
+Points the degeneration guard flagged get a grey cross over their marker.
 """
 
 from __future__ import annotations
@@ -50,28 +56,25 @@ def _errors(points: Sequence[FrontPoint], aspect: str) -> np.ndarray:
     return out
 
 
-def _preset_labels(front: Front, panel: Sequence[str]) -> dict[int, str]:
+def _preset_labels(front: Front, panel: Sequence[str]) -> dict[int, list[str]]:
     """Preset names grouped by point, for the presets whose rule lives in this panel's axes.
 
     With more than two aspects, ``max_a_with_b_ge_x`` only makes sense in the (a, b) panel;
-    showing every preset everywhere buries the points. At most two names per label.
+    showing every preset everywhere buries the points.
     """
     by_point: dict[int, list[str]] = {}
     for name, entry in front.presets.items():
-        if entry.point_index is None:
+        if entry.point_index is None or not 0 <= entry.point_index < len(front.points):
             continue
         named = {entry.maximise, (entry.constraint or {}).get("aspect")} - {None}
         if named <= set(panel):
             by_point.setdefault(entry.point_index, []).append(name)
-    labels = {}
-    for index, names in by_point.items():
-        names = sorted(names, key=lambda n: (n != "balanced", len(n)))
-        extra = f" (+{len(names) - 2})" if len(names) > 2 else ""
-        labels[index] = "\n".join(names[:2]) + extra
-    return labels
+    return {i: sorted(names, key=lambda n: (n != "balanced", len(n), n)) for i, names in by_point.items()}
 
 
-def _draw_panel(ax: Any, front: Front, x: str, y: str, current: Mapping[str, float] | None) -> None:
+def _draw_panel(ax: Any, front: Front, x: str, y: str, current: Mapping[str, float] | None
+                ) -> list[tuple[str, tuple[float, float]]]:
+    """Draw one panel; return its preset labels (placed once the layout is final)."""
     points = front.points
     means = front.means()
     jx, jy = front.aspects.index(x), front.aspects.index(y)
@@ -94,17 +97,93 @@ def _draw_panel(ax: Any, front: Front, x: str, y: str, current: Mapping[str, flo
         ax.step(nd[:, 0], nd[:, 1], where="pre", color="tab:red", lw=1.5, zorder=2, label=label)
         # rings keep a one-point front visible (a step line through one point draws nothing)
         ax.scatter(nd[:, 0], nd[:, 1], s=120, facecolors="none", edgecolors="tab:red", linewidths=1.0, zorder=2)
-    for index, text in _preset_labels(front, (x, y)).items():
-        if 0 <= index < len(points):
-            ax.annotate(text, (means[index, jx], means[index, jy]), xytext=(6, 6), textcoords="offset points",
-                        fontsize=7, color="tab:red", zorder=4)
+    flagged = [i for i, p in enumerate(points) if p.flagged]
+    if flagged:
+        ax.scatter(means[flagged, jx], means[flagged, jy], marker="x", s=90, c="dimgray", linewidths=1.6,
+                   zorder=7, label="flagged by the guard (babble)")
     if current is not None and x in current and y in current:
         ax.scatter([float(current[x])], [float(current[y])], marker="X", s=220, c="red",
                    edgecolors="black", linewidths=1.0, zorder=5, label="current")
-    ax.margins(x=0.12, y=0.12)  # room for the preset labels
+    ax.margins(x=0.15, y=0.15)  # room for the preset labels
     ax.set_xlabel(f"{x} (higher is better)")
     ax.set_ylabel(f"{y} (higher is better)")
     ax.grid(True, alpha=0.3)
+    # Each preset point gets a short numbered tag next to it; the names go into a key
+    # beside the axes, where they have room and cover nothing.
+    labels = _preset_labels(front, (x, y))
+    order = sorted(labels, key=lambda i: (-means[i, jy], means[i, jx]))  # numbered top to bottom
+    key = "\n".join(f"{k}  " + f"\n{' ' * (len(str(k)) + 2)}".join(labels[i]) for k, i in enumerate(order, 1))
+    if key:
+        ax.text(1.03, 1.0, "presets\n" + key, transform=ax.transAxes, va="top", ha="left", fontsize=7,
+                color="tab:red", family="monospace")
+    return [(str(k), (float(means[i, jx]), float(means[i, jy]))) for k, i in enumerate(order, 1)]
+
+
+#: Candidate label offsets in points, tried in order (near first, then further out).
+_OFFSETS = [(dx * r, dy * r) for r in (7, 14, 24, 36)
+            for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))]
+
+
+def place_labels(ax: Any, labels: Sequence[tuple[str, tuple[float, float]]], points: np.ndarray,
+                 marker_px: float = 9.0) -> list[Any]:
+    """Annotate each ``(text, (x, y))`` at the first candidate offset whose drawn box avoids the rest.
+
+    Avoided: the boxes of labels already placed, a square of ``marker_px`` pixels around
+    every point, and the outside of the axes. When no candidate is free, the one with the
+    least overlap is used (never silently on top of another label if any free spot exists).
+    Returns the annotations (the test measures their boxes).
+    """
+    from matplotlib.transforms import Bbox
+
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    to_px = ax.transData.transform
+    marks = [Bbox.from_extents(px - marker_px, py - marker_px, px + marker_px, py + marker_px)
+             for px, py in (to_px(points) if len(points) else [])]
+    frame = ax.get_window_extent(renderer)
+    placed: list[Any] = []
+    boxes: list[Any] = []
+    for text, xy in labels:
+        best, best_cost = None, math.inf
+        for dx, dy in _OFFSETS:
+            ha = "left" if dx > 0 else "right" if dx < 0 else "center"
+            va = "bottom" if dy > 0 else "top" if dy < 0 else "center"
+            note = ax.annotate(text, xy, xytext=(dx, dy), textcoords="offset points", fontsize=8, color="tab:red",
+                               fontweight="bold", ha=ha, va=va, zorder=8,
+                               arrowprops={"arrowstyle": "-", "color": "tab:red", "lw": 0.5, "alpha": 0.6})
+            box = text_box(note, renderer)
+            cost = sum(_overlap(box, other) for other in boxes + marks) + _outside(box, frame)
+            if cost < best_cost:
+                if best is not None:
+                    best.remove()
+                best, best_cost = note, cost
+            else:
+                note.remove()
+            if cost == 0:
+                break
+        assert best is not None
+        placed.append(best)
+        boxes.append(text_box(best, renderer))
+    return placed
+
+
+def text_box(note: Any, renderer: Any) -> Any:
+    """The drawn box of an annotation's text alone (matplotlib's own extent adds the leader line)."""
+    from matplotlib.text import Text
+
+    note.update_positions(renderer)  # an annotation computes where its text goes only when asked
+    return Text.get_window_extent(note, renderer)
+
+
+def _overlap(a: Any, b: Any) -> float:
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def _outside(box: Any, frame: Any) -> float:
+    area = box.width * box.height
+    return area - _overlap(box, frame) if area > 0 else 0.0
 
 
 def plot_front(front: Front, path: str | os.PathLike[str], current: Mapping[str, float] | None = None) -> Path:
@@ -114,6 +193,25 @@ def plot_front(front: Front, path: str | os.PathLike[str], current: Mapping[str,
     the family's non-dominated set in that projection). ``current`` (aspect -> score) is
     highlighted, for the Space to show the user's live preference.
     """
+    fig = draw_front(front, current)
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def _hv_text(front: Front) -> str:
+    cis = front.hypervolume_ci or {}
+    parts = []
+    for key, value in front.hypervolume.items():
+        ci = cis.get(key)
+        parts.append(f"{key} {value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+    split = front.evaluation_split is not None and front.evaluation_split.selection_fraction > 0
+    return ("hypervolume on the confirmation prompts (95% CI): " if split or cis else "hypervolume: ") + ", ".join(parts)
+
+
+def draw_front(front: Front, current: Mapping[str, float] | None = None) -> Any:
+    """The front's matplotlib ``Figure`` (Agg canvas), laid out and labelled; see :func:`plot_front`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -121,21 +219,22 @@ def plot_front(front: Front, path: str | os.PathLike[str], current: Mapping[str,
     pairs = list(itertools.combinations(aspects, 2))
     ncols = min(3, len(pairs))
     nrows = math.ceil(len(pairs) / ncols)
-    fig = Figure(figsize=(5.2 * ncols, 4.6 * nrows), dpi=100)
+    fig = Figure(figsize=(7.4 * ncols, 5.2 * nrows), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, (x, y) in zip(axes, pairs):
-        _draw_panel(ax, front, x, y, current)
+    labels = [_draw_panel(ax, front, x, y, current) for ax, (x, y) in zip(axes, pairs)]
     for ax in axes[len(pairs):]:
         ax.set_visible(False)
-    summary = ", ".join(f"{k} {v:.3f}" for k, v in front.hypervolume.items())
-    summary = textwrap.fill(f"hypervolume: {summary}", width=60 * ncols) if summary else ""
-    fig.suptitle(f"Pareto front of {' vs '.join(aspects)}\n{summary}".strip(), fontsize=10)
-    handles, labels = axes[0].get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    axes[0].legend(unique.values(), unique.keys(), fontsize=7, loc="best")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+    summary = textwrap.fill(_hv_text(front), width=75 * ncols) if front.hypervolume else ""
+    fig.suptitle(f"Pareto front of {' vs '.join(aspects)}\n{summary}".strip(), fontsize=9)
+    handles, names = axes[0].get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    # outside the axes, so it can never cover a point or a preset label
+    fig.legend(unique.values(), unique.keys(), fontsize=7, loc="outside lower center",
+               ncols=min(4, len(unique)), frameon=False)
+    fig.draw_without_rendering()  # run the layout, so the label boxes below are where they will be drawn
+    fig.set_layout_engine("none")
+    means = front.means()
+    for ax, (x, y), panel in zip(axes, pairs, labels):
+        place_labels(ax, panel, means[:, [front.aspects.index(x), front.aspects.index(y)]])
+    return fig
