@@ -85,6 +85,43 @@ def _scores(metrics: Mapping[str, Any] | None) -> str:
     return "; ".join(parts)
 
 
+def _split_text(front: Front) -> str:
+    split = front.evaluation_split
+    if split is None or split.selection_fraction == 0:
+        return ("The same evaluation prompts chose the front and the presets and scored them, so the numbers "
+                "below are biased upwards (the best of many noisy points).")
+    return (f"The evaluation prompts were split by prompt (seed {split.seed}): {len(split.selection)} **selection** "
+            f"prompts chose the front, the presets and the degeneration flags; the other {len(split.confirmation)} "
+            "**confirmation** prompts give every score, interval and hypervolume reported here (front.json: "
+            "`selection` per point vs `metrics`; `evaluation_split` lists the prompt indices).")
+
+
+def _front_summary(front: Front) -> list[str]:
+    """The card's account of the front: which prompts did what, hypervolumes with intervals, verdicts."""
+    lines = [_split_text(front), ""]
+    if front.hypervolume:
+        cis = front.hypervolume_ci or {}
+        lines += ["| method | hypervolume | 95% CI |", "|---|---|---|"]
+        for key, value in front.hypervolume.items():
+            ci = cis.get(key)
+            lines.append(f"| {key} | {_fmt(value)} | " + (f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "–") + " |")
+        lines.append("")
+    for name, diff in (front.hypervolume_difference or {}).items():
+        other = name.removeprefix("peo_minus_")
+        ci = f"[{_fmt(diff.ci[0])}, {_fmt(diff.ci[1])}]" if diff.ci else "no interval"
+        verdict = {"better": f"PEO beats {other} at 95%", "worse": f"{other} beats PEO at 95%"}.get(
+            diff.verdict, f"no difference between PEO and {other} at 95%")
+        lines.append(f"- hv(PEO) - hv({other}) = {diff.estimate:+.4g}, paired 95% CI {ci}: {verdict}.")
+    if front.hypervolume_difference:
+        lines.append("")
+    if front.points:
+        on_front = sum(p.on_front for p in front.points)
+        flagged = sum(p.flagged for p in front.points)
+        lines += [f"{len(front.points)} points evaluated, {on_front} on the front, {flagged} flagged by the "
+                  f"degeneration guard (never a preset); all of them are in [`{FRONT_NAME}`]({FRONT_NAME}).", ""]
+    return lines
+
+
 def _preset_coefficients(manifest: Manifest, preset: Preset) -> dict[str, float] | None:
     """A preset's coefficients: stored ones, else computed with the bundle's formulation."""
     if preset.coefficients is not None:
@@ -192,13 +229,8 @@ def render_model_card(bundle_dir: str | os.PathLike[str], repo_id: str | None = 
         lines += ["## Pareto front", ""]
         if (bundle / PLOT_NAME).is_file():
             lines += [f"![Pareto front of the evaluated preference points]({PLOT_NAME})", ""]
-        if front is not None and front.hypervolume:
-            lines += ["Hypervolume (higher is better): "
-                      + ", ".join(f"{k} {_fmt(v)}" for k, v in front.hypervolume.items()) + ".", ""]
-        if front is not None and front.points:
-            on_front = sum(p.on_front for p in front.points)
-            lines += [f"{len(front.points)} points evaluated, {on_front} on the front; all of them are in "
-                      f"[`{FRONT_NAME}`]({FRONT_NAME}).", ""]
+        if front is not None:
+            lines += _front_summary(front)
 
     if presets:
         lines += ["## Presets", "", "| preset | weights | alpha | coefficients | scores |", "|---|---|---|---|---|"]

@@ -74,12 +74,30 @@ def test_hub_base_datasets_front_and_presets(bundle: Path, tmp_path: Path) -> No
     assert meta["datasets"] == ["PKU-Alignment/PKU-SafeRLHF"]  # the local file is not a Hub id
     assert "license" not in meta  # a Hub base keeps its own license; we do not guess it
     assert "![Pareto front of the evaluated preference points](front.png)" in text
-    assert "peo 0.42" in text and "soup 0.35" in text
+    assert "| peo | 0.42 | – |" in text and "| soup | 0.35 | – |" in text
+    assert "biased upwards" in text  # this front has no selection/confirmation split, and the card says so
     row = next(line for line in text.splitlines() if line.startswith("| helpful-leaning"))
     assert "helpful=1.05, harmless=0.45" in row and "helpful 0.61 [0.55, 0.67]" in row
     assert "reward_model `org/cost-model` (negated)" in text
     assert 'AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")' in text
     assert "--weights helpful=0.7,harmless=0.3 --alpha 0.5" in text
+
+
+def test_card_says_which_prompts_selected_and_which_confirmed(bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    b = Path(shutil.copytree(bundle, tmp_path / "b"))
+    front = {**FRONT, "evaluation_split": {"selection_fraction": 0.5, "seed": 0, "selection": [0, 2],
+                                           "confirmation": [1, 3]},
+             "hypervolume_ci": {"peo": [0.4, 0.45], "soup": [0.3, 0.4]},
+             "hypervolume_difference": {"peo_minus_soup": {"estimate": 0.07, "ci": [0.01, 0.12], "verdict": "better"},
+                                        "peo_minus_morl": {"estimate": 0.02, "ci": [-0.03, 0.05],
+                                                           "verdict": "undecided"}}}
+    (b / "front.json").write_text(json.dumps(front))
+    text = render_model_card(b, "alice/x")
+    assert "2 **selection** prompts chose the front" in text and "2 **confirmation** prompts" in text
+    assert "| peo | 0.42 | [0.4, 0.45] |" in text
+    assert "PEO beats soup at 95%" in text and "no difference between PEO and morl at 95%" in text
 
 
 def test_write_model_card_is_atomic_and_valid_yaml(bundle: Path, tmp_path: Path) -> None:

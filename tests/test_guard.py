@@ -1,0 +1,56 @@
+"""peo_hub.guard: the degeneration measures and when they flag a point."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from fakes import make_base
+from peo_hub.guard import BaseLogprob, GuardThresholds, distinct_n, flag_reasons, summarise, text_measures
+
+BASE = {"base_logprob": -1.0, "distinct_2": 0.9, "length": 20.0}
+
+
+def test_distinct_n_known_values() -> None:
+    assert distinct_n("a b c d".split(), 2) == 1.0
+    assert distinct_n("then then then then".split(), 2) == pytest.approx(1 / 3)
+    assert distinct_n("a b a b a".split(), 2) == pytest.approx(2 / 4)
+    assert distinct_n(["a"], 2) == 1.0 and distinct_n([], 2) == 1.0
+
+
+def test_each_threshold_flags_its_own_failure() -> None:
+    t = GuardThresholds()
+    assert flag_reasons(BASE, BASE, t) == []
+    assert "base_logprob" in flag_reasons({**BASE, "base_logprob": -2.5}, BASE, t)[0]
+    assert flag_reasons({**BASE, "base_logprob": -1.9}, BASE, t) == []  # within 1 nat
+    assert "distinct_2" in flag_reasons({**BASE, "distinct_2": 0.3}, BASE, t)[0]
+    assert "length" in flag_reasons({**BASE, "length": 2.0}, BASE, t)[0]
+    off = GuardThresholds(max_logprob_drop=None, min_distinct_ratio=None, min_length_ratio=None)
+    assert flag_reasons({"base_logprob": -9.0, "distinct_2": 0.0, "length": 0.0}, BASE, off) == []
+    assert flag_reasons({"base_logprob": None}, BASE, t) == []  # nothing measured, nothing claimed
+
+
+def test_summarise_averages_the_chosen_prompts_and_skips_empty_replies() -> None:
+    measures = {"base_logprob": [[-1.0, math.nan], [-3.0, -3.0]], "length": [[4.0, 0.0], [2.0, 2.0]]}
+    assert summarise(measures, [0]) == {"base_logprob": -1.0, "length": 2.0}
+    assert summarise(measures, [0, 1]) == {"base_logprob": pytest.approx(-7 / 3), "length": 2.0}
+
+
+def test_base_logprob_matches_a_direct_forward_pass(tmp_path: Path) -> None:
+    model, tokenizer = make_base(tmp_path / "base")
+    model.eval()
+    prompt, reply = "how do i bake bread ?", "sure first mix flour"
+    scorer = BaseLogprob(str(tmp_path / "base"), None, tokenizer, batch_size=2)
+    values = scorer([prompt, "fix bike ?"], [[reply, ""], ["sorry can not help"]])
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    r = tokenizer(reply, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([p + r])).logits[0]
+    expected = torch.log_softmax(logits, -1)[torch.arange(len(p) - 1, len(p) + len(r) - 1), torch.tensor(r)].mean()
+    assert values[0][0] == pytest.approx(float(expected), abs=1e-5)  # padding in the batch changes nothing
+    assert math.isnan(values[0][1]) and len(values[1]) == 1
+    measures = text_measures(tokenizer, [[reply, "then then then then"]])
+    assert measures["length"] == [[4.0, 4.0]] and measures["distinct_2"][0][1] == pytest.approx(1 / 3)
