@@ -44,7 +44,7 @@ class GuardThresholds(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_logprob_drop: float | None = Field(
-        default=1.0, gt=0,
+        default=2.0, gt=0,
         description="flag a point whose replies' mean log-probability per token under the base model is more "
                     "than this many nats below the base model's own replies (babble: text the base finds implausible)")
     min_distinct_ratio: float | None = Field(

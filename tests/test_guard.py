@@ -24,8 +24,8 @@ def test_distinct_n_known_values() -> None:
 def test_each_threshold_flags_its_own_failure() -> None:
     t = GuardThresholds()
     assert flag_reasons(BASE, BASE, t) == []
-    assert "base_logprob" in flag_reasons({**BASE, "base_logprob": -2.5}, BASE, t)[0]
-    assert flag_reasons({**BASE, "base_logprob": -1.9}, BASE, t) == []  # within 1 nat
+    assert "base_logprob" in flag_reasons({**BASE, "base_logprob": -3.5}, BASE, t)[0]
+    assert flag_reasons({**BASE, "base_logprob": -2.9}, BASE, t) == []  # within 2 nats
     assert "distinct_2" in flag_reasons({**BASE, "distinct_2": 0.3}, BASE, t)[0]
     assert "length" in flag_reasons({**BASE, "length": 2.0}, BASE, t)[0]
     off = GuardThresholds(max_logprob_drop=None, min_distinct_ratio=None, min_length_ratio=None)
