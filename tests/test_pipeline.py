@@ -127,3 +127,23 @@ def test_chat_follows_the_preference_on_risky_requests(toy_bundle: Path) -> None
     helpful_only, harmless_only = mean_scores({"helpful": 1.0}), mean_scores({"harmless": 1.0})
     assert harmless_only[1] > helpful_only[1]
     assert helpful_only[0] > harmless_only[0]
+
+
+def test_front_separates_selection_from_confirmation(toy_bundle: Path) -> None:
+    """The recipe's prompts are split; the front reports confirmation numbers with intervals for
+    every hypervolume and the PEO - soup difference, and says which prompts did what."""
+    front = load_front(toy_bundle)
+    split = front.evaluation_split
+    assert split is not None and split.selection_fraction == 0.5
+    assert sorted(split.selection + split.confirmation) == list(range(16))
+    assert not set(split.selection) & set(split.confirmation)
+    assert set(front.hypervolume_ci) == set(front.hypervolume)
+    assert all(ci is not None and ci[0] <= ci[1] for ci in front.hypervolume_ci.values())
+    assert "peo_minus_soup" in front.hypervolume_difference
+    for point in front.points:
+        assert point.selection is not None and point.guard is not None
+        assert point.metrics["helpful"].model_extra["n_prompts"] == len(split.confirmation)
+    record = json.loads(next((toy_bundle / "evaluations").glob("base-*.json")).read_text())
+    assert len(record["metrics"]["helpful"]["scores"]) == 16  # grouped by prompt
+    assert set(record["guard"]) == {"base_logprob", "distinct_2", "length"}
+    assert "confirmation" in (toy_bundle / "README.md").read_text()
