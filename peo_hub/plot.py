@@ -88,15 +88,18 @@ def _draw_panel(ax: Any, front: Front, x: str, y: str, current: Mapping[str, flo
                     fmt="none", ecolor=style["color"], alpha=0.35, lw=1, zorder=1)
         ax.scatter(means[idx, jx], means[idx, jy], marker=style["marker"], c=style["color"],
                    s=style["s"], label=style["label"], zorder=on_top, edgecolors="white", linewidths=0.5)
-    family = [i for i, p in enumerate(points) if p.in_family]
+    # The front the bundle offers: the points chosen on the selection prompts (on_front), drawn
+    # at their reported scores; the step line is what they dominate there (what hypervolume.peo
+    # measures). A chosen point that the confirmation prompts put behind another keeps its ring.
+    family = [i for i, p in enumerate(points) if p.on_front] or [i for i, p in enumerate(points) if p.in_family]
     if family:
         proj = means[family][:, [jx, jy]]
         nd = proj[non_dominated_mask(proj)]
         nd = nd[np.argsort(nd[:, 0], kind="stable")]
         label = "PEO front" if len(front.aspects) == 2 else "PEO front (projection)"
         ax.step(nd[:, 0], nd[:, 1], where="pre", color="tab:red", lw=1.5, zorder=2, label=label)
-        # rings keep a one-point front visible (a step line through one point draws nothing)
-        ax.scatter(nd[:, 0], nd[:, 1], s=120, facecolors="none", edgecolors="tab:red", linewidths=1.0, zorder=2)
+        # rings mark every chosen point (and keep a one-point front visible)
+        ax.scatter(proj[:, 0], proj[:, 1], s=120, facecolors="none", edgecolors="tab:red", linewidths=1.0, zorder=2)
     flagged = [i for i, p in enumerate(points) if p.flagged]
     if flagged:
         ax.scatter(means[flagged, jx], means[flagged, jy], marker="x", s=90, c="dimgray", linewidths=1.6,
@@ -225,7 +228,7 @@ def draw_front(front: Front, current: Mapping[str, float] | None = None) -> Any:
     labels = [_draw_panel(ax, front, x, y, current) for ax, (x, y) in zip(axes, pairs)]
     for ax in axes[len(pairs):]:
         ax.set_visible(False)
-    summary = textwrap.fill(_hv_text(front), width=75 * ncols) if front.hypervolume else ""
+    summary = textwrap.fill(_hv_text(front), width=100 * ncols) if front.hypervolume else ""
     fig.suptitle(f"Pareto front of {' vs '.join(aspects)}\n{summary}".strip(), fontsize=9)
     handles, names = axes[0].get_legend_handles_labels()
     unique = dict(zip(names, handles))
