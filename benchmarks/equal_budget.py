@@ -69,45 +69,49 @@ def one_hot(record: dict[str, Any]) -> bool:
     return bool(record.get("weights")) and max(record["weights"].values()) == 1.0
 
 
-def train_and_evaluate_morl(bundle: Path, weights: list[float], scratch: Path) -> list[dict[str, Any]]:
+class ExtraMorl:
     """Extra MORL runs exactly as ``recipe run`` trains them (same base, data mix, seed, settings),
     each evaluated on the bundle's prompts with the sweep's sampling seed."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
-    from peo_hub.bundle import load_manifest
-    from peo_hub.chat import render_prompt
-    from peo_hub.engines import generate_replies
-    from peo_hub.evaluate import score_replies
-    from peo_hub.judges import build_judge
-    from peo_hub.policy import make_preference
-    from peo_hub.recipe import parse_recipe
-    from peo_hub.run import RunFolder, preflight
-    from peo_hub.train import mix_datasets
+    def __init__(self, bundle: Path, scratch: Path) -> None:
+        from peo_hub.bundle import load_manifest
+        from peo_hub.chat import render_prompt
+        from peo_hub.judges import build_judge
+        from peo_hub.recipe import parse_recipe
+        from peo_hub.run import RunFolder, preflight
 
-    recipe = parse_recipe(load_manifest(bundle).recipe)
-    plan = preflight(recipe)
-    folder = RunFolder(scratch / "extra-morl", recipe)
-    folder.prepare(resume=False)
-    aspects = list(recipe.aspects)
-    data = {a: plan.data[a].train for a in aspects}
-    judges = {a: build_judge(s.judge) for a, s in recipe.aspects.items()}
-    rendered = [render_prompt(plan.tokenizer, p) for p in plan.prompts]
-    out = []
-    for w in weights:
-        mix = {aspects[0]: w, aspects[1]: 1.0 - w}
-        preference = make_preference(aspects, mix)
-        target = folder.morl_dir(preference.label())
+        self.recipe = parse_recipe(load_manifest(bundle).recipe)
+        self.plan = preflight(self.recipe)
+        self.folder = RunFolder(scratch / "extra-morl", self.recipe)
+        self.folder.prepare(resume=False)
+        self.aspects = list(self.recipe.aspects)
+        self.judges = {a: build_judge(s.judge) for a, s in self.recipe.aspects.items()}
+        self.rendered = [render_prompt(self.plan.tokenizer, p) for p in self.plan.prompts]
+
+    def run(self, w: float) -> dict[str, Any]:
+        """Train the MORL model for weight ``w`` on the first aspect and return its evaluation record."""
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        from peo_hub.engines import generate_replies
+        from peo_hub.evaluate import score_replies
+        from peo_hub.policy import make_preference
+        from peo_hub.train import mix_datasets
+
+        recipe, plan = self.recipe, self.plan
+        mix = {self.aspects[0]: w, self.aspects[1]: 1.0 - w}
+        preference = make_preference(self.aspects, mix)
+        target = self.folder.morl_dir(preference.label())
         print(f"[extra morl {preference.label()}] training", file=sys.stderr, flush=True)
-        info = folder.train_one(plan, mix_datasets(data, mix, recipe.seed), target, {"weights": mix, "method": "morl"})
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(folder.base_path(plan.base)),
+        data = {a: plan.data[a].train for a in self.aspects}
+        info = self.folder.train_one(plan, mix_datasets(data, mix, recipe.seed), target,
+                                     {"weights": mix, "method": "morl"})
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(self.folder.base_path(plan.base)),
                                           str(target)).eval()
-        replies = generate_replies(model, plan.tokenizer, rendered, recipe.evaluate, seed=recipe.seed)
-        metrics = score_replies(plan.prompts, replies, judges, recipe.evaluate.bootstrap, seed=recipe.seed)
-        out.append({"label": preference.label(), "method": "morl", "weights": mix, "alpha": None,
-                    "coefficients": None, "metrics": metrics, "prompts": plan.prompts,
-                    "train_seconds": info.get("train_seconds")})
-    return out
+        replies = generate_replies(model, plan.tokenizer, self.rendered, recipe.evaluate, seed=recipe.seed)
+        metrics = score_replies(plan.prompts, replies, self.judges, recipe.evaluate.bootstrap, seed=recipe.seed)
+        return {"label": preference.label(), "method": "morl", "weights": mix, "alpha": None, "coefficients": None,
+                "metrics": metrics, "prompts": plan.prompts, "train_seconds": info.get("train_seconds")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.extra_morl and runs_rows[-1]["other_hv"] < peo_hv["hv"]:
         with tempfile.TemporaryDirectory(prefix="peo-equal-budget-") as scratch:
+            trainer = ExtraMorl(args.bundle, Path(scratch))
             for w in EXTRA_MORL_WEIGHTS[:args.extra_morl]:
-                extra += train_and_evaluate_morl(args.bundle, [w], Path(scratch))
+                extra.append(trainer.run(w))
                 row = compare(aspects, base, grid + search, morl_full + extra, "morl", split, args.resamples)
                 seconds = runs_rows[0]["morl_seconds"] + sum(r.get("train_seconds") or 0 for r in extra)
                 runs_rows.append({"morl_runs": len(morl_full) + len(extra), "morl_seconds": seconds, **row})

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from peo_hub import __version__
 from peo_hub.bundle import MERGES_DIR, PLOT_NAME, AspectEntry, Manifest, save_manifest
 from peo_hub.confirm import front_from_records
+from peo_hub.front import FAMILY_METHODS
 from peo_hub.fsutil import atomic_dir, atomic_write_text
 from peo_hub.policy import make_preference, weight_grid
 from peo_hub.recipe import Recipe, load_recipe
@@ -126,16 +127,23 @@ def _train_morl(plan: Plan, folder: RunFolder, resume: bool) -> dict[str, dict[s
 
 
 def evaluation_cost(evaluations: list[dict[str, Any]], samples: int) -> dict[str, Any]:
-    """What the sweep spent, in policies evaluated and replies generated: the grid's and the search's."""
-    grid = [r for r in evaluations if r.get("source") != "search"]
-    search = [r for r in evaluations if r.get("source") == "search"]
+    """What the sweep spent, in policies evaluated and replies generated: the PEO family's
+    fixed grid, the alpha search (its trials on the selection prompts plus the kept points on
+    every prompt) and the baselines (base, MORL), so grid and search compare at equal cost."""
     n_prompts = len(evaluations[0]["prompts"]) if evaluations else 0
-    trials = [r["search"] for r in search]
-    trial_replies = sum(t["trials"] * t["trial_prompts"] for t in trials) * samples
-    cost: dict[str, Any] = {"grid": {"policies": len(grid), "replies": len(grid) * n_prompts * samples}}
+
+    def full(records: list[dict[str, Any]]) -> dict[str, int]:
+        return {"policies": len(records), "replies": len(records) * n_prompts * samples}
+
+    search = [r for r in evaluations if r.get("source") == "search"]
+    grid = [r for r in evaluations if r["method"] in FAMILY_METHODS and r.get("source") != "search"]
+    baselines = [r for r in evaluations if r["method"] not in FAMILY_METHODS]
+    cost: dict[str, Any] = {"grid": full(grid), "baselines": full(baselines)}
     if search:
+        trials = [r["search"] for r in search]
         cost["search"] = {"trial_policies": sum(t["trials"] for t in trials), "kept_policies": len(search),
-                          "replies": trial_replies + len(search) * n_prompts * samples}
+                          "replies": sum(t["trials"] * t["trial_prompts"] for t in trials) * samples
+                          + full(search)["replies"]}
     return cost
 
 
