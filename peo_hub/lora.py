@@ -176,6 +176,12 @@ def read_adapter(name: str, path: str | os.PathLike[str]) -> Adapter:
                 kinds[module] = kind
                 break
         else:
+            if key.endswith(".base_layer.weight"):  # PEFT's save_embedding_layers copy of a base weight
+                raise BundleError(
+                    f"adapter for aspect {name!r} holds a full copy of the base weight {key!r} (PEFT saves one when "
+                    "embeddings are adapted), which would replace the base's instead of adding to it; re-save the "
+                    "adapter with save_pretrained(..., save_embedding_layers=False)"
+                )
             raise BundleError(
                 f"adapter for aspect {name!r} holds tensor {key!r}, which is not a LoRA A/B "
                 "matrix; PEO combines plain LoRA deltas only (no DoRA, biases or saved modules)"
