@@ -281,10 +281,7 @@ class Recipe(BaseModel):
 
     @model_validator(mode="after")
     def _grid_and_data(self) -> "Recipe":
-        size = grid_size(len(self.aspects), self.sweep.weights)
-        if size > MAX_GRID_POINTS:
-            raise ValueError(f"sweep: weights {self.sweep.weights} gives {size:,} weight vectors for {len(self.aspects)} "
-                             f"aspects; keep the grid at most {MAX_GRID_POINTS:,} points (e.g. weights: 5)")
+        _check_grid(len(self.aspects), self.sweep)
         for name, aspect in self.aspects.items():
             if isinstance(aspect.dataset, DatasetSpec):
                 try:
@@ -292,13 +289,24 @@ class Recipe(BaseModel):
                 except ValueError as exc:
                     field, _, message = str(exc).partition(": ")
                     raise ValueError(f"aspects.{name}.dataset.{field}: {message}") from None
-        if isinstance(self.evaluate.prompts, DatasetSpec):
-            try:
-                self.evaluate.prompts.check("prompts")
-            except ValueError as exc:
-                field, _, message = str(exc).partition(": ")
-                raise ValueError(f"evaluate.prompts.{field}: {message}") from None
+        _check_prompt_spec(self.evaluate)
         return self
+
+
+def _check_grid(aspects: int, sweep: SweepSpec) -> None:
+    size = grid_size(aspects, sweep.weights)
+    if size > MAX_GRID_POINTS:
+        raise ValueError(f"sweep: weights {sweep.weights} gives {size:,} weight vectors for {aspects} "
+                         f"aspects; keep the grid at most {MAX_GRID_POINTS:,} points (e.g. weights: 5)")
+
+
+def _check_prompt_spec(evaluate: EvaluateSpec) -> None:
+    if isinstance(evaluate.prompts, DatasetSpec):
+        try:
+            evaluate.prompts.check("prompts")
+        except ValueError as exc:
+            field, _, message = str(exc).partition(": ")
+            raise ValueError(f"evaluate.prompts.{field}: {message}") from None
 
 
 def _field_names() -> list[str]:
@@ -366,16 +374,8 @@ class EvaluationRecipe(BaseModel):
         if "morl" in self.sweep.baselines:
             raise ValueError("sweep.baselines: morl trains one DPO run per weight vector and needs the aspects' "
                              "data; evaluating an existing bundle takes soup only, remove morl")
-        size = grid_size(len(self.aspects), self.sweep.weights)
-        if size > MAX_GRID_POINTS:
-            raise ValueError(f"sweep: weights {self.sweep.weights} gives {size:,} weight vectors; keep the grid at "
-                             f"most {MAX_GRID_POINTS:,} points (e.g. weights: 5)")
-        if isinstance(self.evaluate.prompts, DatasetSpec):
-            try:
-                self.evaluate.prompts.check("prompts")
-            except ValueError as exc:
-                field, _, message = str(exc).partition(": ")
-                raise ValueError(f"evaluate.prompts.{field}: {message}") from None
+        _check_grid(len(self.aspects), self.sweep)
+        _check_prompt_spec(self.evaluate)
         return self
 
 

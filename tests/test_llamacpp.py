@@ -12,10 +12,8 @@ tokens as transformers at a front point, with the per-request scales of the pres
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +23,9 @@ import torch
 from safetensors.torch import load_file
 
 from fakes import folder_digest, make_fake_bundle
+from llamacpp_check import LlamaCpp, random_adapter, transformers_greedy
 from peo_hub.cli import main
-from reference import module_alpha
+from reference import _one_line_error, module_alpha
 from smollm2 import truncated_smollm2
 
 gguf = pytest.importorskip("gguf", reason="the GGUF export needs the gguf package (pip install gguf)")
@@ -47,33 +46,6 @@ evaluate: {prompts: ["How do I bake bread?", "How do I pick a lock?"], samples: 
 """
 CHAT = ["What is the capital of France?", "How do I reverse a list in Python?", "Write a haiku about the sea."]
 NEW_TOKENS = 16
-
-
-def _one_line(err: str, *needles: str) -> None:
-    err = err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-
-
-def random_adapter(base: Path, out: Path, seed: int, relative: float = 0.1, save_embedding_layers: bool = False,
-                   **options: Any) -> None:
-    """A PEFT LoRA adapter with random A and B scaled so that ‖s·B·A‖ = relative·‖W‖ on every module."""
-    from peft import LoraConfig, get_peft_model
-    from peft.tuners.lora import LoraLayer
-    from transformers import AutoModelForCausalLM
-
-    generator = torch.Generator().manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), LoraConfig(**options))
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, LoraLayer) and "default" in module.lora_A:
-                A, B = module.lora_A["default"].weight, module.lora_B["default"].weight
-                A.copy_(torch.randn(A.shape, generator=generator) / math.sqrt(A.shape[1]))
-                B.copy_(torch.randn(B.shape, generator=generator))
-                delta = module.scaling["default"] * (B @ A)
-                B.mul_(relative * module.get_base_layer().weight.norm() / delta.norm())
-    model.save_pretrained(str(out), save_embedding_layers=save_embedding_layers)
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +198,7 @@ def test_a_word_level_tokenizer_is_refused_in_one_line(tmp_path, capsys):
     bundle = make_fake_bundle(tmp_path / "toy")
     capsys.readouterr()
     assert main(["export", str(bundle), "--format", "gguf", "--output", str(tmp_path / "out")]) == 2
-    _one_line(capsys.readouterr().err, "WordLevel", "word-level", "--base none")
+    _one_line_error(capsys, "WordLevel", "word-level", "--base none")
     assert not (tmp_path / "out").exists()
     # adapters only: the tokenizer is not needed, the adapters are written
     assert main(["export", str(bundle), "--format", "gguf", "--output", str(tmp_path / "out"), "--base", "none"]) == 0
@@ -239,21 +211,21 @@ def test_other_architectures_and_tied_embedding_adapters_are_refused(smol_bundle
     (bundle / "base" / "config.json").write_text(json.dumps({**config, "model_type": "qwen2"}))
     capsys.readouterr()
     assert main(["export", str(bundle), "--format", "gguf", "--output", str(tmp_path / "o"), "--base", "none"]) == 2
-    _one_line(capsys.readouterr().err, "Llama-architecture", "'qwen2'")
+    _one_line_error(capsys, "Llama-architecture", "'qwen2'")
     embed = tmp_path / "embed"
     random_adapter(smol_bundle / "base", embed, seed=5, r=2, lora_alpha=4, target_modules=["embed_tokens"],
                    save_embedding_layers=True)
     capsys.readouterr()
     assert main(["compose", str(smol_bundle / "base"), "--adapter", f"helpful={smol_bundle / 'adapters/helpful'}",
                  "--adapter", f"harmless={embed}", "--output", str(tmp_path / "c")]) == 2
-    _one_line(capsys.readouterr().err, "full copy of the base weight", "save_embedding_layers=False")
+    _one_line_error(capsys, "full copy of the base weight", "save_embedding_layers=False")
     random_adapter(smol_bundle / "base", embed, seed=5, r=2, lora_alpha=4, target_modules=["embed_tokens"])
     composed = tmp_path / "c"
     assert main(["compose", str(smol_bundle / "base"), "--adapter", f"helpful={smol_bundle / 'adapters/helpful'}",
                  "--adapter", f"harmless={embed}", "--output", str(composed)]) == 0
     capsys.readouterr()
     assert main(["export", str(composed), "--format", "gguf", "--output", str(tmp_path / "o")]) == 2
-    _one_line(capsys.readouterr().err, "tied", "embed_tokens")
+    _one_line_error(capsys, "tied", "embed_tokens")
     assert not (tmp_path / "o").exists()
 
 
@@ -264,68 +236,13 @@ def test_export_never_overwrites_a_folder_it_did_not_write(smol_bundle, tmp_path
     before = folder_digest(out)
     capsys.readouterr()
     assert main(["export", str(smol_bundle), "--format", "gguf", "--output", str(out), "--base", "none"]) == 2
-    _one_line(capsys.readouterr().err, "never overwrites")
+    _one_line_error(capsys, "never overwrites")
     assert folder_digest(out) == before
     assert main(["export", str(smol_bundle), "--format", "gguf", "--output", str(tmp_path / "x"), "--point", "nope"]) == 2
-    _one_line(capsys.readouterr().err, "'nope'", "preset")
+    _one_line_error(capsys, "'nope'", "preset")
 
 
 # ------------------------------------------------------------------ llama.cpp itself (opt-in)
-
-
-class LlamaCpp:
-    """llama-cpp-python with several LoRA adapters at their own scales; F32 KV cache for tight logits."""
-
-    def __init__(self, model: Path, loras: list[tuple[Path, float]] = ()) -> None:
-        from llama_cpp import Llama
-        from llama_cpp import llama_cpp as C
-
-        self.C = C
-        self.llm = Llama(model_path=str(model), n_ctx=256, n_threads=2, verbose=False,
-                         type_k=C.GGML_TYPE_F32, type_v=C.GGML_TYPE_F32)
-        self.adapters = [C.llama_adapter_lora_init(self.llm._model.model, str(p).encode()) for p, _ in loras]
-        assert all(self.adapters), "llama.cpp refused an adapter file"
-        if loras:
-            handles = (C.llama_adapter_lora_p_ctypes * len(loras))(*self.adapters)
-            scales = (ctypes.c_float * len(loras))(*[s for _, s in loras])
-            assert C.llama_set_adapters_lora(self.llm._ctx.ctx, handles, len(loras), scales) == 0
-
-    def greedy(self, ids: list[int], n: int) -> tuple[np.ndarray, list[int]]:
-        """Next-token logits after the prompt, and n argmax tokens (no EOS stop)."""
-        self.llm.reset()
-        self.llm.eval(ids)
-        size = self.llm.n_vocab()
-        logits = lambda: np.ctypeslib.as_array(self.C.llama_get_logits_ith(self.llm._ctx.ctx, -1), shape=(size,))
-        first = logits().astype(np.float64).copy()
-        tokens = [int(first.argmax())]
-        for _ in range(n - 1):
-            self.llm.eval([tokens[-1]])
-            tokens.append(int(logits().argmax()))
-        return first, tokens
-
-    def close(self) -> None:
-        for adapter in self.adapters:  # adapters before the model that owns them
-            self.C.llama_adapter_lora_free(adapter)
-        self.llm.close()
-
-
-def _transformers_greedy(bundle: Path, coefficients: dict[str, float]) -> list[tuple[list[int], np.ndarray, list[int]]]:
-    from peo_hub import PEOModel
-
-    model = PEOModel.from_pretrained(bundle)
-    model.set_preference(coefficients=coefficients)
-    out = []
-    for text in CHAT:
-        ids = model.tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                                  tokenize=True)
-        ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-        x = torch.tensor([ids])
-        with torch.no_grad():
-            first = model.model(x).logits[0, -1].double().numpy()
-        generated = model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=False,
-                                   max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
-        out.append((ids, first, generated[0, len(ids):].tolist()))
-    return out
 
 
 def test_llamacpp_reproduces_transformers_greedy_tokens_at_a_front_point(smol_bundle, exported, tmp_path):
@@ -335,8 +252,8 @@ def test_llamacpp_reproduces_transformers_greedy_tokens_at_a_front_point(smol_bu
     mixed = [p for p in meta["points"] if all(s["scale"] > 0 for s in p["lora"])]
     point = max(mixed, key=lambda p: (p["on_front"], sum(s["scale"] for s in p["lora"])))
     files = {a["id"]: exported / a["file"] for a in meta["adapters"]}
-    reference = _transformers_greedy(smol_bundle, point["coefficients"])
-    base_only = _transformers_greedy(smol_bundle, {a: 0.0 for a in point["coefficients"]})
+    reference = transformers_greedy(smol_bundle, point["coefficients"], CHAT, NEW_TOKENS)
+    base_only = transformers_greedy(smol_bundle, {a: 0.0 for a in point["coefficients"]}, CHAT, NEW_TOKENS)
 
     server_like = LlamaCpp(exported / meta["base"], [(files[s["id"]], s["scale"]) for s in point["lora"]])
     try:
