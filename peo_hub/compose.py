@@ -185,27 +185,28 @@ def _declared(adapter: Adapter) -> tuple[str | None, str | None]:
     return adapter.base_model_name, adapter.config.get("revision")
 
 
-def _check_declared_base(adapter: Adapter, base: ComposeBase, report: Report) -> None:
-    """Same base id and revision as the base composed over, where both are known."""
+def _check_declared_base(adapter: Adapter, base: ComposeBase, report: Report) -> bool:
+    """Same base id and revision as the base composed over, where both are known; False when refused."""
     declared, revision = _declared(adapter)
     hub_declared = is_repo_id(declared or "", namespace=True) and not Path(declared or "").exists()
     shown = f"{declared or 'none'}" + (f"@{revision}" if revision else "")
     if base.local:
         report.lines.append(f"    declared base {shown}; composing over a local folder, so checked by module shapes")
-        return
+        return True
     if hub_declared and declared.lower() != base.location.lower():  # type: ignore[union-attr]
         report.refuse(f"adapter {adapter.name!r} was trained on {declared}, not on {base.location}; compose it over "
                       f"{declared}, or use an adapter trained on {base.location}")
-        return
+        return False
     wanted = base.revision or "main"
     if revision and revision != wanted and revision != base.commit:
         report.refuse(f"adapter {adapter.name!r} was trained on {base.location} revision {revision}, but the base "
                       f"is composed at {wanted}; write the base as {base.location}@{revision}")
-        return
+        return False
     if not hub_declared:
         report.lines.append(f"    declared base {shown}; not a Hub id, so checked by module shapes only")
     else:
         report.lines.append(f"    declared base {shown}: matches" + ("" if revision else " (no revision declared)"))
+    return True
 
 
 def _check_same_declared_base(adapters: Sequence[Adapter], report: Report) -> None:
@@ -231,7 +232,7 @@ def compatibility(base: ComposeBase, inputs: Sequence[AdapterInput]) -> Report:
     :func:`compose` refuses with the first one as its one-line error.
     """
     report = Report()
-    where = base.location + (f"@{base.revision}" if base.revision else "")
+    where = base.given if base.local else base.location + (f"@{base.revision}" if base.revision else "")
     commit = f" (commit {base.commit[:12]})" if base.commit else ""
     report.lines.append(f"base: {where}{commit}, {len(base.shapes)} weight matrices")
     for item in inputs:
@@ -245,7 +246,8 @@ def compatibility(base: ComposeBase, inputs: Sequence[AdapterInput]) -> Report:
         report.lines.append(f"    LoRA {_settings(adapter.config)}; {len(adapter.modules)} modules")
         for scale, rank, groups in scale_groups(adapter):
             report.lines.append(f"    scale {_fmt(scale)} folded into rank-{rank} modules: {', '.join(groups)}")
-        _check_declared_base(adapter, base, report)
+        if not _check_declared_base(adapter, base, report):
+            continue
         try:
             check_adapters([adapter], base.location, base.shapes)
         except BundleError as exc:

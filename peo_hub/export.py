@@ -190,7 +190,7 @@ def _card(bundle: Bundle, preference: Preference, kind: str, truncated: str = ""
     what = ("a single LoRA adapter (rank = sum of the aspect ranks) whose delta is exactly"
             if kind == "adapter" else "a full model whose weights are exactly")
     if truncated:
-        what = f"a single LoRA adapter, {truncated}, of"
+        what = truncated
     return (
         "---\n"
         f"{base_line}"
@@ -230,8 +230,8 @@ def export_adapter(bundle: Bundle, preference: Preference, out_dir: str | os.Pat
         extra = {"truncated_from_rank": rank, "max_rank": max_rank,
                  "relative_error": {"max": worst, "mean": sum(errors.values()) / max(len(errors), 1),
                                     "per_module": errors}}
-        truncated = (f"its delta cut from rank {rank} to {new_rank} by SVD (relative Frobenius error per module at "
-                     f"most {worst:.3g})")
+        truncated = (f"a single LoRA adapter whose delta is, per module, the best rank-{new_rank} approximation (SVD; "
+                     f"cut from rank {rank}, relative Frobenius error at most {worst:.3g}) of")
         rank = new_rank
     first = adapters[0].config
     config = LoraConfig(

@@ -182,9 +182,10 @@ def evaluate_bundle(bundle_dir: str | os.PathLike[str], recipe: EvaluationRecipe
     from peo_hub.data import load_prompts
     from peo_hub.engines import require_engine
     from peo_hub.errors import RecipeError
-    from peo_hub.lora import load_bundle_adapters
     from peo_hub.fsutil import read_json
+    from peo_hub.lora import load_bundle_adapters
     from peo_hub.run import Base
+    from peo_hub.sweep import run_sweep
 
     bundle = open_bundle(bundle_dir)
     root, manifest = bundle.root, bundle.manifest
@@ -213,8 +214,6 @@ def evaluate_bundle(bundle_dir: str | os.PathLike[str], recipe: EvaluationRecipe
         if not isinstance(stamp, dict) or stamp.get("recipe_hash") != folder.fingerprint_hash:
             raise RecipeError(f"{record} comes from another evaluation (or another recipe); delete "
                               f"{folder.evaluations} to evaluate this bundle again with this recipe")
-
-    from peo_hub.sweep import run_sweep
 
     evaluations = run_sweep(plan, folder, {})
     for aspect, spec in recipe.aspects.items():
