@@ -65,6 +65,9 @@ class AspectEntry(BaseModel):
     dataset: dict[str, Any] = Field(default_factory=dict, description="dataset spec + provenance")
     train_seconds: float | None = None
     train_metrics: dict[str, Any] = Field(default_factory=dict)
+    source: dict[str, Any] | None = Field(
+        default=None, description="composed adapters: where it came from (reference, Hub commit, weights sha256) "
+                                  "and its LoRA settings")
 
 
 class Manifest(BaseModel):
@@ -85,6 +88,9 @@ class Manifest(BaseModel):
     recipe: dict[str, Any] = Field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
     front: dict[str, Any] = Field(default_factory=dict, description="summary of front.json")
+    composed: dict[str, Any] | None = Field(
+        default=None, description="set by `peo-hub compose`: the base as given, its resolved commit, and the "
+                                  "compatibility report (modules some adapters leave at zero)")
 
     @property
     def aspect_names(self) -> list[str]:

@@ -46,14 +46,61 @@ def _merge(args: argparse.Namespace) -> int:
 
     weights = parse_assignments(args.weights, "weights") if args.weights else None
     coefficients = parse_assignments(args.coefficients, "coefficients") if args.coefficients else None
-    check_point_output(args.output, args.as_)  # before any download or work
+    check_point_output(args.output, args.as_, args.max_rank)  # before any download or work
     bundle = open_bundle(bundle_folder(args.bundle), source=args.bundle)
     preference = make_preference(bundle.aspects, weights=weights, alpha=args.alpha, coefficients=coefficients,
                                  formulation=bundle.manifest.formulation)
     adapters = load_bundle_adapters(bundle)
     warn_coefficients(bundle.manifest, preference.coefficients)
-    out = write_point(bundle, preference, args.output, args.as_, adapters=adapters)
+    out = write_point(bundle, preference, args.output, args.as_, adapters=adapters, max_rank=args.max_rank)
     print(f"wrote {args.as_} to {out}")
+    if args.as_ == "adapter":
+        from peo_hub.lora import cat_adapters
+        from peo_hub.serving import measure_truncation, rank_advice
+
+        rank = cat_adapters(adapters, preference.coefficients)[1]
+        print(rank_advice(min(rank, args.max_rank or rank)))
+        if args.max_rank is not None and args.max_rank < rank:
+            for line in measure_truncation(bundle, adapters, preference, args.max_rank, echo=print).lines():
+                print(line)
+    return 0
+
+
+def _compose(args: argparse.Namespace) -> int:
+    from peo_hub.compose import compose
+
+    out = compose(args.base, args.adapter or [], args.output)
+    print(f"composed bundle written to {out}; next: peo-hub evaluate {out} --recipe RECIPE.yaml")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from peo_hub.pipeline import evaluate_bundle
+    from peo_hub.recipe import evaluation_recipe
+
+    recipe = evaluation_recipe(args.recipe, judges=args.judge or [], prompts=args.prompts)
+    out = evaluate_bundle(args.bundle, recipe)
+    print(f"front written to {out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from peo_hub.bundle import open_bundle
+    from peo_hub.hub import bundle_folder, download_model
+    from peo_hub.llamacpp import check_gguf_output, export_gguf, point_preference
+
+    check_gguf_output(args.output)  # before any download or work
+    bundle = open_bundle(bundle_folder(args.bundle), source=args.bundle)
+    point = point_preference(bundle, args.point, args.alpha) if args.point else None
+    base = bundle.base
+    if not bundle.base_is_local:
+        base = str(download_model(bundle.base, bundle.base_revision,
+                                  config_only=args.base == "none" and point is None)[0])
+    out = export_gguf(bundle, args.output, base, dtype=args.dtype, write_base=args.base != "none", point=point)
+    if point is not None:
+        print(f"wrote the fused point {point.label()} ({args.dtype}) to {out}")
+    else:
+        print(f"wrote llama.cpp files to {out}; serve them with the command in {out}/README.md")
     return 0
 
 
@@ -120,7 +167,43 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--alpha", type=float, default=0.0, help="extrapolation (0 = soup)")
     merge.add_argument("--output", "-o", required=True, help="output folder (or .yaml file)")
     merge.add_argument("--as", dest="as_", choices=["adapter", "model", "yaml"], default="adapter")
+    merge.add_argument("--max-rank", type=int, default=None, metavar="K",
+                       help="--as adapter: cut the adapter to rank K by SVD (for servers with a rank limit) and "
+                            "report the logit and judge-score change")
     merge.set_defaults(func=_merge)
+
+    export = verbs.add_parser("export", help="write a bundle for another runtime (llama.cpp GGUF)")
+    export.add_argument("bundle", help="bundle folder or Hub repo id")
+    export.add_argument("--format", required=True, choices=["gguf"], help="gguf: llama.cpp / llama-server")
+    export.add_argument("--output", "-o", required=True, help="output folder")
+    export.add_argument("--dtype", choices=["f32", "f16"], default="f32",
+                        help="base (or point) weights: f32 reproduces transformers exactly, f16 is half the size")
+    export.add_argument("--base", choices=["write", "none"], default="write",
+                        help="none: adapters only, for a base GGUF you already have (same weights)")
+    export.add_argument("--point", metavar="PRESET|WEIGHTS",
+                        help="write one fused point as a model GGUF: a preset name or e.g. helpful=0.7,harmless=0.3")
+    export.add_argument("--alpha", type=float, default=0.0, help="with --point WEIGHTS: extrapolation")
+    export.set_defaults(func=_export)
+
+    compose = verbs.add_parser(
+        "compose", help="a bundle from existing PEFT LoRA adapters (Hub or local), no training; prints a "
+                        "compatibility report before writing anything")
+    compose.add_argument("base", help="the base model: Hub id[@revision], a local folder, or embedded:toy")
+    compose.add_argument("--adapter", action="append", metavar="NAME=REF",
+                         help="an aspect and its adapter: user/repo[@revision][:subfolder] or a local folder "
+                              "(repeat, two or more)")
+    compose.add_argument("--output", "-o", required=True, help="bundle folder to write")
+    compose.set_defaults(func=_compose)
+
+    evaluate = verbs.add_parser("evaluate", help="sweep an existing (e.g. composed) bundle into a front, in place")
+    evaluate.add_argument("bundle", help="bundle folder")
+    evaluate.add_argument("--recipe", help="a recipe (its aspects' judges, sweep and evaluate sections are used)")
+    evaluate.add_argument("--judge", action="append", metavar="ASPECT=JUDGE",
+                          help="a judge per aspect: ASPECT=TYPE, ASPECT=reward_model:MODEL or ASPECT=cost_model:MODEL "
+                               "(replaces the recipe's)")
+    evaluate.add_argument("--prompts", metavar="SOURCE",
+                          help="evaluation prompts: a file or Hub dataset with a prompt column (replaces the recipe's)")
+    evaluate.set_defaults(func=_evaluate)
 
     push = verbs.add_parser("push", help="push a bundle to the Hugging Face Hub")
     push.add_argument("bundle")

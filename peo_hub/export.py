@@ -37,7 +37,7 @@ import torch
 from peo_hub.bundle import ADAPTER_WEIGHTS, Bundle
 from peo_hub.errors import MergeError
 from peo_hub.fsutil import atomic_dir, atomic_write_json, atomic_write_text, check_names, check_output
-from peo_hub.lora import cat_adapters, load_bundle_adapters
+from peo_hub.lora import cat_adapters, load_bundle_adapters, truncate_rank
 from peo_hub.policy import Preference
 
 if TYPE_CHECKING:
@@ -177,8 +177,8 @@ def _metadata(bundle: Bundle, preference: Preference, kind: str, **extra: Any) -
     }
 
 
-def _card(bundle: Bundle, preference: Preference, kind: str) -> str:
-    """A short model card: what this artefact is and its coefficients."""
+def _card(bundle: Bundle, preference: Preference, kind: str, truncated: str = "") -> str:
+    """A short model card: what this artefact is and its coefficients (``truncated``: how it was cut)."""
     relation, library = ("adapter", "peft") if kind == "adapter" else ("merge", "transformers")
     # The Hub validates base_model as a repo id, so a local base folder is named in the text only.
     base_line = ("" if bundle.base_is_local
@@ -189,6 +189,8 @@ def _card(bundle: Bundle, preference: Preference, kind: str) -> str:
     alpha = "" if preference.alpha is None else f" with extrapolation alpha = {preference.alpha:g}"
     what = ("a single LoRA adapter (rank = sum of the aspect ranks) whose delta is exactly"
             if kind == "adapter" else "a full model whose weights are exactly")
+    if truncated:
+        what = truncated
     return (
         "---\n"
         f"{base_line}"
@@ -205,8 +207,13 @@ def _card(bundle: Bundle, preference: Preference, kind: str) -> str:
 
 
 def export_adapter(bundle: Bundle, preference: Preference, out_dir: str | os.PathLike[str],
-                   adapters: list[Adapter] | None = None) -> Path:
-    """Write ``Σ cᵢ Δᵢ`` as one standard PEFT LoRA adapter (atomic), and return its folder."""
+                   adapters: list[Adapter] | None = None, max_rank: int | None = None) -> Path:
+    """Write ``Σ cᵢ Δᵢ`` as one standard PEFT LoRA adapter (atomic), and return its folder.
+
+    ``max_rank`` cuts every module to its best rank-``max_rank`` approximation (SVD of the
+    exact delta, :func:`peo_hub.lora.truncate_rank`) for servers with a rank limit; the
+    relative error per module is recorded in ``peo_merge.json``.
+    """
     from peft import LoraConfig
     from safetensors.torch import save_file
 
@@ -215,6 +222,17 @@ def export_adapter(bundle: Bundle, preference: Preference, out_dir: str | os.Pat
     if not all(bool(torch.isfinite(t).all()) for t in state.values()):
         raise MergeError(f"the coefficients {preference.coefficients} overflow the adapter weights (inf/nan); "
                          "use coefficients of a sensible size (|c| <= 3 was evaluated)")
+    extra: dict[str, Any] = {}
+    truncated = ""
+    if max_rank is not None and max_rank < rank:
+        state, new_rank, errors = truncate_rank(state, max_rank)
+        worst = max(errors.values(), default=0.0)
+        extra = {"truncated_from_rank": rank, "max_rank": max_rank,
+                 "relative_error": {"max": worst, "mean": sum(errors.values()) / max(len(errors), 1),
+                                    "per_module": errors}}
+        truncated = (f"a single LoRA adapter whose delta is, per module, the best rank-{new_rank} approximation (SVD; "
+                     f"cut from rank {rank}, relative Frobenius error at most {worst:.3g}) of")
+        rank = new_rank
     first = adapters[0].config
     config = LoraConfig(
         r=rank, lora_alpha=rank,  # scale 1: each cᵢ·sᵢ is already folded into B
@@ -227,8 +245,8 @@ def export_adapter(bundle: Bundle, preference: Preference, out_dir: str | os.Pat
     with atomic_dir(out) as tmp:
         config.save_pretrained(str(tmp))
         save_file(state, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
-        atomic_write_json(tmp / METADATA_NAME, _metadata(bundle, preference, "adapter", rank=rank))
-        atomic_write_text(tmp / "README.md", _card(bundle, preference, "adapter"))
+        atomic_write_json(tmp / METADATA_NAME, _metadata(bundle, preference, "adapter", rank=rank, **extra))
+        atomic_write_text(tmp / "README.md", _card(bundle, preference, "adapter", truncated))
     return out
 
 
@@ -277,10 +295,14 @@ def write_yaml(bundle: Bundle, preference: Preference, output: str | os.PathLike
     return target
 
 
-def check_point_output(output: str | os.PathLike[str], kind: str) -> None:
+def check_point_output(output: str | os.PathLike[str], kind: str, max_rank: int | None = None) -> None:
     """Refuse an output that cannot take this kind of export, before any work is done."""
     if kind not in OUTPUT_KINDS:
         raise MergeError(f"unknown output kind {kind!r}; use one of: {', '.join(OUTPUT_KINDS)}")
+    if max_rank is not None and kind != "adapter":
+        raise MergeError("--max-rank cuts the rank of an exported adapter; use it with --as adapter")
+    if max_rank is not None and max_rank < 1:
+        raise MergeError(f"--max-rank must be at least 1, got {max_rank}")
     out = check_names(output, f"{kind} output")
     if kind == "yaml":
         if out.exists() and not out.is_dir() and not _is_yaml_path(out):
@@ -294,11 +316,11 @@ def check_point_output(output: str | os.PathLike[str], kind: str) -> None:
 
 
 def write_point(bundle: Bundle, preference: Preference, output: str | os.PathLike[str], kind: str,
-                adapters: "list[Adapter] | None" = None) -> Path:
+                adapters: "list[Adapter] | None" = None, max_rank: int | None = None) -> Path:
     """Materialise ``preference`` of ``bundle`` as an ``adapter``, ``model`` or ``yaml``; returns the path."""
-    check_point_output(output, kind)
+    check_point_output(output, kind, max_rank)
     if kind == "adapter":
-        return export_adapter(bundle, preference, output, adapters=adapters)
+        return export_adapter(bundle, preference, output, adapters=adapters, max_rank=max_rank)
     if kind == "model":
         return run_mergekit(bundle, preference, output)
     return write_yaml(bundle, preference, output)

@@ -22,9 +22,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from peo_hub.bundle import CARD_NAME, MANIFEST_NAME, open_bundle, validate_bundle
+from peo_hub.bundle import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CARD_NAME, MANIFEST_NAME, open_bundle, validate_bundle
 from peo_hub.errors import BundleError, HubError, PEOError
-from peo_hub.ids import check_repo_id, kind_of
+from peo_hub.ids import HubRef, check_repo_id, kind_of
 
 TOKEN_HELP = "run `hf auth login` or set HF_TOKEN"
 SPACE_TEMPLATE = Path(__file__).resolve().parents[1] / "spaces" / "peo-demo"
@@ -271,6 +271,50 @@ def bundle_folder(path_or_repo_id: str | os.PathLike[str], revision: str | None 
     if kind_of(text, namespace=True) != "hub":
         raise BundleError(f"{text} is neither a bundle folder nor a Hub repo id (user/name); check the path")
     return download_bundle(text, revision=revision)
+
+
+def _commit_of(snapshot: Path) -> str | None:
+    """The commit a ``snapshot_download`` folder holds (the cache names it ``snapshots/<sha>``)."""
+    name = snapshot.name
+    return name if len(name) == 40 and all(c in "0123456789abcdef" for c in name) else None
+
+
+def download_adapter(ref: HubRef, token: str | None = None) -> tuple[Path, str | None]:
+    """A Hub LoRA adapter (``user/repo[@revision][:subfolder]``) as a local folder, and its commit.
+
+    Only the adapter's two files are fetched (not the rest of the repo, which may hold a whole
+    base model or other adapters). Works offline once cached. The commit is recorded in a
+    composed bundle's manifest, so a moving branch cannot change what was composed unnoticed.
+    """
+    from huggingface_hub import snapshot_download
+
+    prefix = f"{ref.subfolder}/" if ref.subfolder else ""
+    with hub_errors(f"download the adapter {ref}", ref.repo, revision=ref.revision):
+        snapshot = Path(snapshot_download(ref.repo, revision=ref.revision, token=token,
+                                          allow_patterns=[prefix + ADAPTER_CONFIG, prefix + ADAPTER_WEIGHTS]))
+    folder = snapshot / ref.subfolder if ref.subfolder else snapshot
+    if not (folder / ADAPTER_CONFIG).is_file():
+        where = f"in its folder {ref.subfolder!r}" if ref.subfolder else "at its top level"
+        raise BundleError(f"{ref.repo} has no {ADAPTER_CONFIG} {where}; name the adapter's folder as "
+                          "user/repo:subfolder (e.g. user/repo:adapters/helpful)")
+    return folder, _commit_of(snapshot)
+
+
+def download_model(repo_id: str, revision: str | None = None, config_only: bool = False,
+                   token: str | None = None) -> tuple[Path, str | None]:
+    """A Hub model as a local folder (or just its ``config.json``), and the commit it resolved to.
+
+    ``config_only`` is what composing needs to check module shapes against a Hub base; the
+    GGUF export needs the whole model (weights and tokenizer).
+    """
+    from huggingface_hub import snapshot_download
+
+    patterns = ["config.json"] if config_only else ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
+    with hub_errors(f"download the base model {repo_id}", repo_id, revision=revision):
+        snapshot = Path(snapshot_download(repo_id, revision=revision, token=token, allow_patterns=patterns))
+    if not (snapshot / "config.json").is_file():
+        raise BundleError(f"{repo_id} has no config.json, so it is not a transformers model; check the base model id")
+    return snapshot, _commit_of(snapshot)
 
 
 def push_point(bundle: str | os.PathLike[str], repo_id: str, weights: Mapping[str, float] | None = None,

@@ -44,10 +44,25 @@ _SUFFIXES = {
     ".lora_embedding_A": ("A", "embedding"),
     ".lora_embedding_B": ("B", "embedding"),
 }
-# Config switches under which the adapter is no longer ``W + s·B@A`` on each module.
-_NONLINEAR_OPTIONS = ("use_dora", "lora_bias", "modules_to_save", "trainable_token_indices",
-                      "target_parameters", "use_qalora", "use_bdlora", "velora_config",
-                      "kasa_config", "monteclora_config", "arrow_config", "alora_invocation_tokens")
+# Config switches under which the adapter is no longer ``W + s·B@A`` on each module, and why
+# that stops it from being summed with other deltas (said to the user when it is refused).
+NONLINEAR_REASONS = {
+    "use_dora": "DoRA rescales every column of W + BA to a learned magnitude, so its change depends on the "
+                "base weight and does not add",
+    "lora_bias": "it trains a bias vector beside B, outside the low-rank product",
+    "modules_to_save": "it stores whole replacement copies of those modules, which replace weights instead of "
+                       "adding to them",
+    "trainable_token_indices": "it trains whole embedding rows, which replace rows instead of adding to them",
+    "target_parameters": "it adapts raw parameters (e.g. MoE experts), which PEO does not combine",
+    "use_qalora": "QA-LoRA pools its input groups, so its delta is not B @ A",
+    "use_bdlora": "its block-diagonal factors are not a plain B @ A",
+    "velora_config": "VeLoRA changes the forward pass, not only the weights",
+    "kasa_config": "KaSA rescales singular values of the base weight",
+    "monteclora_config": "MonteCLoRA samples its factors, so its delta is not fixed",
+    "arrow_config": "Arrow routes between adapters per token",
+    "alora_invocation_tokens": "activated LoRA applies only after its invocation tokens",
+}
+_NONLINEAR_OPTIONS = tuple(NONLINEAR_REASONS)
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,16 @@ def _module_scale(config: Mapping, module: str, rank: int) -> float:
     return float(alpha) / rank
 
 
+def _declared_rank(config: Mapping, module: str) -> int | None:
+    """The rank ``adapter_config.json`` gives ``module`` (``rank_pattern`` first, as PEFT reads it)."""
+    from peft.utils.other import get_pattern_key
+
+    pattern = config.get("rank_pattern") or {}
+    key = get_pattern_key(list(pattern), module)
+    rank = pattern.get(key, config.get("r"))
+    return int(rank) if isinstance(rank, (int, float)) and not isinstance(rank, bool) else None
+
+
 def _check_config(name: str, config: object, where: Path) -> dict:
     """The adapter config as PEFT would need it, or one line naming the bad field."""
     fix = f"re-save the adapter of aspect {name!r} with PEFT"
@@ -135,7 +160,8 @@ def read_adapter(name: str, path: str | os.PathLike[str]) -> Adapter:
         if config.get(option):
             raise BundleError(
                 f"adapter for aspect {name!r} uses {option}={config[option]!r}, which is not a plain "
-                "low-rank delta and cannot be combined linearly; retrain it as plain LoRA"
+                f"low-rank delta and cannot be combined linearly ({NONLINEAR_REASONS[option]}); "
+                "use a plain LoRA adapter (retrain it without that option)"
             )
     tensors = read_tensors(weights_file, f"adapter weights of aspect {name!r}",
                            f"re-run training for aspect {name!r} (`peo-hub recipe run --resume`)")
@@ -150,6 +176,12 @@ def read_adapter(name: str, path: str | os.PathLike[str]) -> Adapter:
                 kinds[module] = kind
                 break
         else:
+            if key.endswith(".base_layer.weight"):  # PEFT's save_embedding_layers copy of a base weight
+                raise BundleError(
+                    f"adapter for aspect {name!r} holds a full copy of the base weight {key!r} (PEFT saves one when "
+                    "embeddings are adapted), which would replace the base's instead of adding to it; re-save the "
+                    "adapter with save_pretrained(..., save_embedding_layers=False)"
+                )
             raise BundleError(
                 f"adapter for aspect {name!r} holds tensor {key!r}, which is not a LoRA A/B "
                 "matrix; PEO combines plain LoRA deltas only (no DoRA, biases or saved modules)"
@@ -164,6 +196,12 @@ def read_adapter(name: str, path: str | os.PathLike[str]) -> Adapter:
             raise BundleError(
                 f"adapter for aspect {name!r}: module {module} has A {tuple(A.shape)} and "
                 f"B {tuple(B.shape)}; only 2-D low-rank pairs (Linear/Embedding) are supported"
+            )
+        declared = _declared_rank(config, module)
+        if declared is not None and declared != A.shape[0]:
+            raise BundleError(
+                f"adapter for aspect {name!r}: adapter_config.json gives {module} rank {declared} (r / rank_pattern) "
+                f"but its weights have rank {A.shape[0]}, so PEFT could not load it; re-save the adapter with PEFT"
             )
         adapter.modules[module] = LoraModule(A=A, B=B, scale=_module_scale(config, module, A.shape[0]),
                                              kind=kinds[module])
@@ -290,3 +328,83 @@ def load_bundle_adapters(bundle: "Bundle", base_shapes: Mapping[str, Sequence[in
         base_shapes = module_shapes(bundle.base)
     check_adapters(adapters, bundle.manifest.base_model, base_shapes)
     return adapters
+
+
+# --------------------------------------------------------------------------- describing adapters
+
+
+def module_group(module: str) -> str:
+    """``model.layers.3.self_attn.q_proj`` -> ``self_attn.q_proj``: the module's name in every layer."""
+    parts = module.split(".")
+    digits = [i for i, part in enumerate(parts) if part.isdigit()]
+    return ".".join(parts[digits[-1] + 1:]) if digits and digits[-1] + 1 < len(parts) else module
+
+
+def scale_groups(adapter: Adapter) -> list[tuple[float, int, list[str]]]:
+    """(per-module scale, rank, module groups) of an adapter, largest group first.
+
+    The scale is what :func:`_module_scale` folded in (``alpha_pattern``, ``rank_pattern`` and
+    rsLoRA included), so a report built on this shows exactly what every realisation uses.
+    """
+    groups: dict[tuple[float, int], set[str]] = {}
+    counts: dict[tuple[float, int], int] = {}
+    for module, lora in adapter.modules.items():
+        key = (round(lora.scale, 6), lora.rank)
+        groups.setdefault(key, set()).add(module_group(module))
+        counts[key] = counts.get(key, 0) + 1
+    order = sorted(groups, key=lambda k: (-counts[k], k))
+    return [(scale, rank, sorted(groups[(scale, rank)])) for scale, rank in order]
+
+
+def partial_modules(adapters: Sequence[Adapter]) -> dict[str, list[str]]:
+    """Module group -> the adapters that adapt it, for groups not every adapter adapts.
+
+    Those modules get an all-zero delta from the other adapters in every realisation (live
+    PEFT layers simply have no LoRA there; the exports write zero blocks).
+    """
+    names = [a.name for a in adapters]
+    seen: dict[str, set[str]] = {}
+    for adapter in adapters:
+        for module in adapter.modules:
+            seen.setdefault(module_group(module), set()).add(adapter.name)
+    return {group: [n for n in names if n in who] for group, who in sorted(seen.items()) if len(who) < len(names)}
+
+
+# --------------------------------------------------------------------------- rank truncation
+
+
+def truncate_rank(state: Mapping[str, torch.Tensor], max_rank: int
+                  ) -> tuple[dict[str, torch.Tensor], int, dict[str, float]]:
+    """The best rank-``max_rank`` approximation of every module's delta ``B @ A`` (Eckart-Young).
+
+    ``state`` is a :func:`cat_adapters` state dict (scale 1). Per module, ``B = Q_B R_B`` and
+    ``Aᵀ = Q_A R_A`` (thin QR), so ``B @ A = Q_B (R_B R_Aᵀ) Q_Aᵀ`` and one SVD of the small
+    ``R x R`` core gives the singular vectors of the full delta without ever forming it. The
+    kept singular values are split evenly between the two factors. Returns the new state dict,
+    its rank, and per module the relative Frobenius error ``‖Δ - Δₖ‖ / ‖Δ‖`` (0 for a zero delta).
+    """
+    if max_rank < 1:
+        raise BundleError(f"--max-rank must be at least 1, got {max_rank}")
+    out: dict[str, torch.Tensor] = {}
+    errors: dict[str, float] = {}
+    ranks = []
+    for a_key in [k for k in state if k.endswith((".lora_A.weight", ".lora_embedding_A"))]:
+        b_key = a_key.replace(".lora_A.", ".lora_B.") if a_key.endswith(".weight") else a_key[:-1] + "B"
+        if max_rank >= state[a_key].shape[0]:  # nothing to cut: keep the exact factors
+            out[a_key], out[b_key] = state[a_key], state[b_key]
+            errors[a_key[len(PEFT_PREFIX):].rsplit(".lora_", 1)[0]] = 0.0
+            ranks.append(int(state[a_key].shape[0]))
+            continue
+        A, B = state[a_key].double(), state[b_key].double()
+        k = max_rank
+        q_b, r_b = torch.linalg.qr(B)
+        q_a, r_a = torch.linalg.qr(A.T)
+        u, s, vh = torch.linalg.svd(r_b @ r_a.T)
+        total = float((s ** 2).sum())
+        errors[a_key[len(PEFT_PREFIX):].rsplit(".lora_", 1)[0]] = (
+            math.sqrt(float((s[k:] ** 2).sum()) / total) if total > 0 else 0.0)
+        root = s[:k].sqrt()
+        out[b_key] = ((q_b @ u[:, :k]) * root).to(state[b_key].dtype).contiguous()
+        out[a_key] = (root[:, None] * (vh[:k] @ q_a.T)).to(state[a_key].dtype).contiguous()
+        ranks.append(k)
+    return out, max(ranks, default=0), errors

@@ -31,7 +31,7 @@ from peo_hub.confirm import front_from_records
 from peo_hub.front import FAMILY_METHODS
 from peo_hub.fsutil import atomic_dir, atomic_write_text
 from peo_hub.policy import make_preference, weight_grid
-from peo_hub.recipe import Recipe, load_recipe
+from peo_hub.recipe import EvaluationRecipe, Recipe, load_recipe
 from peo_hub.run import Plan, RunFolder, preflight
 from peo_hub.stats import split_prompts
 
@@ -195,3 +195,61 @@ def _finish(recipe: Recipe, folder: RunFolder, manifest: Manifest, evaluations: 
     tqdm.write("hypervolume (confirmation prompts): " + ", ".join(f"{k}={v:.4f}" for k, v in front.hypervolume.items()))
     for name, diff in (front.hypervolume_difference or {}).items():
         tqdm.write(f"{name}: {diff.estimate:+.4f}, 95% CI {diff.ci}, {diff.verdict}")
+
+
+def evaluate_bundle(bundle_dir: str | os.PathLike[str], recipe: EvaluationRecipe) -> Path:
+    """``peo-hub evaluate``: sweep an existing bundle (e.g. a composed one) into a front, in place.
+
+    The same sweep and the same front, plot, merges, presets and card as ``recipe run``'s
+    phases 2-3 (:func:`peo_hub.sweep.run_sweep`, then :func:`_finish`), on adapters that were
+    not trained here. Evaluation records carry the evaluation's hash, so a re-run with the
+    same recipe resumes and one with another recipe is refused instead of mixing the two.
+    Everything that can fail early (the bundle and its adapters, the aspects, the prompts,
+    the engine, a hand-written README) is checked before the first write.
+    """
+    from transformers import AutoTokenizer
+
+    from peo_hub.bundle import CARD_NAME, RUN_RECORD, open_bundle
+    from peo_hub.card import is_generated_card
+    from peo_hub.data import load_prompts
+    from peo_hub.engines import require_engine
+    from peo_hub.errors import RecipeError
+    from peo_hub.fsutil import read_json
+    from peo_hub.lora import load_bundle_adapters
+    from peo_hub.run import Base
+    from peo_hub.sweep import run_sweep
+
+    bundle = open_bundle(bundle_dir)
+    root, manifest = bundle.root, bundle.manifest
+    if (root / RUN_RECORD).is_file() or "train" in manifest.recipe:
+        raise RecipeError(f"{root} was trained by `peo-hub recipe run`, and its front belongs to that recipe; re-run "
+                          f"`peo-hub recipe run RECIPE --output {root} --resume` instead")
+    if set(recipe.aspects) != set(bundle.aspects):
+        raise RecipeError(f"the recipe's aspects ({', '.join(recipe.aspects)}) are not the bundle's "
+                          f"({', '.join(bundle.aspects)}); give one judge per aspect of the bundle")
+    readme = root / CARD_NAME
+    if readme.is_file() and not is_generated_card(readme.read_text(encoding="utf-8", errors="replace")):
+        raise RecipeError(f"{readme} was written by hand and evaluating rewrites the model card; move it aside "
+                          "first (and back afterwards)")
+    # The bundle's order is the order everywhere (sliders, front, manifest).
+    recipe = recipe.model_copy(update={"aspects": {a: recipe.aspects[a] for a in bundle.aspects}})
+    load_bundle_adapters(bundle)
+    require_engine(recipe.evaluate.engine)
+    prompts = load_prompts(recipe.evaluate.prompts)
+    tokenizer = AutoTokenizer.from_pretrained(bundle.base, revision=bundle.base_revision)
+    # name = the folder itself: the base is used where it is, never copied (Base.ships_inside).
+    base = Base(source=bundle.base, name=bundle.base, revision=bundle.base_revision)
+    plan = Plan(recipe=recipe, base=base, tokenizer=tokenizer, prompts=prompts)  # type: ignore[arg-type]
+    folder = RunFolder(root, recipe)  # type: ignore[arg-type]  # paths and the evaluation's hash
+    for record in sorted(folder.evaluations.glob("*.json")):
+        stamp = read_json(record, f"delete {folder.evaluations} and evaluate again")
+        if not isinstance(stamp, dict) or stamp.get("recipe_hash") != folder.fingerprint_hash:
+            raise RecipeError(f"{record} comes from another evaluation (or another recipe); delete "
+                              f"{folder.evaluations} to evaluate this bundle again with this recipe")
+
+    evaluations = run_sweep(plan, folder, {})
+    for aspect, spec in recipe.aspects.items():
+        manifest.aspects[aspect].judge = spec.judge.model_dump(mode="json", exclude_none=True)
+    manifest.recipe = recipe.model_dump(mode="json")
+    _finish(recipe, folder, manifest, evaluations, {}, {})  # type: ignore[arg-type]
+    return root

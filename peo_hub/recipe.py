@@ -18,7 +18,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -33,6 +33,8 @@ from peo_hub.policy import MAX_COEFFICIENT, MAX_GRID_POINTS, grid_size
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 _ASPECT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: An aspect name is a folder name of the bundle (adapters/<aspect>/).
+ASPECT_NAME = _ASPECT_NAME
 # Unknown keys refused; inf and nan refused in every number (an inf learning rate trains
 # all-NaN adapters, a nan alpha names no field when it breaks the sweep).
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -317,10 +319,7 @@ class Recipe(BaseModel):
 
     @model_validator(mode="after")
     def _grid_and_data(self) -> "Recipe":
-        size = grid_size(len(self.aspects), self.sweep.weights)
-        if size > MAX_GRID_POINTS:
-            raise ValueError(f"sweep: weights {self.sweep.weights} gives {size:,} weight vectors for {len(self.aspects)} "
-                             f"aspects; keep the grid at most {MAX_GRID_POINTS:,} points (e.g. weights: 5)")
+        _check_grid(len(self.aspects), self.sweep)
         for name, aspect in self.aspects.items():
             if isinstance(aspect.dataset, DatasetSpec):
                 try:
@@ -328,13 +327,24 @@ class Recipe(BaseModel):
                 except ValueError as exc:
                     field, _, message = str(exc).partition(": ")
                     raise ValueError(f"aspects.{name}.dataset.{field}: {message}") from None
-        if isinstance(self.evaluate.prompts, DatasetSpec):
-            try:
-                self.evaluate.prompts.check("prompts")
-            except ValueError as exc:
-                field, _, message = str(exc).partition(": ")
-                raise ValueError(f"evaluate.prompts.{field}: {message}") from None
+        _check_prompt_spec(self.evaluate)
         return self
+
+
+def _check_grid(aspects: int, sweep: SweepSpec) -> None:
+    size = grid_size(aspects, sweep.weights)
+    if size > MAX_GRID_POINTS:
+        raise ValueError(f"sweep: weights {sweep.weights} gives {size:,} weight vectors for {aspects} "
+                         f"aspects; keep the grid at most {MAX_GRID_POINTS:,} points (e.g. weights: 5)")
+
+
+def _check_prompt_spec(evaluate: EvaluateSpec) -> None:
+    if isinstance(evaluate.prompts, DatasetSpec):
+        try:
+            evaluate.prompts.check("prompts")
+        except ValueError as exc:
+            field, _, message = str(exc).partition(": ")
+            raise ValueError(f"evaluate.prompts.{field}: {message}") from None
 
 
 def _field_names() -> list[str]:
@@ -363,6 +373,135 @@ def parse_recipe(data: Any, path: str | os.PathLike[str] = "<recipe>") -> Recipe
     return recipe
 
 
+# --------------------------------------------------------------------------- evaluation recipes
+
+
+class EvaluationAspect(BaseModel):
+    """An aspect of a bundle that exists already: only how its score is measured."""
+
+    model_config = _STRICT
+
+    judge: JudgeSpec = Field(description="how the aspect's score of a reply is measured (see judge)")
+
+
+class EvaluationRecipe(BaseModel):
+    """What ``peo-hub evaluate`` needs to sweep an existing bundle (e.g. a composed one) into a front.
+
+    A recipe without ``base_model``, ``train``, ``hub`` and datasets: the bundle already has
+    its base and adapters. It has every field the sweep and the front read of a
+    :class:`Recipe` (``seed``, ``aspects.<name>.judge``, ``sweep``, ``evaluate``), with the
+    same sections, so :func:`peo_hub.sweep.run_sweep` takes it as it takes a recipe.
+    """
+
+    model_config = _STRICT
+
+    name: str | None = Field(default=None, description="a name for this evaluation (default: the file name)")
+    seed: int = Field(default=0, ge=0, lt=2**32, description="seed for sampling and the bootstrap")
+    aspects: dict[str, EvaluationAspect] = Field(description="aspect name -> judge, one per aspect of the bundle")
+    sweep: SweepSpec = Field(default_factory=SweepSpec, description="the (w, alpha) grid; baselines: soup only")
+    evaluate: EvaluateSpec = Field(description="the evaluation prompts, sampling and judging of every point")
+
+    @field_validator("aspects")
+    @classmethod
+    def _two_or_more(cls, value: dict[str, EvaluationAspect]) -> dict[str, EvaluationAspect]:
+        if len(value) < 2:
+            raise ValueError("PEO needs two or more aspects (e.g. helpful and harmless)")
+        return value
+
+    @model_validator(mode="after")
+    def _no_training(self) -> "EvaluationRecipe":
+        if "morl" in self.sweep.baselines:
+            raise ValueError("sweep.baselines: morl trains one DPO run per weight vector and needs the aspects' "
+                             "data; evaluating an existing bundle takes soup only, remove morl")
+        _check_grid(len(self.aspects), self.sweep)
+        _check_prompt_spec(self.evaluate)
+        return self
+
+
+#: Top-level fields only a training recipe has: a file with any of them is read as a whole recipe.
+TRAINING_FIELDS = ("base_model", "base_model_revision", "train", "hub")
+JUDGE_ARG_HELP = ("ASPECT=TYPE (a judge type, e.g. toy_helpful), ASPECT=reward_model:MODEL or "
+                  "ASPECT=cost_model:MODEL (a reward or cost model: Hub id or folder)")
+
+
+def _evaluation_part(recipe: Recipe) -> dict[str, Any]:
+    """A training recipe's evaluation: its judges, grid (soup baseline only) and evaluate section."""
+    sweep = recipe.sweep.model_dump(mode="json")
+    sweep["baselines"] = [b for b in sweep["baselines"] if b != "morl"]
+    return {"name": recipe.name, "seed": recipe.seed,
+            "aspects": {a: {"judge": spec.judge.model_dump(mode="json", exclude_none=True)}
+                        for a, spec in recipe.aspects.items()},
+            "sweep": sweep, "evaluate": recipe.evaluate.model_dump(mode="json", exclude_none=True)}
+
+
+def _is_training_recipe(data: dict[str, Any]) -> bool:
+    aspects = data.get("aspects")
+    with_data = isinstance(aspects, dict) and any(isinstance(a, dict) and "dataset" in a for a in aspects.values())
+    return with_data or any(key in data for key in TRAINING_FIELDS)
+
+
+def evaluation_of(recipe: Mapping[str, Any]) -> EvaluationRecipe | None:
+    """The evaluation a bundle's manifest records (a training recipe's, or ``peo-hub evaluate``'s); None if none."""
+    if not recipe:
+        return None
+    try:
+        data = _evaluation_part(Recipe.model_validate(recipe)) if _is_training_recipe(dict(recipe)) else recipe
+        return EvaluationRecipe.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def judge_from_arg(text: str) -> tuple[str, dict[str, Any]]:
+    """``ASPECT=TYPE`` / ``ASPECT=reward_model:MODEL`` / ``ASPECT=cost_model:MODEL`` as (aspect, judge spec)."""
+    aspect, sep, spec = text.partition("=")
+    aspect, spec = aspect.strip(), spec.strip()
+    if not sep or not aspect or not spec:
+        raise RecipeError(f"--judge {text!r}: write {JUDGE_ARG_HELP}")
+    kind, colon, model = spec.partition(":")
+    if colon and kind in ("reward_model", "cost_model"):
+        if not model.strip():
+            raise RecipeError(f"--judge {text!r}: name the model after '{kind}:', e.g. {kind}:org/model")
+        return aspect, {"type": "reward_model", "model": model.strip(), "negate": kind == "cost_model"}
+    return aspect, {"type": spec}
+
+
+def evaluation_recipe(path: str | os.PathLike[str] | None = None, judges: Sequence[str] = (),
+                      prompts: str | None = None) -> EvaluationRecipe:
+    """The evaluation of ``peo-hub evaluate``: a recipe file, judges and prompts given on the command line, or both.
+
+    The file may be an evaluation recipe (:class:`EvaluationRecipe`) or a whole training
+    recipe, whose judges, ``sweep`` and ``evaluate`` sections are used (its MORL baseline is
+    left out: there is no data to train it). ``judges`` (``ASPECT=...``) replace or add an
+    aspect's judge; ``prompts`` (a dataset source with a prompt column) replaces the prompts.
+    Every problem is one :class:`RecipeError` line naming the field.
+    """
+    where = Path(path) if path is not None else Path("<command line>")
+    data: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(where)
+        if raw is None or not isinstance(raw, dict):
+            raise RecipeError(f"{where} must be a YAML mapping of fields (aspects, evaluate, ...); start from "
+                              "recipes/toy.yaml")
+        data = _evaluation_part(parse_recipe(raw, where)) if _is_training_recipe(raw) else dict(raw)
+        data.setdefault("name", where.stem)
+    aspects = dict(data.get("aspects") or {})
+    for text in judges:
+        aspect, judge = judge_from_arg(text)
+        aspects[aspect] = {"judge": judge}
+    if aspects:
+        data["aspects"] = aspects
+    if prompts is not None:
+        data["evaluate"] = {**dict(data.get("evaluate") or {}), "prompts": {"source": prompts}}
+    if path is None and "evaluate" not in data:
+        raise RecipeError("give --recipe RECIPE.yaml, or --prompts FILE with a --judge for every aspect")
+    try:
+        return EvaluationRecipe.model_validate(data)
+    except ValidationError as exc:
+        message = validation_message(exc, field_names=_field_names())
+        hint = " (with --judge: " + JUDGE_ARG_HELP + ")" if "aspects" in message and judges else ""
+        raise RecipeError(f"{where}: {message}{hint}") from None
+
+
 class _DuplicateKey(yaml.YAMLError):
     pass
 
@@ -383,7 +522,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     """Read and validate a recipe file; every problem is one :class:`RecipeError` line."""
-    path = Path(path)
+    return parse_recipe(_read_yaml(Path(path)), path)
+
+
+def _read_yaml(path: Path) -> Any:
+    """A recipe file's YAML, or one :class:`RecipeError` line (missing, a folder, unreadable, bad YAML)."""
     if not path.exists():
         raise RecipeError(f"recipe {path} does not exist; check the path (e.g. recipes/toy.yaml)")
     if path.is_dir():
@@ -401,4 +544,4 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise RecipeError(f"{path} is not valid YAML{where}: {problem}; fix the syntax") from None
-    return parse_recipe(data, path)
+    return data

@@ -54,8 +54,20 @@ def coefficients_of(point: dict) -> dict[str, float]:
     return {a: (1 + point["alpha"]) * point["weights"].get(a, 0.0) / total for a in ASPECTS}
 
 
+def module_alpha(config: dict, module: str) -> float:
+    """lora_alpha of one module: an alpha_pattern key naming the module's last parts wins (simple suffix rule)."""
+    for key, alpha in (config.get("alpha_pattern") or {}).items():
+        if module == key or module.endswith("." + key):
+            return alpha
+    return config["lora_alpha"]
+
+
 def reference_model(bundle: Path, coefficients: dict[str, float]) -> LlamaForCausalLM:
-    """W + Σ cᵢ (alphaᵢ/rᵢ) Bᵢ Aᵢ from the raw files, in float64, loaded into a fresh base."""
+    """W + Σ cᵢ (alphaᵢ/rᵢ) Bᵢ Aᵢ from the raw files, in float64, loaded into a fresh base.
+
+    Per module: r is the tensor's rank (so rank_pattern is honoured), alpha comes from
+    alpha_pattern when a key names the module, and rsLoRA divides by √r instead of r.
+    """
     state = {k: v.double() for k, v in load_file(bundle / "base" / "model.safetensors").items()}
     for aspect, c in coefficients.items():
         folder = bundle / "adapters" / aspect
@@ -65,9 +77,9 @@ def reference_model(bundle: Path, coefficients: dict[str, float]) -> LlamaForCau
             if not key.endswith(".lora_A.weight"):
                 continue
             B = tensors[key.replace(".lora_A.", ".lora_B.")]
-            r = A.shape[0]
-            scale = config["lora_alpha"] / (math.sqrt(r) if config["use_rslora"] else r)
+            r = A.shape[0]  # the real rank of this module (rank_pattern shows in the tensor)
             module = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
+            scale = module_alpha(config, module) / (math.sqrt(r) if config["use_rslora"] else r)
             state[module + ".weight"] += c * scale * (B.double() @ A.double())
     model = LlamaForCausalLM.from_pretrained(bundle / "base")
     model.load_state_dict({k: v.float() for k, v in state.items()})

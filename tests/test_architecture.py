@@ -96,7 +96,7 @@ def test_no_import_cycles_counting_function_level_imports() -> None:
 # The on-disk format knows nothing of the network or the command line; the network layer
 # knows nothing of the command line; only the command line's entry points parse arguments.
 FORMAT = {"peo_hub.bundle", "peo_hub.front", "peo_hub.weights", "peo_hub.lora", "peo_hub.fsutil", "peo_hub.policy",
-          "peo_hub.pareto", "peo_hub.export", "peo_hub.formats", "peo_hub.chat", "peo_hub.ids"}
+          "peo_hub.pareto", "peo_hub.export", "peo_hub.formats", "peo_hub.chat", "peo_hub.ids", "peo_hub.llamacpp"}
 NETWORK = {"peo_hub.hub"}
 CLI = {"peo_hub.cli"}
 
