@@ -6,7 +6,8 @@ Order of work and what makes it safe to interrupt:
    training, before anything is written; then the run folder is claimed
    (:class:`peo_hub.run.RunFolder`);
 1. the base model (the embedded toy is built once and cached; a local or embedded base is
-   copied into ``base/`` so a Hub user can get it);
+   copied into ``base/`` so a Hub user can get it); pairs sampled from it for aspects with
+   ``dataset.generate`` (cached and resumable, :mod:`peo_hub.selfpairs`);
 2. one DPO LoRA run per aspect into ``adapters/<aspect>/``: each folder appears only when
    complete (atomic rename); ``--resume`` skips finished ones; then ``peo_config.json``;
 3. the sweep: every (weights, alpha) point, the base, and the baselines, evaluated with
@@ -32,7 +33,7 @@ from peo_hub.front import FAMILY_METHODS
 from peo_hub.fsutil import atomic_dir, atomic_write_text
 from peo_hub.policy import make_preference, weight_grid
 from peo_hub.recipe import EvaluationRecipe, Recipe, load_recipe
-from peo_hub.run import Plan, RunFolder, preflight
+from peo_hub.run import Plan, RunFolder, preflight, sample_pairs
 from peo_hub.stats import split_prompts
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[st
     # Everything a user can get wrong is checked before the first write.
     plan = preflight(recipe)
     folder.prepare(resume)
+    sample_pairs(plan, folder)  # aspects whose pairs the base model samples (dataset.generate)
 
     # Phase 1: one adapter per aspect.
     records: dict[str, dict[str, Any]] = {}
