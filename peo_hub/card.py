@@ -203,6 +203,11 @@ def render_model_card(bundle_dir: str | os.PathLike[str], repo_id: str | None = 
         lines.append(f"The base model is embedded in this repo, in the folder `{manifest.base_model}/` "
                      f"(it is not a separate Hub model); load it with "
                      f"`AutoModelForCausalLM.from_pretrained(\"{ref}\", subfolder=\"{manifest.base_model}\")`.")
+    source = manifest.base_source or {}
+    if source.get("format") == "gguf":
+        quant = f", quantisation {source['quantisation']}" if source.get("quantisation") else ""
+        lines.append(f"It was converted from the GGUF file `{source.get('file')}` (`{source.get('reference')}`{quant}, "
+                     f"sha256 `{source.get('sha256')}`): {source.get('conversion', 'dequantised')}.")
     lines.append("")
 
     lines += ["## Aspects", "", "| aspect | adapter | dataset | judge |", "|---|---|---|---|"]

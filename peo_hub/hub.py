@@ -317,6 +317,19 @@ def download_model(repo_id: str, revision: str | None = None, config_only: bool 
     return snapshot, _commit_of(snapshot)
 
 
+def download_file(repo_id: str, filename: str, revision: str | None = None,
+                  token: str | None = None) -> tuple[Path, str | None]:
+    """One file of a Hub model repo (e.g. a GGUF base), and the commit it resolved to."""
+    from huggingface_hub import hf_hub_download
+
+    with hub_errors(f"download {filename} from {repo_id}", repo_id, revision=revision):
+        path = Path(hf_hub_download(repo_id, filename, revision=revision, token=token))
+    snapshot = path.parent
+    while snapshot.parent.name != "snapshots" and snapshot != snapshot.parent:
+        snapshot = snapshot.parent
+    return path, _commit_of(snapshot)
+
+
 def push_point(bundle: str | os.PathLike[str], repo_id: str, weights: Mapping[str, float] | None = None,
                alpha: float = 0.0, coefficients: Mapping[str, float] | None = None, as_: str = "adapter",
                private: bool = False, token: str | None = None, bundle_repo_id: str | None = None) -> str:

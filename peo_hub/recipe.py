@@ -288,7 +288,9 @@ class Recipe(BaseModel):
                                                     "writes to runs/<name> unless --output is given; default: "
                                                     "the file name")
     seed: int = Field(default=0, ge=0, lt=2**32, description="seed for data order, LoRA init, sampling")
-    base_model: str = Field(description="embedded:toy, a Hub id, or a local model folder")
+    base_model: str = Field(description="embedded:toy, a Hub id, a local model folder, or a GGUF file: path/x.gguf, "
+                                        "pypi:<package>/<file>.gguf or hf://<namespace>/<repo>/<file>.gguf "
+                                        "(dequantised once, cached by its sha256)")
     base_model_revision: str | None = Field(default=None, description="Hub revision of the base")
     aspects: dict[str, AspectSpec] = Field(
         description="aspect name -> dataset + judge; two or more; names are folder names (letters, digits, '-', '_'); "

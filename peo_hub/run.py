@@ -75,11 +75,15 @@ def resolve_base(recipe: Recipe) -> Base:
 
     Fails in one line, before anything is written, when it cannot be had.
     """
+    from peo_hub.gguf_base import ensure_gguf_base, is_gguf_base
     from peo_hub.world.base import ensure_embedded_base, is_embedded
 
     name = recipe.base_model
     if is_embedded(name):
         return Base(source=str(ensure_embedded_base(name, seed=recipe.seed)), name=BASE_DIR)
+    if is_gguf_base(name):  # converted once into a cached folder, then shipped inside like a local base
+        folder, provenance = ensure_gguf_base(name, revision=recipe.base_model_revision)
+        return Base(source=str(folder), name=BASE_DIR, provenance=provenance)
     local = Path(name).expanduser()
     if kind_of(name) == "local" or local.is_dir():
         if not local.is_dir():
