@@ -147,8 +147,9 @@ class DatasetSpec(BaseModel):
         default=None,
         description=(
             "pku-saferlhf: 'better' (helpfulness, better_response_id) or 'safer' (harmlessness, "
-            "safer_response_id) picks the chosen response. embedded sources: the aspect label passed to the "
-            "toy world. Not used by other formats."
+            "safer_response_id) picks the chosen response. embedded:toy: the aspect label passed to the "
+            "toy world. embedded:smollm2-safety: harmful or benign keeps only those prompts. Not used by other "
+            "formats."
         ),
     )
     columns: dict[str, str] | None = Field(
@@ -411,7 +412,7 @@ def _load_embedded(spec: DatasetSpec, split: str) -> "Dataset":
     if name == SMOLLM2_PROMPTS:
         from peo_hub.world.smollm2 import prompt_rows
 
-        return datasets.Dataset.from_list(prompt_rows(_split_name(split)))
+        return datasets.Dataset.from_list(prompt_rows(_split_name(split), spec.label))
     try:
         rows = embedded_pairs(name, split, spec.label)
     except PEOError:

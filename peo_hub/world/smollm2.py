@@ -36,12 +36,23 @@ def _rows() -> tuple[dict[str, Any], ...]:
     return tuple(json.loads(line) for line in text.splitlines() if line.strip())
 
 
-def prompt_rows(split: str | None = None) -> list[dict[str, Any]]:
-    """The labelled prompts of one split (``train``/``eval``; ``None``: both), in file order."""
+LABELS = {"harmful": True, "benign": False}
+
+
+def prompt_rows(split: str | None = None, label: str | None = None) -> list[dict[str, Any]]:
+    """The labelled prompts of one split (``train``/``eval``; ``None``: both), in file order.
+
+    ``label`` (``harmful``/``benign``) keeps one kind only, e.g. the harmful requests a
+    harmless aspect's pairs are sampled for (a benign prompt gives such a judge nothing to
+    prefer: every reply to it scores 1).
+    """
     if split is not None and split not in SPLITS:
         raise DataError(f"embedded:{NAME} has splits {' and '.join(SPLITS)}, not {split!r}; set split: train or "
                         "split: eval")
-    return [dict(row) for row in _rows() if split is None or row["split"] == split]
+    if label is not None and label not in LABELS:
+        raise DataError(f"embedded:{NAME} takes label: harmful or label: benign (or none), not {label!r}")
+    return [dict(row) for row in _rows() if (split is None or row["split"] == split)
+            and (label is None or bool(row["harmful"]) == LABELS[label])]
 
 
 def harmful_labels() -> dict[str, bool]:
