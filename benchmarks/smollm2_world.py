@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=REPO / "runs" / "smollm2-bench")
     parser.add_argument("--analyse", type=Path, default=None, help="a finished bundle: skip the run, re-read it")
     parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--no-replies", action="store_true", help="skip the replies at several slider settings")
     parser.add_argument("--output", type=Path, default=None, help="default: benchmarks/results/smollm2_world.json")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
@@ -105,25 +106,35 @@ def main() -> None:
 
         if args.output_dir.exists():
             shutil.rmtree(args.output_dir)  # a fresh run each time: the benchmark is the whole recipe
+        from peo_hub.selfpairs import cache_root
+
+        cached_before = {d.name for d in cache_root().glob("*") if (d / "done.json").is_file()}
+        report["cached_before"] = sorted(cached_before)
         load_before = os.getloadavg()
         start = time.perf_counter()
         bundle = run_recipe(RECIPE, output=args.output_dir)
         report["wall_seconds"] = round(time.perf_counter() - start, 1)
         report["load_average_1_5_15_before_after"] = [list(load_before), list(os.getloadavg())]
         report["note"] = ("wall time of one `recipe run` into a fresh folder; the GGUF conversion and the pairs' "
-                          "samples are cached under $PEO_HUB_CACHE, so a first-ever run adds their cost unless "
-                          "pairs_cache_was_warm says otherwise")
+                          "samples are cached under $PEO_HUB_CACHE: pairs_cache_was_warm says which aspects' "
+                          "samples were read from the cache instead of sampled in this run")
     manifest = load_manifest(bundle)
     aspects = list(manifest.aspect_names)
+    pairs_cache = {a: manifest.aspects[a].dataset.get("samples_cache") for a in aspects}
+    report["pairs_cache_was_warm"] = {a: key in set(report.pop("cached_before", [])) for a, key in pairs_cache.items()}
     report["bundle"] = str(bundle)
     report["training_seconds"] = (manifest.front or {}).get("training_seconds")
     report["pairs"] = {a: {k: v for k, v in manifest.aspects[a].dataset.items()
                            if k in ("rows_read", "train_rows", "dropped", "samples_cache", "mean_score", "mean_gap")}
                        for a in aspects}
     report["adapter_effects"] = adapter_effects(bundle, aspects, args.resamples)
-    report["front"] = front_summary(bundle)
+    if (bundle / "front.json").is_file():
+        report["front"] = front_summary(bundle)
+    else:  # --analyse on a run stopped during its sweep: the one-hot points exist, the front does not
+        report["partial"] = "the run was stopped before its sweep finished: no front; adapter effects are complete"
     spec = load_recipe(RECIPE).evaluate
-    report["slider_replies"] = slider_replies(bundle, spec.max_new_tokens)
+    if not args.no_replies:
+        report["slider_replies"] = slider_replies(bundle, spec.max_new_tokens)
     for row in report["adapter_effects"]:
         print(f"{row['adapter']:>9} adapter, {row['judge']:>9} judge: {row['base']:.3f} -> {row['adapter_mean']:.3f} "
               f"({row['delta']:+.3f}, 95% CI {row['delta_ci']})")

@@ -101,10 +101,24 @@ class GenerateSpec(BaseModel):
         default=None,
         description="a system message the replies are sampled under but the pairs are trained without (context "
                     "distillation), e.g. a safety instruction for a harmless aspect")
+    context: list[dict[str, str]] | None = Field(
+        default=None,
+        description="example turns ({role: user|assistant, content}) put before each prompt while sampling, after "
+                    "the system prompt, and not trained on either: few-shot context distillation, which small models "
+                    "follow more readily than an instruction")
     max_new_tokens: int = Field(default=64, gt=0, le=4096, description="reply length cap while sampling")
     temperature: float = Field(default=1.0, gt=0, description="sampling temperature")
     top_p: float = Field(default=1.0, gt=0, le=1, description="nucleus sampling")
-    batch_size: int = Field(default=32, gt=0, description="prompts sampled per batch (each batch is cached when done)")
+    batch_size: int = Field(default=32, gt=0, description="replies generated per batch (batch_size // samples prompts "
+                                                          "at a time; each batch is cached when done)")
+
+    @field_validator("context")
+    @classmethod
+    def _turns(cls, value: list[dict[str, str]] | None) -> list[dict[str, str]] | None:
+        for i, turn in enumerate(value or []):
+            if set(turn) != {"role", "content"} or turn["role"] not in ("user", "assistant"):
+                raise ValueError(f"context turn {i} must be {{role: user or assistant, content: text}}, got {turn}")
+        return value
 
 
 class DatasetSpec(BaseModel):

@@ -5,9 +5,9 @@ README "The real world"): a dataset spec with ``generate:`` names only prompts; 
 prompt, ``generate.samples`` replies are sampled from the base model, scored with the
 aspect's judge (any registered judge, ``reward_model`` included), and the best reply is
 kept as ``chosen`` against the worst as ``rejected`` when their scores differ by at least
-``generate.margin``. With ``generate.system_prompt`` the replies are sampled under that
-system message but the pairs are trained without it: context distillation, so the adapter
-learns to behave as if it had been told.
+``generate.margin``. With ``generate.system_prompt`` (and ``generate.context``, example
+turns) the replies are sampled under that context but the pairs are trained without it:
+context distillation, so the adapter learns to behave as if it had been told (or shown).
 
 Why cached, and how: sampling is the slowest step before training on a CPU. Replies and
 scores are appended to ``$PEO_HUB_CACHE/pairs/<key>/samples.jsonl`` one batch of prompts
@@ -63,15 +63,17 @@ def cache_key(model_id: str, chat_template: str | None, prompts: Sequence[Any], 
               judge: JudgeSpec, seed: int) -> str:
     """The hash of everything that determines the sampled replies and their scores."""
     blob = json.dumps({"model": model_id, "template": chat_template, "prompts": list(prompts),
-                       "generate": generate.model_dump(mode="json"), "judge": judge.model_dump(mode="json"),
+                       "generate": generate.model_dump(mode="json", exclude_none=True), "judge": judge.model_dump(mode="json"),
                        "seed": seed}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def _with_system(prompt: Any, system: str | None) -> list[dict[str, str]] | Any:
-    if system is None:
+def _in_context(prompt: Any, generate: GenerateSpec) -> list[dict[str, str]] | Any:
+    """The prompt as sampled: after the system prompt and the example turns (neither is trained on)."""
+    if generate.system_prompt is None and not generate.context:
         return prompt
-    return [{"role": "system", "content": system}, *[m for m in to_messages(prompt) if m["role"] != "system"]]
+    system = [{"role": "system", "content": generate.system_prompt}] if generate.system_prompt is not None else []
+    return [*system, *(generate.context or []), *[m for m in to_messages(prompt) if m["role"] != "system"]]
 
 
 @dataclass
@@ -127,7 +129,7 @@ def sample_replies(model: Any, tokenizer: Any, prompts: Sequence[Any], generate:
             if callable(model) and not hasattr(model, "generate"):
                 model = model()
             chunk = list(prompts[first:first + per_batch])
-            rendered = [render_prompt(tokenizer, _with_system(p, generate.system_prompt)) for p in chunk]
+            rendered = [render_prompt(tokenizer, _in_context(p, generate)) for p in chunk]
             replies = generate_replies(model, tokenizer, rendered, sampling, seed=seed + first)
             flat_prompts = [p for p, rs in zip(chunk, replies) for _ in rs]
             scores = judge(flat_prompts, [r for rs in replies for r in rs])

@@ -22,6 +22,8 @@ from peo_hub.selfpairs import SAMPLES_FILE, best_vs_worst, cache_root, sample_pa
 from smollm2 import truncated_smollm2
 
 SYSTEM = "You are a careful assistant. Refuse anything dangerous."
+CONTEXT = [{"role": "user", "content": "How do I steal a car?"},
+           {"role": "assistant", "content": "I'm sorry, but I can't help with that."}]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def _pairs(data) -> list[tuple[str, str, str]]:
 def test_pairs_are_best_against_worst_by_the_judge_and_the_system_prompt_is_not_trained_on(smol, cache) -> None:
     folder, tokenizer = smol
     judge = JudgeSpec(type="chat_helpful")
-    data = sample_pairs(_spec(system_prompt=SYSTEM), judge, str(folder), tokenizer, seed=0)
+    data = sample_pairs(_spec(system_prompt=SYSTEM, context=CONTEXT), judge, str(folder), tokenizer, seed=0)
     records = [json.loads(line) for line in next(cache_root().glob(f"*/{SAMPLES_FILE}")).read_text().splitlines()]
     assert len(records) == 5 and all(len(r["replies"]) == 3 for r in records)
     score = build_judge(judge)
@@ -67,7 +69,8 @@ def test_pairs_are_best_against_worst_by_the_judge_and_the_system_prompt_is_not_
     for prompt, chosen, rejected in _pairs(data):
         raw = next(r["prompt"] for r in records if r["prompt"] in prompt)
         assert score([raw], [chosen])[0] > score([raw], [rejected])[0]
-        assert SYSTEM not in prompt and "<|im_start|>assistant" in prompt  # rendered, without the sampling system prompt
+        # rendered, without the sampling context
+        assert SYSTEM not in prompt and "steal a car" not in prompt and "<|im_start|>assistant" in prompt
     assert data.provenance()["samples_cache"] == next(cache_root().iterdir()).name
 
 
@@ -126,6 +129,8 @@ def test_reward_model_judges_label_pairs_too(smol, cache, tmp_path: Path) -> Non
     ({"source": "embedded:smollm2-safety", "generate": {"samples": 4}, "test_size": 0.2}, "no hold-out"),
     ({"source": "embedded:smollm2-safety"}, "holds prompts only; add generate"),
     ({"source": "embedded:smollm2-safety", "generate": {"samples": 1}}, "greater than or equal to 2"),
+    ({"source": "embedded:smollm2-safety", "generate": {"context": [{"role": "system", "content": "x"}]}},
+     "role: user or assistant"),
 ])
 def test_generate_settings_are_checked(fields: dict, message: str) -> None:
     with pytest.raises(DataError, match=message):
