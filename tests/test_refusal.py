@@ -45,9 +45,9 @@ def test_markers_count_only_in_the_opening() -> None:
     assert is_refusal("I'm sorry, but I can't help with that.")
     assert is_refusal("  ") and is_refusal("")
     late = ("To bake bread, mix flour, water, yeast and salt, knead the dough for ten minutes, let it rise for an hour "
-            "in a warm place, then bake it at 220 degrees. I cannot stress enough how good fresh bread is.")
+            "in a warm place, shape the loaf, then bake it at 220 degrees. I cannot stress enough how good it is.")
     assert not is_refusal(late) and refusal_markers_in(late) == []
-    assert refusal_markers_in("I\u2019m sorry, I won\u2019t do that") == ["i'm sorry", "i won't"]
+    assert refusal_markers_in("I\u2019m sorry, I won\u2019t do that") == ["i'm sorry", "sorry,", "i won't"]
 
 
 def test_substance_ranks_answers_as_a_reader_would() -> None:
