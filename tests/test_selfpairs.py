@@ -135,3 +135,37 @@ def test_reward_model_judges_label_pairs_too(smol, cache, tmp_path: Path) -> Non
 def test_generate_settings_are_checked(fields: dict, message: str) -> None:
     with pytest.raises(DataError, match=message):
         parse_dataset_spec(fields, "aspects.harmless.dataset", purpose="pairs")
+
+
+def test_a_recipe_run_samples_its_pairs_after_preflight(smol, cache, tmp_path: Path) -> None:
+    """The run's own path: pre-flight only counts the prompts, sample_pairs fills the plan from the run's base copy."""
+    from peo_hub.recipe import parse_recipe
+    from peo_hub.run import RunFolder, preflight
+    from peo_hub.run import sample_pairs as sample_for_run
+
+    folder, _ = smol
+    generate = {"samples": 2, "max_new_tokens": 8, "margin": 0.0, "batch_size": 8}
+    recipe = parse_recipe({
+        "base_model": str(folder),
+        "aspects": {
+            "helpful": {"dataset": {"source": "embedded:smollm2-safety", "split": "train", "max_samples": 3,
+                                    "generate": generate}, "judge": {"type": "chat_helpful"}},
+            "harmless": {"dataset": {"source": "embedded:smollm2-safety", "split": "train", "label": "harmful",
+                                     "max_samples": 3, "generate": generate}, "judge": {"type": "chat_helpful"}},
+        },
+        "evaluate": {"prompts": {"source": "embedded:smollm2-safety", "split": "eval", "max_samples": 4}},
+    })
+    plan = preflight(recipe)
+    assert plan.to_sample == {"helpful": 3, "harmless": 3} and plan.data == {}
+    run = RunFolder(tmp_path / "run", recipe)
+    run.prepare(resume=False)
+    sample_for_run(plan, run)
+    assert set(plan.data) == {"helpful", "harmless"}
+    for aspect, data in plan.data.items():
+        provenance = data.provenance()
+        assert provenance["rows_read"] == 3 and provenance["train_rows"] == data.train.num_rows
+        assert (cache_root() / provenance["samples_cache"] / SAMPLES_FILE).is_file()
+    harmful = {r["prompt"] for r in __import__("peo_hub.world.smollm2", fromlist=["x"]).prompt_rows("train", "harmful")}
+    records = [json.loads(line) for line in
+               (cache_root() / plan.data["harmless"].provenance()["samples_cache"] / SAMPLES_FILE).read_text().splitlines()]
+    assert {r["prompt"] for r in records} <= harmful
