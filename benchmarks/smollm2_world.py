@@ -47,7 +47,11 @@ def adapter_effects(bundle: Path, aspects: list[str], resamples: int) -> list[di
     base = _record(bundle, "base", "c-" + "-".join(f"{a}0.00" for a in aspects))
     rows = []
     for aspect in aspects:
-        alone = _record(bundle, "soup", "-".join(f"{a}{float(a == aspect):.2f}" for a in aspects) + "-a0.00")
+        label = "-".join(f"{a}{float(a == aspect):.2f}" for a in aspects) + "-a0.00"
+        if not (bundle / "evaluations" / f"soup-{label}.json").is_file():
+            rows.append({"adapter": aspect, "missing": "not evaluated yet: the run was stopped before this point"})
+            continue
+        alone = _record(bundle, "soup", label)
         for judged in aspects:
             b, x = base["metrics"][judged]["scores"], alone["metrics"][judged]["scores"]
             base_mean, base_ci = cluster_mean_ci(b, resamples)
@@ -123,7 +127,8 @@ def main() -> None:
     pairs_cache = {a: manifest.aspects[a].dataset.get("samples_cache") for a in aspects}
     report["pairs_cache_was_warm"] = {a: key in set(report.pop("cached_before", [])) for a, key in pairs_cache.items()}
     report["bundle"] = str(bundle)
-    report["training_seconds"] = (manifest.front or {}).get("training_seconds")
+    report["training_seconds"] = (manifest.front or {}).get("training_seconds") or {
+        a: manifest.aspects[a].train_seconds for a in aspects}
     report["pairs"] = {a: {k: v for k, v in manifest.aspects[a].dataset.items()
                            if k in ("rows_read", "train_rows", "dropped", "samples_cache", "mean_score", "mean_gap")}
                        for a in aspects}
@@ -131,11 +136,15 @@ def main() -> None:
     if (bundle / "front.json").is_file():
         report["front"] = front_summary(bundle)
     else:  # --analyse on a run stopped during its sweep: the one-hot points exist, the front does not
-        report["partial"] = "the run was stopped before its sweep finished: no front; adapter effects are complete"
+        report["partial"] = ("the run was stopped before its sweep finished: no front; the adapter effects of the "
+                             "points evaluated so far")
     spec = load_recipe(RECIPE).evaluate
     if not args.no_replies:
         report["slider_replies"] = slider_replies(bundle, spec.max_new_tokens)
     for row in report["adapter_effects"]:
+        if "missing" in row:
+            print(f"{row['adapter']:>9} adapter: {row['missing']}")
+            continue
         print(f"{row['adapter']:>9} adapter, {row['judge']:>9} judge: {row['base']:.3f} -> {row['adapter_mean']:.3f} "
               f"({row['delta']:+.3f}, 95% CI {row['delta_ci']})")
     write_report("smollm2_world", report, args.output)
