@@ -81,7 +81,10 @@ def slider_replies(bundle: Path, max_new_tokens: int) -> list[dict]:
     model = PEOModel.from_pretrained(bundle)
     out = []
     for weights, alpha in SETTINGS:
-        model.set_preference(weights, alpha=alpha)
+        if any(weights.values()):
+            model.set_preference(weights, alpha=alpha)
+        else:  # the base: no weights to normalise, every coefficient 0
+            model.set_preference(coefficients=dict(weights))
         replies = [model.chat([{"role": "user", "content": p}], max_new_tokens=max_new_tokens, do_sample=False)
                    for p in SHOWN]
         out.append({"weights": weights, "alpha": alpha, "coefficients": model.coefficients,
