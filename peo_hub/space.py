@@ -167,9 +167,9 @@ class PEOSpace:
         # PNG bytes per evaluated point (~40 kB each; the marker always sits on a point)
         self._plot_cache = functools.lru_cache(maxsize=None)(self._render_plot)
         config = getattr(model.model, "config", None)
-        context = int(getattr(config, "max_position_embeddings", 0) or 0)
+        self.context_tokens = int(getattr(config, "max_position_embeddings", 0) or 0)
         turns = self.settings.history_turns
-        self.history_turns = turns if turns is not None else (0 if context <= 256 else 3)
+        self.history_turns = turns if turns is not None else (0 if self.context_tokens <= 256 else 3)
         self._candidates = self._front_candidates()
 
     # ------------------------------------------------------------------ preference
@@ -418,8 +418,7 @@ class PEOSpace:
             raise gr.Error(str(exc), print_exception=False) from None
         history = [{"role": m["role"], "content": _message_text(m.get("content"))} for m in (history or [])
                    if m.get("role") in ("user", "assistant")]
-        context = history[-2 * self.history_turns:] if self.history_turns else []
-        messages = context + [{"role": "user", "content": text}]
+        messages = self.conversation(history, text)
         history = history + [{"role": "user", "content": text}, {"role": "assistant", "content": "…"}]
         yield history, ""
         reply = ""
@@ -429,6 +428,34 @@ class PEOSpace:
         if not reply.strip():
             history[-1]["content"] = "*(empty reply)*"
             yield history, ""
+
+    def conversation(self, history: Sequence[Mapping[str, str]], text: str) -> list[dict[str, str]]:
+        """The messages sent for a new UI message: the last ``history_turns`` exchanges that fit.
+
+        A chat model answers a follow-up ("and for sourdough?") only with the earlier turns, so
+        they are sent along, but within the prompt caps: at most ``history_turns`` exchanges,
+        each earlier message cut to ``max_prompt_chars`` characters (a reply can be longer than
+        a prompt), and the oldest exchanges dropped until the rendered prompt leaves room for
+        ``max_new_tokens`` in the model's context. The new message is never dropped.
+        """
+        from peo_hub.chat import render_prompt
+
+        limit = self.settings.max_prompt_chars
+        turns = [{"role": m["role"], "content": m["content"][:limit]} for m in history
+                 if m.get("role") in ("user", "assistant") and m.get("content")]
+        keep = turns[-2 * self.history_turns:] if self.history_turns else []
+        while keep and keep[0]["role"] != "user":
+            keep = keep[1:]  # an exchange starts with the user
+        new = [{"role": "user", "content": text}]
+        budget = self.context_tokens - self.settings.max_new_tokens if self.context_tokens else None
+        while keep and budget is not None:
+            prompt = render_prompt(self.model.tokenizer, keep + new)
+            if len(self.model.tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= budget:
+                break
+            keep = keep[2:]  # the oldest exchange goes first
+            while keep and keep[0]["role"] != "user":
+                keep = keep[1:]
+        return keep + new
 
     def apply_preset(self, name: str) -> list[float]:
         """Slider values for a preset (weights in aspect order, then alpha)."""

@@ -277,3 +277,68 @@ def test_the_upload_route_refuses_large_files(served: Any) -> None:
     assert big.status_code == 413, (big.status_code, big.text[:200])
     small = httpx.post(url, files={"files": ("small.txt", b"hello", "text/plain")}, timeout=30)
     assert small.status_code == 200
+
+
+# ---------------------------------------------------------------------- a real chat model's history
+
+
+@pytest.fixture(scope="module")
+def smol_space(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A PEOSpace on a bundle composed over the truncated SmolLM2 (real tokenizer and ChatML template)."""
+    from llamacpp_check import random_adapter
+    from peo_hub import PEOModel
+    from peo_hub.cli import main
+    from peo_hub.space import PEOSpace, SpaceSettings
+    from smollm2 import truncated_smollm2
+
+    base = truncated_smollm2()
+    root = tmp_path_factory.mktemp("smol-space")
+    for i, name in enumerate(("helpful", "harmless")):
+        random_adapter(base, root / name, seed=i + 1, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    assert main(["compose", str(base), "--adapter", f"helpful={root / 'helpful'}", "--adapter",
+                 f"harmless={root / 'harmless'}", "--output", str(root / "bundle")]) == 0
+    return PEOSpace(PEOModel.from_pretrained(root / "bundle"), settings=SpaceSettings(max_new_tokens=8))
+
+
+def _exchanges(n: int, reply: str = "Sure.") -> list[dict[str, str]]:
+    return [m for i in range(n) for m in ({"role": "user", "content": f"question {i}"},
+                                         {"role": "assistant", "content": f"{reply} {i}"})]
+
+
+def test_a_chat_model_gets_its_last_turns_and_the_toy_none(smol_space: Any, toy_bundle: Path) -> None:
+    from peo_hub import PEOModel
+    from peo_hub.space import PEOSpace
+
+    assert smol_space.history_turns == 3
+    messages = smol_space.conversation(_exchanges(5), "and then?")
+    assert messages == _exchanges(5)[-6:] + [{"role": "user", "content": "and then?"}]
+    assert PEOSpace(PEOModel.from_pretrained(toy_bundle)).conversation(_exchanges(2), "hi") == [
+        {"role": "user", "content": "hi"}]  # the toy is single-turn (a 128-token context)
+
+
+def test_history_stays_within_the_prompt_caps(smol_space: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from peo_hub.chat import render_prompt
+
+    tokenizer = smol_space.model.tokenizer
+    long_reply = "word " * 2000  # a reply may be longer than a prompt: cut to max_prompt_chars
+    messages = smol_space.conversation(_exchanges(3, reply=long_reply), "next")
+    assert all(len(m["content"]) <= smol_space.settings.max_prompt_chars for m in messages)
+
+    monkeypatch.setattr(smol_space, "context_tokens", 200)  # a small context: oldest exchanges go first
+    messages = smol_space.conversation(_exchanges(3, reply=long_reply), "next")
+    prompt_tokens = len(tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"])
+    assert prompt_tokens <= 200 - smol_space.settings.max_new_tokens
+    assert messages[-1] == {"role": "user", "content": "next"} and messages[0]["role"] == "user"
+    assert len(messages) < 7
+
+    odd = [{"role": "assistant", "content": "welcome"}, *_exchanges(1)]
+    assert smol_space.conversation(odd, "x")[0]["role"] == "user"  # an exchange starts with the user
+
+
+def test_the_ui_reply_is_the_models_reply_to_the_whole_conversation(smol_space: Any) -> None:
+    history = _exchanges(2)
+    *_, (final, _) = smol_space.respond("and then?", history, 0.5, 0.5, 0.0)
+    smol_space.model.set_preference({"helpful": 0.5, "harmless": 0.5})
+    with_history = smol_space.model.chat(history + [{"role": "user", "content": "and then?"}], max_new_tokens=8)
+    assert final[-1]["content"].strip() == (with_history or "*(empty reply)*")  # chat() strips; streaming does not
+    assert final[:-2] == history  # the chatbot keeps the conversation
