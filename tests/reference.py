@@ -82,7 +82,8 @@ def reference_model(bundle: Path, coefficients: dict[str, float]) -> LlamaForCau
             scale = module_alpha(config, module) / (math.sqrt(r) if config["use_rslora"] else r)
             state[module + ".weight"] += c * scale * (B.double() @ A.double())
     model = LlamaForCausalLM.from_pretrained(bundle / "base")
-    model.load_state_dict({k: v.float() for k, v in state.items()})
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)  # tied: one tensor
     return model.eval()
 
 
@@ -91,9 +92,12 @@ def logits(model) -> torch.Tensor:
     return model(input_ids=INPUT_IDS).logits
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, relative: bool = False) -> None:
+    """Within ``TOL``; ``relative``: within ``TOL`` of the largest logit (a real model's logits reach ~30,
+    where float32 alone rounds at ~2e-6 per operation)."""
     err = (actual - expected).abs().max().item()
-    assert err < TOL, f"max |logit difference| {err:.3g} >= {TOL}"
+    tol = TOL * max(1.0, expected.abs().max().item()) if relative else TOL
+    assert err < tol, f"max |logit difference| {err:.3g} >= {tol:.3g}"
 
 
 def run_cli(*args: str) -> int:
