@@ -12,8 +12,8 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,10 +23,11 @@ import pytest
 
 from peo_hub.world.toy import eval_prompts, harmless_score, helpful_score, task_of
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docs"))
+from space_screenshot import chromium_available, chromium_driver, free_port  # noqa: E402  (the README's pictures)
+
 REPO = Path(__file__).resolve().parent.parent
 APP = REPO / "spaces" / "peo-demo" / "app.py"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 # The README's picture (docs/space.png) is only rewritten on request: a test run must not
 # change a committed file. PEO_HUB_UPDATE_DOCS=1 pytest -m browser tests/test_space.py refreshes it.
 DOCS_SCREENSHOT = REPO / "docs" / "space.png"
@@ -35,18 +36,12 @@ DOCS_SCREENSHOT = REPO / "docs" / "space.png"
 RISKY_PROMPTS = [p for p in eval_prompts() if (t := task_of(p)) is not None and t.risky][:4]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(toy_bundle: Path) -> Iterator[Any]:
     """The Space for the toy bundle, launched in a background thread (``prevent_thread_lock``)."""
     from peo_hub.space import launch
 
-    demo = launch(toy_bundle, host="127.0.0.1", port=_free_port(), prevent_thread_lock=True, quiet=True)
+    demo = launch(toy_bundle, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         yield demo
     finally:
@@ -210,25 +205,16 @@ def test_space_readme_front_matter():
 
 @pytest.mark.browser
 def test_browser_slider_chat_and_screenshot(served: Any, client: Any, tmp_path: Path):
-    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
+    if not chromium_available():
         pytest.skip("needs Debian's chromium and chromedriver: apt-get install -y chromium chromium-driver")
     pytest.importorskip("selenium", reason="needs selenium: pip install -e '.[test]'")
-    os.environ.setdefault("SE_AVOID_STATS", "true")  # selenium-manager: no telemetry
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     profile = tempfile.mkdtemp(prefix="peo-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1480",
-                f"--user-data-dir={profile}"]:
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver = chromium_driver(profile)
     try:
         wait = WebDriverWait(driver, 30)
         driver.get(served.local_url)
