@@ -9,11 +9,16 @@ import math
 import random
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import LlamaForCausalLM
 from fakes import make_adapter, make_base, make_fake_bundle
 from peo_hub.cli import main
+
+if TYPE_CHECKING:
+    from peo_hub import PEOModel
 
 
 def _random_points(n: int, seed: int) -> list[dict]:
@@ -136,3 +141,24 @@ def make_wrong_base_bundle(tmp_path: Path) -> Path:
     shutil.rmtree(root / "adapters" / "harmless")
     make_adapter(tmp_path / "other", root / "adapters" / "harmless", seed=9)
     return root
+
+
+# Fixtures shared by test_model, test_lora and test_export (imported there by name).
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The three-aspect merge bundle (rsLoRA and rank/alpha patterns included), built once per module."""
+    return make_merge_bundle(tmp_path_factory.mktemp("merge") / "bundle")
+
+
+@pytest.fixture(scope="module")
+def peo(bundle: Path) -> "PEOModel":
+    from peo_hub import PEOModel
+
+    return PEOModel.from_pretrained(bundle)
+
+
+@pytest.fixture()
+def wrong_base_bundle(tmp_path: Path) -> Path:
+    return make_wrong_base_bundle(tmp_path)

@@ -17,18 +17,8 @@ from transformers import AutoModelForCausalLM
 from fakes import make_fake_bundle
 from peo_hub import PEOModel
 from peo_hub.errors import BundleError
-from reference import (POINTS, _one_line_error, assert_close, cli_error, coefficients_of, logits,
-                       make_merge_bundle, point_args, reference_model, run_cli)
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    return make_merge_bundle(tmp_path_factory.mktemp("merge") / "bundle")
-
-
-@pytest.fixture(scope="module")
-def peo(bundle) -> PEOModel:
-    return PEOModel.from_pretrained(bundle)
+from reference import (POINTS, _one_line_error, assert_close, cli_error, coefficients_of, logits, point_args, reference_model, run_cli)
+from reference import bundle, peo  # noqa: F401  (fixtures)
 
 
 def test_exported_adapter_matches_reference(peo, bundle, tmp_path):
