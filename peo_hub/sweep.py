@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from tqdm.auto import tqdm
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from peo_hub.run import Plan, RunFolder
 
 SAMPLE_REPLIES = 6  # replies kept per prompt in a record, for reading what a point says
+BATCH_POINTS = True  # many points per generate call (False: point by point, as before; benchmarks compare both)
 
 
 def family_points(recipe: Recipe) -> list[tuple[str, Preference]]:
@@ -79,14 +80,18 @@ def run_sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, 
 
     def evaluate(generate_with: Any, method: str, label: str, preference: Preference | None,
                  extra: dict[str, Any] | None = None, only: list[int] | None = None,
-                 prefix: str | None = None) -> dict[str, Any]:
-        """One policy's record on every prompt (or the prompts ``only`` names), written once."""
+                 prefix: str | None = None, replies: list[list[str]] | None = None) -> dict[str, Any]:
+        """One policy's record on every prompt (or the prompts ``only`` names), written once.
+
+        ``replies`` are the point's replies when a batched pass already generated them.
+        """
         path = folder / f"{prefix or method}-{label}.json"
         if path.is_file():
             return json.loads(path.read_text(encoding="utf-8"))
         keep = range(len(raw_prompts)) if only is None else only
         prompts, texts = [raw_prompts[i] for i in keep], [rendered[i] for i in keep]
-        replies = generate_replies(generate_with, tokenizer, texts, spec, seed=recipe.seed)
+        if replies is None:
+            replies = generate_replies(generate_with, tokenizer, texts, spec, seed=recipe.seed)
         metrics = score_replies(prompts, replies, judges, spec.bootstrap, seed=recipe.seed)
         record = _record(method, label, preference, metrics, prompts, replies, extra)
         if not base_logprob:
@@ -96,19 +101,34 @@ def run_sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, 
         atomic_write_json(path, record)
         return record
 
-    records = []
     family = family_points(recipe)
+    mine = list(range(len(family)))
     model: PEOModel | None = None
-    bar = tqdm(total=len(family) + len(morl_records), desc="sweep", unit="point")
-    for method, preference in family:
+    bar = tqdm(total=len(mine) + len(morl_records), desc="sweep", unit="point")
+    todo = [i for i in mine if not (folder / f"{family[i][0]}-{family[i][1].label()}.json").is_file()]
+    if todo:
+        model = PEOModel.from_pretrained(out, device=_device())
+    if len(todo) > 1 and batched_points(spec):
+        # Many points in one pass: rows = points x prompts x samples, one preference per row;
+        # each point's record is written as soon as its last row is generated (resumable).
+        assert model is not None
+        points = [family[i][1] for i in todo]
+        for k, replies in point_replies(model, tokenizer, rendered, points, spec, recipe.seed):
+            method, preference = family[todo[k]]
+            bar.set_postfix_str(f"{method} {preference.label()}")
+            evaluate(None, method, preference.label(), preference, replies=replies)
+            bar.update(1)
+    records: list[dict[str, Any]] = []
+    for i in mine:
+        method, preference = family[i]
         label = preference.label()
-        bar.set_postfix_str(f"{method} {label}")
-        if not (folder / f"{method}-{label}.json").is_file() and model is None:
-            model = PEOModel.from_pretrained(out, device=_device())
-        if model is not None:
+        if not (folder / f"{method}-{label}.json").is_file():
+            bar.set_postfix_str(f"{method} {label}")
+            assert model is not None
             model.set_preference(coefficients=preference.coefficients)
+            bar.update(1)
         records.append(evaluate(model, method, label, preference))
-        bar.update(1)
+    bar.update(len(mine) - bar.n)
     if recipe.sweep.search is not None:
         selection, _ = split_prompts(len(raw_prompts), spec.selection_fraction, recipe.seed)
         records += _search(recipe, records[0], selection, evaluate,
@@ -131,6 +151,35 @@ def run_sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, 
         bar.update(1)
     bar.close()
     return records
+
+
+def batched_points(spec: Any) -> bool:
+    """Whether the sweep may generate many points in one pass (the transformers engine, not turned off)."""
+    return BATCH_POINTS and getattr(spec, "engine", "transformers") == "transformers"
+
+
+def point_replies(model: Any, tokenizer: Any, rendered: list[str], points: list[Preference], spec: Any,
+                  seed: int) -> Iterator[tuple[int, list[list[str]]]]:
+    """``(k, replies)`` for ``points[k]`` as soon as its rows are generated, in order.
+
+    Rows are points x prompts x samples, one preference per row, ``spec.batch_size`` rows per
+    ``generate``; a row's reply is what the point alone would give it (greedy: the same
+    tokens; sampled: the same per-row seed, :func:`peo_hub.engines.row_seed`).
+    """
+    from peo_hub.engines import generate_rows
+
+    per_point = len(rendered) * spec.samples
+    texts = [t for _ in points for t in rendered for _ in range(spec.samples)]
+    samples = [k for _ in points for _ in rendered for k in range(spec.samples)]
+    preferences = [p for p in points for _ in range(per_point)]
+    replies: list[str] = []
+    done = 0
+    for _, chunk in generate_rows(model, tokenizer, texts, samples, spec, seed, preferences=preferences):
+        replies += chunk
+        while done < len(points) and len(replies) >= (done + 1) * per_point:
+            flat = replies[done * per_point:(done + 1) * per_point]
+            yield done, [flat[i * spec.samples:(i + 1) * spec.samples] for i in range(len(rendered))]
+            done += 1
 
 
 def _search(recipe: Recipe, base: dict[str, Any], selection: list[int], evaluate: Callable[..., dict[str, Any]],
