@@ -96,6 +96,8 @@ def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[st
     from peo_hub.sweep import run_sweep
 
     evaluations = run_sweep(plan, folder, morl_records)
+    if evaluations is None:  # one of several `accelerate launch` processes: process 0 writes the front
+        return folder.root
     _finish(recipe, folder, manifest, evaluations, records, morl_records)
     if repo_id:
         from peo_hub.hub import push_bundle
@@ -248,6 +250,8 @@ def evaluate_bundle(bundle_dir: str | os.PathLike[str], recipe: EvaluationRecipe
                               f"{folder.evaluations} to evaluate this bundle again with this recipe")
 
     evaluations = run_sweep(plan, folder, {})
+    if evaluations is None:  # one of several `accelerate launch` processes: process 0 writes the front
+        return root
     for aspect, spec in recipe.aspects.items():
         manifest.aspects[aspect].judge = spec.judge.model_dump(mode="json", exclude_none=True)
     manifest.recipe = recipe.model_dump(mode="json")

@@ -17,6 +17,9 @@ it keeps is evaluated on every prompt like a grid point (``source: search``).
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -61,8 +64,59 @@ def _record(method: str, label: str, preference: Preference | None, metrics: dic
     }
 
 
-def run_sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Evaluate all points (resuming from ``evaluations/``); returns their evaluation records."""
+def run_sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any]]
+              ) -> list[dict[str, Any]] | None:
+    """Evaluate all points (resuming from ``evaluations/``); returns their evaluation records.
+
+    Under ``accelerate launch`` (or ``torchrun``) with N processes, process r evaluates the
+    family points, searched weight vectors and MORL baselines whose index is r mod N, each on
+    its own device; then process 0 gathers every record from ``evaluations/`` and returns
+    them, and the other processes return ``None`` (they must not write the front).
+    """
+    shard = _shard()
+    if shard is None:
+        return _sweep(plan, run, morl_records)
+    _sweep(plan, run, morl_records, shard=shard)
+    shard.barrier()
+    if shard.rank != 0:
+        return None
+    return _sweep(plan, run, morl_records)  # every record is on disk now: this only reads them
+
+
+@dataclass
+class Shard:
+    """This process's share of a sweep run by several processes (``accelerate launch``)."""
+
+    rank: int
+    world: int
+    device: str | None
+    barrier: Callable[[], None]
+
+    def owns(self, index: int) -> bool:
+        return index % self.world == self.rank
+
+
+def _shard() -> Shard | None:
+    """This process's :class:`Shard` when launched as one of several processes, else ``None``.
+
+    The barrier runs on its own gloo group with a long timeout: processes wait for the slowest
+    one's share, which can take far longer than the default 10-30 minutes.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    import torch.distributed as dist
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    group = dist.new_group(backend="gloo", timeout=timedelta(days=7))
+    device = str(state.device) if torch.cuda.is_available() else None
+    return Shard(state.process_index, state.num_processes, device, lambda: dist.barrier(group=group))
+
+
+def _sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any]],
+           shard: Shard | None = None) -> list[dict[str, Any]]:
+    """Evaluate every point (or only ``shard``'s share), resuming from ``evaluations/``."""
     from peo_hub.chat import render_prompt
     from peo_hub.engines import generate_replies
     from peo_hub.evaluate import score_replies
@@ -95,19 +149,20 @@ def run_sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, 
         metrics = score_replies(prompts, replies, judges, spec.bootstrap, seed=recipe.seed)
         record = _record(method, label, preference, metrics, prompts, replies, extra)
         if not base_logprob:
-            base_logprob.append(BaseLogprob(run.base_path(plan.base), plan.base.revision, tokenizer, _device()))
+            base_logprob.append(BaseLogprob(run.base_path(plan.base), plan.base.revision, tokenizer, device))
         record["guard"] = {**text_measures(tokenizer, replies), "base_logprob": base_logprob[0](texts, replies)}
         record["recipe_hash"] = run.fingerprint_hash
         atomic_write_json(path, record)
         return record
 
     family = family_points(recipe)
-    mine = list(range(len(family)))
+    mine = [i for i in range(len(family)) if shard is None or shard.owns(i)]
+    device = _device() if shard is None else shard.device
     model: PEOModel | None = None
-    bar = tqdm(total=len(mine) + len(morl_records), desc="sweep", unit="point")
+    bar = tqdm(total=len(mine) + len(morl_records), desc="sweep", unit="point", disable=bool(shard and shard.rank))
     todo = [i for i in mine if not (folder / f"{family[i][0]}-{family[i][1].label()}.json").is_file()]
     if todo:
-        model = PEOModel.from_pretrained(out, device=_device())
+        model = PEOModel.from_pretrained(out, device=device)
     if len(todo) > 1 and batched_points(spec):
         # Many points in one pass: rows = points x prompts x samples, one preference per row;
         # each point's record is written as soon as its last row is generated (resumable).
@@ -129,16 +184,22 @@ def run_sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, 
             bar.update(1)
         records.append(evaluate(model, method, label, preference))
     bar.update(len(mine) - bar.n)
+    if shard is not None:
+        shard.barrier()  # the search compares with the base point's record, which one process wrote
+        records = [json.loads((folder / f"base-{family[0][1].label()}.json").read_text(encoding="utf-8"))]
     if recipe.sweep.search is not None:
         selection, _ = split_prompts(len(raw_prompts), spec.selection_fraction, recipe.seed)
         records += _search(recipe, records[0], selection, evaluate,
-                           lambda: model or PEOModel.from_pretrained(out, device=_device()))
+                           lambda: model or PEOModel.from_pretrained(out, device=device),
+                           owns=None if shard is None else shard.owns)
     del model
 
-    for label, info in morl_records.items():
+    for j, (label, info) in enumerate(morl_records.items()):
+        if shard is not None and not shard.owns(j):
+            continue
         bar.set_postfix_str(f"morl {label}")
         loader: Callable[[], Any] = lambda info=info: _load_peft(run.base_path(plan.base), plan.base.revision,
-                                                                 out / info["adapter"])
+                                                                 out / info["adapter"], device)
         path = folder / f"morl-{label}.json"
         generator = None if path.is_file() else loader()
         preference = make_preference(list(recipe.aspects), info["weights"])
@@ -183,7 +244,7 @@ def point_replies(model: Any, tokenizer: Any, rendered: list[str], points: list[
 
 
 def _search(recipe: Recipe, base: dict[str, Any], selection: list[int], evaluate: Callable[..., dict[str, Any]],
-            load: Callable[[], Any]) -> list[dict[str, Any]]:
+            load: Callable[[], Any], owns: Callable[[int], bool] | None = None) -> list[dict[str, Any]]:
     """Per weight vector: search alpha on the selection prompts, then evaluate the alpha kept on all.
 
     Every trial is a record ``search-trial-<label>.json`` (so a resumed search replays from
@@ -195,7 +256,10 @@ def _search(recipe: Recipe, base: dict[str, Any], selection: list[int], evaluate
     base_guard = summarise(base["guard"], selection)
     model: list[Any] = []
     records = []
-    for weights in weight_grid(aspects, recipe.sweep.weights):
+    for j, weights in enumerate(weight_grid(aspects, recipe.sweep.weights)):
+        if owns is not None and not owns(j):
+            continue
+
         def trial(alpha: float, weights: dict[str, float] = weights) -> tuple[dict[str, float], bool]:
             preference = make_preference(aspects, weights, alpha=alpha)
             if not model:
@@ -218,13 +282,13 @@ def _search(recipe: Recipe, base: dict[str, Any], selection: list[int], evaluate
     return records
 
 
-def _load_peft(base: str, revision: str | None, adapter: Path) -> Any:
+def _load_peft(base: str, revision: str | None, adapter: Path, device: str | None) -> Any:
     """A MORL baseline: its own adapter on the run's base, at the recipe's base revision."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base, revision=revision)
-    return PeftModel.from_pretrained(model, str(adapter)).eval().to(_device() or "cpu")
+    return PeftModel.from_pretrained(model, str(adapter)).eval().to(device or "cpu")
 
 
 def _device() -> str | None:

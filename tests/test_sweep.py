@@ -129,3 +129,35 @@ def test_batched_sweep_equals_point_by_point_and_resumes_per_point(tmp_path: Pat
     resumed = _records(batched_bundle)
     assert resumed[family[5]].pop("marker") == "kept"
     assert resumed == batched
+
+
+@pytest.mark.slow
+def test_accelerate_launch_shards_the_sweep_over_two_cpu_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   peo_cache: Path) -> None:
+    """Two processes under `accelerate launch --cpu`: each evaluates its share, process 0 writes the
+    front, and every record and the front equal a one-process evaluation of the same bundle."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from fakes import make_fake_bundle
+
+    alone = _evaluated(tmp_path, "alone", True, monkeypatch)
+    sharded = make_fake_bundle(tmp_path / "sharded")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PEO_HUB_CACHE": str(peo_cache)}
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    result = subprocess.run([accelerate, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no",
+                             "-m", "peo_hub.cli", "evaluate", str(sharded), "--recipe", str(tmp_path / "eval.yaml")],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    mine, theirs = _records(sharded), _records(alone)
+    assert mine.keys() == theirs.keys() and len(mine) > 10
+    for name in mine:  # the base model's log-probs of the replies differ in float rounding (1 thread vs 2)
+        ours, ref = mine[name].pop("guard"), theirs[name].pop("guard")
+        flat = [[x for row in g.pop("base_logprob") for x in row] for g in (ours, ref)]
+        assert flat[0] == pytest.approx(flat[1], abs=1e-4)
+        assert ours == ref and mine[name] == theirs[name], name
+    front, ref_front = (json.loads((b / "front.json").read_text()) for b in (sharded, alone))
+    assert [p["metrics"] for p in front["points"]] == [p["metrics"] for p in ref_front["points"]]
