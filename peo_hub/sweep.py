@@ -145,6 +145,8 @@ def _sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any
         keep = range(len(raw_prompts)) if only is None else only
         prompts, texts = [raw_prompts[i] for i in keep], [rendered[i] for i in keep]
         if replies is None:
+            if callable(generate_with) and not hasattr(generate_with, "generate"):
+                generate_with = generate_with()  # a lazy policy: loaded only when something is generated
             replies = generate_replies(generate_with, tokenizer, texts, spec, seed=recipe.seed)
         metrics = score_replies(prompts, replies, judges, spec.bootstrap, seed=recipe.seed)
         record = _record(method, label, preference, metrics, prompts, replies, extra)
@@ -256,16 +258,23 @@ def _search(recipe: Recipe, base: dict[str, Any], selection: list[int], evaluate
     base_guard = summarise(base["guard"], selection)
     model: list[Any] = []
     records = []
+
+    def at(preference: Preference) -> Callable[[], Any]:
+        """The model switched to ``preference``, loaded on first need (a replay from disk needs none)."""
+        def policy() -> Any:
+            if not model:
+                model.append(load())
+            model[0].set_preference(coefficients=preference.coefficients)
+            return model[0]
+        return policy
+
     for j, weights in enumerate(weight_grid(aspects, recipe.sweep.weights)):
         if owns is not None and not owns(j):
             continue
 
         def trial(alpha: float, weights: dict[str, float] = weights) -> tuple[dict[str, float], bool]:
             preference = make_preference(aspects, weights, alpha=alpha)
-            if not model:
-                model.append(load())
-            model[0].set_preference(coefficients=preference.coefficients)
-            record = evaluate(model[0], "peo" if alpha else "soup", preference.label(), preference,
+            record = evaluate(at(preference), "peo" if alpha else "soup", preference.label(), preference,
                               only=selection, prefix="search-trial")
             scores = {a: ratio_mean(*prompt_sums(record["metrics"][a]["scores"])) for a in aspects}
             flagged = bool(flag_reasons(summarise(record["guard"], local), base_guard, recipe.evaluate.guard))
@@ -273,11 +282,8 @@ def _search(recipe: Recipe, base: dict[str, Any], selection: list[int], evaluate
 
         best, history = search_alpha(trial, weights, recipe.sweep.search.bounds, recipe.sweep.search.evaluations)
         preference = make_preference(aspects, weights, alpha=best.alpha)
-        if not model:
-            model.append(load())
-        model[0].set_preference(coefficients=preference.coefficients)
         cost = {"trials": len(history), "trial_prompts": len(selection), "trials_detail": trials_json(history)}
-        records.append(evaluate(model[0], "peo" if best.alpha else "soup", preference.label(), preference,
+        records.append(evaluate(at(preference), "peo" if best.alpha else "soup", preference.label(), preference,
                                 extra={"source": "search", "search": cost}, prefix="search"))
     return records
 
