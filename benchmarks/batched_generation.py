@@ -22,10 +22,11 @@ use each variant's best round, medians are kept. Every mixed row's tokens are ch
 against its one-by-one run. ``uptime``'s load is recorded before and after.
 
 ``--sweep-run DIR`` (a finished ``peo-hub recipe run recipes/toy.yaml --output DIR``) also
-times the quick start's sweep: the run is copied, its evaluations deleted, and the sweep
-redone with ``recipe run --resume`` point by point (``peo_hub.sweep.BATCH_POINTS = False``,
-the code before batching) and batched, alternately; the fronts must be equal. Results go to
-``benchmarks/results/batched_generation[_quick|_cuda].json``.
+times the quick start's sweep (:func:`sweep_wall_time`): the run is copied without its
+evaluations and the sweep redone point by point (``peo_hub.sweep.BATCH_POINTS = False``, the
+code before batching) and batched, at the recipe's batch size and at ``--sweep-big-batch``
+rows; records and fronts must be equal. ``--models none`` skips the generation part.
+Results go to ``benchmarks/results/batched_generation[_quick|_cuda].json``.
 """
 
 from __future__ import annotations
@@ -159,35 +160,78 @@ def measure(model: str, work: Path, device: str, rounds: int, new_tokens: int,
     return result
 
 
-def sweep_wall_time(run: Path, work: Path, rounds: int) -> dict[str, Any]:
-    """The quick start's sweep, point by point vs batched, on copies of a finished toy run."""
-    import peo_hub.sweep
-    from peo_hub.pipeline import run_recipe
+SWEEP_VARIANTS = {  # name: (batch points, evaluate.batch_size; None = the recipe's)
+    "point_by_point": (False, None),
+    "batched": (True, None),
+    "point_by_point_big_batch": (False, "big"),
+    "batched_big_batch": (True, "big"),
+}
 
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "toy.yaml"
-    times: dict[str, list[float]] = {"point_by_point": [], "batched": []}
-    fronts: dict[str, Any] = {}
+
+def sweep_wall_time(run: Path, work: Path, rounds: int, big_batch: int, names: list[str],
+                    recipe_path: Path) -> dict[str, Any]:
+    """The quick start's sweep (family, alpha search, MORL points) on copies of a finished toy run.
+
+    Only ``run_sweep`` is timed (the pre-flight and the front are not). ``point_by_point`` is
+    the code before batching (``peo_hub.sweep.BATCH_POINTS = False``) at the recipe's batch
+    size; the ``big_batch`` variants set ``evaluate.batch_size`` to ``big_batch`` rows, so the
+    speed-up can be attributed: cross-point batching vs larger batches. Replies are seeded per
+    row, so every variant must give the same records (compared below) and hence the same front.
+    """
+    import peo_hub.sweep
+    from peo_hub.confirm import front_from_records
+    from peo_hub.pipeline import _train_morl
+    from peo_hub.recipe import load_recipe
+    from peo_hub.run import RunFolder, preflight
+    from peo_hub.stats import split_prompts
+
+    recipe0 = load_recipe(recipe_path)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    records: dict[str, list[dict[str, Any]]] = {}
     for r in range(rounds):
-        for name in (("point_by_point", "batched") if r % 2 == 0 else ("batched", "point_by_point")):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            batch_points, size = SWEEP_VARIANTS[name]
+            evaluate = recipe0.evaluate.model_copy(update={"batch_size": big_batch if size == "big" else
+                                                           recipe0.evaluate.batch_size})
+            recipe = recipe0.model_copy(update={"evaluate": evaluate})
             copy = work / f"sweep-{name}-{r}"
-            shutil.copytree(run, copy, symlinks=True)
-            shutil.rmtree(copy / "evaluations")
-            peo_hub.sweep.BATCH_POINTS = name == "batched"
+            shutil.copytree(run, copy, symlinks=True, ignore=shutil.ignore_patterns("evaluations"))
+            plan = preflight(recipe)
+            folder = RunFolder(copy, recipe)
+            morl = _train_morl(plan, folder, resume=True) if "morl" in recipe.sweep.baselines else {}  # all kept
+            peo_hub.sweep.BATCH_POINTS = batch_points
             start = time.perf_counter()
-            run_recipe(recipe, output=copy, resume=True)
+            result = peo_hub.sweep.run_sweep(plan, folder, morl)
             times[name].append(time.perf_counter() - start)
-            front = json.loads((copy / "front.json").read_text())
-            fronts.setdefault(name, front)
-            print(f"sweep {name} round {r}: {times[name][-1]:.1f}s", file=sys.stderr, flush=True)
+            assert result is not None
+            records.setdefault(name, result)
+            print(f"sweep {name} round {r}: {times[name][-1]:.1f}s (load {load_avg()})", file=sys.stderr, flush=True)
             shutil.rmtree(copy)
     peo_hub.sweep.BATCH_POINTS = True
-    same = fronts["point_by_point"]["points"] == fronts["batched"]["points"]
-    return {"recipe": "recipes/toy.yaml", "what": "recipe run --resume with the adapters and MORL baselines kept: "
-            "the whole sweep (family, alpha search, MORL points), judging and the front",
-            "seconds": {k: summary(v) for k, v in times.items()},
-            "speedup_best": min(times["point_by_point"]) / min(times["batched"]),
-            "same_front_points": same,
-            "same_hypervolume": fronts["point_by_point"]["hypervolume"] == fronts["batched"]["hypervolume"]}
+
+    def comparable(recs: list[dict[str, Any]]) -> list[Any]:
+        return [(x["label"], x["method"], x["samples"], {a: m["scores"] for a, m in x["metrics"].items()})
+                for x in recs]
+
+    ref = names[0]
+    spec = recipe0.evaluate
+    selection, confirmation = split_prompts(len(records[ref][0]["prompts"]), spec.selection_fraction, recipe0.seed)
+    fronts = {name: front_from_records(list(recipe0.aspects), recs, selection, confirmation, resamples=spec.bootstrap,
+                                       seed=recipe0.seed, guard_thresholds=spec.guard,
+                                       selection_fraction=spec.selection_fraction).model_dump(mode="json")
+              for name, recs in records.items()}
+    best = {name: min(t) for name, t in times.items()}
+    return {"recipe": str(recipe_path), "points_evaluated": len(records[ref]),
+            "what": "run_sweep on a finished run with its evaluations removed: the family points, the alpha "
+                    "search and the MORL baselines, judged, with the guard's base log-probs",
+            "big_batch": big_batch, "recipe_batch_size": recipe0.evaluate.batch_size,
+            "seconds": {name: summary(t) for name, t in times.items()},
+            "speedup_vs_point_by_point_best": {name: best[ref] / b for name, b in best.items()},
+            "same_records_as_point_by_point": {name: comparable(recs) == comparable(records[ref])
+                                               for name, recs in records.items()},
+            "same_front_as_point_by_point": {name: f["points"] == fronts[ref]["points"]
+                                             and f["hypervolume"] == fronts[ref]["hypervolume"]
+                                             for name, f in fronts.items()}}
 
 
 def main() -> None:
@@ -198,12 +242,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--sweep-run", type=Path, default=None, help="a finished run of recipes/toy.yaml")
-    parser.add_argument("--sweep-rounds", type=int, default=2)
+    parser.add_argument("--sweep-recipe", type=Path, default=Path("recipes/toy.yaml"), help="the run's recipe")
+    parser.add_argument("--sweep-rounds", type=int, default=1)
+    parser.add_argument("--sweep-big-batch", type=int, default=1024, help="rows per generate in the big-batch variants")
+    parser.add_argument("--sweep-variants", default=",".join(SWEEP_VARIANTS), help="comma-separated, the first is the reference")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
     from smollm2 import smollm2_gguf
 
-    models = args.models.split(",") if args.models else (
+    models = [m for m in args.models.split(",") if m != "none"] if args.models else (
         ["toy-world"] if args.quick else ["toy-world", "llama-100m"] + (["smollm2"] if smollm2_gguf() else []))
     rounds = 2 if args.quick else args.rounds
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
@@ -214,7 +261,9 @@ def main() -> None:
         for model in models:
             report["models"][model] = measure(model, Path(tmp), args.device, rounds, args.new_tokens, sync)
         if args.sweep_run is not None:
-            report["quick_start_sweep"] = sweep_wall_time(args.sweep_run, Path(tmp), args.sweep_rounds)
+            report["quick_start_sweep"] = sweep_wall_time(args.sweep_run, Path(tmp), args.sweep_rounds,
+                                                          args.sweep_big_batch, args.sweep_variants.split(","),
+                                                          args.sweep_recipe)
     report["load_after"] = load_avg()
     suffix = "_quick" if args.quick else ("_cuda" if args.device.startswith("cuda") else "")
     write_report("batched_generation" + suffix, report, args.output)

@@ -291,17 +291,20 @@ class PEOModel:
             if int(kwargs.get(key) or 1) != 1:
                 raise PreferenceError(f"{key} > 1 is not supported with one preference per row; "
                                       "repeat the rows (and their preferences) instead")
-        with self._lock, torch.inference_mode():
+        with self._lock:
             was_fused = self._fused
-            if was_fused:
-                self._unfuse()
+            if was_fused:  # merged weights hold one policy: back to live for the batch
+                with torch.no_grad():
+                    self._unfuse()
             try:
                 self._apply_row_scales([p.coefficients for p in rows])
-                return self.model.generate(**self._generation_defaults(kwargs))
+                with torch.inference_mode():
+                    return self.model.generate(**self._generation_defaults(kwargs))
             finally:
                 self._apply_scales(self.preference.coefficients)
                 if was_fused:
-                    self._fuse(self.preference.coefficients)
+                    with torch.no_grad():
+                        self._fuse(self.preference.coefficients)
 
     def _row_preferences(self, preferences: Sequence[PreferenceSpec]) -> list[Preference]:
         """Validate every row's preference (a :class:`PreferenceError` names the row)."""
