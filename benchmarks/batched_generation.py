@@ -221,6 +221,14 @@ def sweep_wall_time(run: Path, work: Path, rounds: int, big_batch: int, names: l
                                        selection_fraction=spec.selection_fraction).model_dump(mode="json")
               for name, recs in records.items()}
     best = {name: min(t) for name, t in times.items()}
+
+    def differing(recs: list[dict[str, Any]]) -> dict[str, Any]:
+        """How far a variant's records are from the reference's: reply scores that differ, and means."""
+        pairs = [(a, b) for x, y in zip(recs, records[ref]) for asp in x["metrics"]
+                 for sa, sb in zip(x["metrics"][asp]["scores"], y["metrics"][asp]["scores"]) for a, b in zip(sa, sb)]
+        return {"reply_scores_differing": sum(a != b for a, b in pairs), "reply_scores": len(pairs),
+                "max_abs_mean_difference": max(abs(x["metrics"][a]["mean"] - y["metrics"][a]["mean"])
+                                               for x, y in zip(recs, records[ref]) for a in x["metrics"])}
     return {"recipe": str(recipe_path), "points_evaluated": len(records[ref]),
             "what": "run_sweep on a finished run with its evaluations removed: the family points, the alpha "
                     "search and the MORL baselines, judged, with the guard's base log-probs",
@@ -229,9 +237,13 @@ def sweep_wall_time(run: Path, work: Path, rounds: int, big_batch: int, names: l
             "speedup_vs_point_by_point_best": {name: best[ref] / b for name, b in best.items()},
             "same_records_as_point_by_point": {name: comparable(recs) == comparable(records[ref])
                                                for name, recs in records.items()},
+            "difference_from_point_by_point": {name: differing(recs) for name, recs in records.items()},
             "same_front_as_point_by_point": {name: f["points"] == fronts[ref]["points"]
                                              and f["hypervolume"] == fronts[ref]["hypervolume"]
-                                             for name, f in fronts.items()}}
+                                             for name, f in fronts.items()},
+            "hypervolume": {name: f["hypervolume"] for name, f in fronts.items()},
+            "on_front": {name: [p["label"] if "label" in p else i for i, p in enumerate(f["points"]) if p["on_front"]]
+                         for name, f in fronts.items()}}
 
 
 def main() -> None:
@@ -266,6 +278,7 @@ def main() -> None:
                                                           args.sweep_recipe)
     report["load_after"] = load_avg()
     suffix = "_quick" if args.quick else ("_cuda" if args.device.startswith("cuda") else "")
+    suffix += "_sweep" if not models else ""
     write_report("batched_generation" + suffix, report, args.output)
 
 
