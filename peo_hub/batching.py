@@ -3,10 +3,11 @@
 Why: a :class:`~peo_hub.model.PEOModel` can give every row of a batch its own preference
 (:meth:`~peo_hub.model.PEOModel.generate` with ``preferences``), so concurrent users with
 different sliders need not wait for each other. A :class:`BatchQueue` owns one worker thread,
-the only caller of the model: the first waiting request opens a window of ``window_s``
-seconds, every request that arrives in it (up to ``max_batch``) joins the batch, and each
-request's reply streams back to its own caller as it grows. Requests arriving while a batch
-generates form the next one. A batch of one is generated exactly as before batching existed
+the only caller of the model: whenever it is free it takes every waiting request (up to
+``max_batch``) as one batch, and each request's reply streams back to its own caller as it
+grows. Requests arriving while a batch generates form the next one, so batches grow with the
+load and a lone request starts at once; ``window_s`` > 0 makes the first waiting request wait
+that long for company (larger batches, later first token). A batch of one is generated exactly as before batching existed
 (switch the model to that preference, generate), so a lone user pays nothing for it.
 
 Rows never see each other's preference (the per-row scales are the whole difference), and
@@ -76,7 +77,7 @@ class RowStreamer:
 class BatchQueue:
     """Collects concurrent chat requests into batches for one model (see the module docstring)."""
 
-    def __init__(self, model: Any, gen_kwargs: Mapping[str, Any], window_s: float = 0.02,
+    def __init__(self, model: Any, gen_kwargs: Mapping[str, Any], window_s: float = 0.0,
                  max_batch: int = 16) -> None:
         self.model = model
         self.gen_kwargs = dict(gen_kwargs)

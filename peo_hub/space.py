@@ -4,8 +4,8 @@ Why it is shaped this way:
 
 * **One model, many users.** A :class:`~peo_hub.model.PEOModel` can give every row of a
   batch its own preference, and every browser tab has its own sliders. So the sliders are
-  only *inputs*: chat requests that arrive within a short window share one batched
-  ``generate`` (:mod:`peo_hub.batching`), each row at its own preference (live mode: per-row
+  only *inputs*: chat requests that wait together (they arrived while a batch was being
+  generated, or at once) share one batched ``generate`` (:mod:`peo_hub.batching`), each row at its own preference (live mode: per-row
   scales, no merge, no reload), so users neither wait for each other nor see each other's
   setting. A lone request switches the model to its preference and generates as before.
   Moving a slider never touches the model, hence never waits behind a generation; it only
@@ -80,10 +80,11 @@ class SpaceSettings:
     #: context of 256 tokens or less (the toy model is single-turn, 128 tokens), else 3.
     history_turns: int | None = None
     concurrency_limit: int = 4  # the cheap events (sliders, presets)
-    #: chat requests arriving within ``batch_window_s`` of each other share one batch (each row
-    #: at its own preference, :mod:`peo_hub.batching`), at most ``max_batch`` rows
+    #: chat requests waiting together share one batch (each row at its own preference,
+    #: :mod:`peo_hub.batching`), at most ``max_batch`` rows; ``batch_window_s`` > 0 makes a
+    #: lone request wait that long for company (bigger batches, slower first token)
     max_batch: int = 16
-    batch_window_s: float = 0.02
+    batch_window_s: float = 0.0
     max_queue: int = 32
     max_upload_bytes: int = 64 * 1024  # Gradio's upload route: the app uses no files at all
     examples: Sequence[str] | None = None
