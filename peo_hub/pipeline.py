@@ -78,7 +78,8 @@ def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[st
     log = folder.root / RUN_LOG
     with library_output_to(log):
         tqdm.write(f"run folder {folder.root}; the libraries' logs and per-step metrics go to {log}")
-        _run_phases(plan, folder, resume)
+        if not _run_phases(plan, folder, resume):
+            return folder.root  # one of several `accelerate launch` processes: process 0 writes the front
     if repo_id:
         from peo_hub.hub import push_bundle
 
@@ -94,8 +95,12 @@ def _morl_grid(recipe: Recipe) -> list[dict[str, float]]:
     return [w for w in weight_grid(list(recipe.aspects), recipe.sweep.weights) if max(w.values()) < 1.0]
 
 
-def _run_phases(plan: Plan, folder: RunFolder, resume: bool) -> None:
-    """Phases 1-3 into a prepared run folder, as numbered tasks of the progress view."""
+def _run_phases(plan: Plan, folder: RunFolder, resume: bool) -> bool:
+    """Phases 1-3 into a prepared run folder, as numbered tasks of the progress view.
+
+    False on the processes of an ``accelerate launch`` sweep that are not process 0 (they
+    evaluate their share of the points; process 0 writes the front).
+    """
     recipe = plan.recipe
     tasks = len(recipe.aspects) + len(_morl_grid(recipe))
 
@@ -122,7 +127,10 @@ def _run_phases(plan: Plan, folder: RunFolder, resume: bool) -> None:
     from peo_hub.sweep import run_sweep
 
     evaluations = run_sweep(plan, folder, morl_records)
+    if evaluations is None:
+        return False
     _finish(recipe, folder, manifest, evaluations, records, morl_records)
+    return True
 
 
 def _train_morl(plan: Plan, folder: RunFolder, resume: bool, first_task: int, tasks: int
@@ -268,6 +276,8 @@ def evaluate_bundle(bundle_dir: str | os.PathLike[str], recipe: EvaluationRecipe
                               f"{folder.evaluations} to evaluate this bundle again with this recipe")
 
     evaluations = run_sweep(plan, folder, {})
+    if evaluations is None:  # one of several `accelerate launch` processes: process 0 writes the front
+        return root
     for aspect, spec in recipe.aspects.items():
         manifest.aspects[aspect].judge = spec.judge.model_dump(mode="json", exclude_none=True)
     manifest.recipe = recipe.model_dump(mode="json")
