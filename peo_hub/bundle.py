@@ -44,6 +44,7 @@ MORL_DIR = "baselines/morl"
 PLOT_NAME = "front.png"
 CARD_NAME = "README.md"
 RUN_RECORD = "peo_run.json"
+RUN_LOG = "logs/run.log"  # the libraries' own logs and per-step metrics of `recipe run`
 LEGACY_RUN_RECORD = ".peo_run.json"  # written by peo-hub 0.1.0; read, never written
 
 ADAPTER_CONFIG = "adapter_config.json"

@@ -56,6 +56,7 @@ class ComposeBase:
     revision: str | None
     commit: str | None  # the Hub commit the revision resolved to
     shapes: dict[str, tuple[int, ...]]
+    source: dict[str, Any] | None = None  # a GGUF file the folder was converted from
 
     @property
     def local(self) -> bool:
@@ -126,8 +127,15 @@ def _meta_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
 
 
 def resolve_base(text: str) -> ComposeBase:
-    """``BASE`` as a local folder, ``embedded:<name>``, or ``user/repo[@revision]`` (only its config is fetched)."""
+    """``BASE`` as a local folder, ``embedded:<name>``, a GGUF file (see :mod:`peo_hub.gguf_base`), or
+    ``user/repo[@revision]`` (only its config is fetched)."""
+    from peo_hub.gguf_base import ensure_gguf_base, is_gguf_base
     from peo_hub.world.base import ensure_embedded_base, is_embedded
+
+    if is_gguf_base(text):
+        folder, source = ensure_gguf_base(text, what="base model")
+        return ComposeBase(given=text, location=str(folder.resolve()), revision=None, commit=None,
+                           shapes=_meta_shapes(folder), source=source)
 
     if is_embedded(text):
         folder = ensure_embedded_base(text)
@@ -322,6 +330,7 @@ def write_composed(out: Path, base: ComposeBase, inputs: Sequence[AdapterInput],
             peo_hub_version=__version__,
             base_model=BASE_DIR if base.local else base.location,
             base_model_revision=None if base.local else base.revision,
+            base_source=base.source,
             aspects={item.name: _entry(item, adapters[item.name]) for item in inputs},
             composed={"base": base.given, "base_commit": base.commit, "partial_modules": report.partial,
                       "report": report.lines},

@@ -9,8 +9,9 @@ recipe's ``evaluate.engine`` is checked against :data:`ENGINES`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from peo_hub.errors import PEOError
 
@@ -60,35 +61,100 @@ def generate_replies(model: Any, tokenizer: Any, rendered_prompts: Sequence[str]
     return ENGINES[getattr(spec, "engine", "transformers")].generate(model, tokenizer, rendered_prompts, spec, seed)
 
 
-def transformers_generate(model: Any, tokenizer: Any, rendered_prompts: Sequence[str], spec: "Sampling",
-                          seed: int) -> list[list[str]]:
-    """``spec.samples`` sampled replies for each rendered prompt, in batches.
+def row_seed(seed: int, prompt: str, sample: int) -> int:
+    """The sampling seed of one reply: a hash of (recipe seed, rendered prompt, sample number).
 
-    ``model`` is anything with a transformers ``generate`` (a ``PEOModel`` at its current
-    preference, or a plain model). Seeded, so two points see the same random stream.
-    Prompts are padded on the left whatever the tokenizer's own padding side (right
-    padding would make every shorter prompt continue after pad tokens). With
-    the vLLM engine the same replies come from vLLM instead (:func:`vllm_generate`).
+    It names the row, not its place in a batch, so a reply is the same whatever it is batched
+    with (other prompts, other points), and every point sees the same random numbers for the
+    same prompt and sample (common random numbers across the sweep).
     """
+    digest = hashlib.sha256(f"{seed}\0{sample}\0{prompt}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class RowSampler:  # duck-typed transformers LogitsProcessor (imported lazily)
+    """A transformers logits processor that samples every row with its own ``torch.Generator``.
+
+    transformers' ``do_sample`` draws all rows from one global random stream, so a row's
+    reply would depend on its neighbours in the batch. Here each row's next token is drawn
+    by inverse-CDF from its own CPU generator (one uniform per row and step), after
+    transformers' own temperature and top-p warpers; the processor then returns scores that
+    are ``-inf`` everywhere but the drawn token, for ``generate`` to pick greedily.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float) -> None:
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+        self.generators = [_generator(s) for s in seeds]
+        self.warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)]
+                                           + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else []))
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if scores.shape[0] != len(self.generators):
+            raise PEOError(f"{scores.shape[0]} rows to sample but {len(self.generators)} row seeds")
+        probs = torch.softmax(self.warpers(input_ids, scores).float(), dim=-1)
+        uniform = torch.cat([torch.rand(1, generator=g) for g in self.generators]).to(probs.device)
+        cdf = probs.cumsum(dim=-1)
+        token = torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(1), right=True)
+        token = token.clamp_(max=scores.shape[-1] - 1)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, token, 0.0)
+
+
+def _generator(seed: int) -> Any:
     import torch
 
-    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def generate_rows(model: Any, tokenizer: Any, texts: Sequence[str], samples: Sequence[int], spec: "Sampling",
+                  seed: int, preferences: Sequence[Any] | None = None) -> Iterator[tuple[int, list[str]]]:
+    """Replies to rows (rendered prompt, sample number), ``spec.batch_size`` rows per ``generate``.
+
+    Yields ``(end, replies)`` after each batch: the rows before ``end`` are done. With
+    ``preferences`` (one per row; ``model`` is a :class:`~peo_hub.model.PEOModel`) each row is
+    generated at its own policy in the same batch, so many points of a sweep share a
+    forward pass. Greedy rows are deterministic; sampled rows use :class:`RowSampler` with
+    :func:`row_seed`, so a row's reply does not depend on the batch it is in. Prompts are
+    padded on the left whatever the tokenizer's own padding side (right padding would make
+    every shorter prompt continue after pad tokens).
+    """
+    import torch
+    from transformers import LogitsProcessorList
+
     if tokenizer.pad_token is None:  # GPT-2-style tokenizers have none; batching needs one
         tokenizer.pad_token = tokenizer.eos_token
-    expanded = [p for p in rendered_prompts for _ in range(spec.samples)]
-    replies: list[str] = []
     greedy = spec.temperature == 0
     device = next(iter(model.parameters())).device if hasattr(model, "parameters") else getattr(model, "device", "cpu")
-    for start in range(0, len(expanded), spec.batch_size):
-        batch = tokenizer(expanded[start:start + spec.batch_size], return_tensors="pt", padding=True,
-                          padding_side="left", add_special_tokens=False).to(device)
-        kwargs: dict[str, Any] = {"max_new_tokens": spec.max_new_tokens, "do_sample": not greedy}
+    for start in range(0, len(texts), spec.batch_size):
+        stop = min(start + spec.batch_size, len(texts))
+        batch = tokenizer(list(texts[start:stop]), return_tensors="pt", padding=True, padding_side="left",
+                          add_special_tokens=False).to(device)
+        kwargs: dict[str, Any] = {"max_new_tokens": spec.max_new_tokens, "do_sample": False}
         if not greedy:
-            kwargs.update(temperature=spec.temperature, top_p=spec.top_p, top_k=0)
+            seeds = [row_seed(seed, texts[i], samples[i]) for i in range(start, stop)]
+            kwargs["logits_processor"] = LogitsProcessorList([RowSampler(seeds, spec.temperature, spec.top_p)])
+        if preferences is not None:
+            kwargs["preferences"] = list(preferences[start:stop])
         with torch.inference_mode():
             output = model.generate(**batch, pad_token_id=tokenizer.pad_token_id, **kwargs)
-        replies.extend(tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True))
-    replies = [r.strip() for r in replies]
+        new = output[:, batch["input_ids"].shape[1]:]
+        yield stop, [r.strip() for r in tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+
+def transformers_generate(model: Any, tokenizer: Any, rendered_prompts: Sequence[str], spec: "Sampling",
+                          seed: int) -> list[list[str]]:
+    """``spec.samples`` sampled replies for each rendered prompt, in batches (:func:`generate_rows`).
+
+    ``model`` is anything with a transformers ``generate`` (a ``PEOModel`` at its current
+    preference, or a plain model). With the vLLM engine the same replies come from vLLM
+    instead (:func:`vllm_generate`).
+    """
+    texts = [p for p in rendered_prompts for _ in range(spec.samples)]
+    samples = [k for _ in rendered_prompts for k in range(spec.samples)]
+    replies = [r for _, chunk in generate_rows(model, tokenizer, texts, samples, spec, seed) for r in chunk]
     return [replies[i * spec.samples:(i + 1) * spec.samples] for i in range(len(rendered_prompts))]
 
 

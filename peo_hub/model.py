@@ -31,7 +31,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 
 from peo_hub.bundle import Bundle, Manifest, open_bundle
-from peo_hub.errors import PEOError
+from peo_hub.errors import PEOError, PreferenceError
 from peo_hub.export import export_adapter, mergekit_config
 from peo_hub.front import Front, Preset
 from peo_hub.lora import base_shapes_from_model, load_bundle_adapters
@@ -41,6 +41,8 @@ from peo_hub.weights import check_model_folder
 LOG = logging.getLogger("peo_hub")
 
 Messages = Sequence[Mapping[str, str]] | str
+# One row's preference: {"weights": {...}, "alpha": a}, {"coefficients": {...}} or a Preference.
+PreferenceSpec = Mapping[str, Any] | Preference
 
 
 def _dtype(value: str | torch.dtype | None) -> str | torch.dtype | None:
@@ -84,11 +86,13 @@ class PEOModel:
         self._layers = [layer for _, _, layer in self._homes]
         # (scaling dict, aspect, sᵢ) for every adapted module: the whole live-switch state.
         self._slots: list[tuple[dict[str, float], str, float]] = []
+        self._slot_layers: list[Any] = []  # the layer of each slot (its device, for per-row scales)
         for layer in self._layers:
             for aspect in layer.lora_A.keys() | getattr(layer, "lora_embedding_A", {}).keys():
                 r, alpha = layer.r[aspect], layer.lora_alpha[aspect]
                 base_scale = alpha / math.sqrt(r) if layer.use_rslora.get(aspect) else alpha / r
                 self._slots.append((layer.scaling, aspect, base_scale))
+                self._slot_layers.append(layer)
         self._fused = False
         if exact_unfuse is None:  # subtracting back is only lossless enough in >= float32
             exact_unfuse = any(layer.get_base_layer().weight.element_size() < 4 for layer in self._layers)
@@ -188,6 +192,10 @@ class PEOModel:
         return self._fused
 
     @property
+    def _slot_devices(self) -> list[torch.device]:
+        return [next(layer.get_base_layer().parameters()).device for layer in self._slot_layers]
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -260,10 +268,84 @@ class PEOModel:
             kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         return kwargs
 
-    def generate(self, **kwargs: Any) -> torch.Tensor:
-        """``transformers`` ``generate`` at the current preference (same arguments)."""
-        with self._lock, torch.inference_mode():
-            return self.model.generate(**self._generation_defaults(kwargs))
+    def generate(self, preferences: Sequence[PreferenceSpec] | None = None, **kwargs: Any) -> Any:
+        """``transformers`` ``generate`` at the current preference, or one preference per row.
+
+        With ``preferences`` (one per row of ``input_ids``: ``{"weights": {...}, "alpha": a}``,
+        ``{"coefficients": {...}}`` or a :class:`Preference`), every row is generated at its
+        own policy in the same forward passes: each LoRA scale becomes a ``(rows, 1, 1)``
+        tensor, which PEFT's ``lora_B(lora_A(x)) * scaling`` broadcasts over the rows, so
+        row b gets ``Σᵢ c_{b,i} sᵢ Bᵢ Aᵢ x``. A fused model is unfused for the call and
+        fused again after (the merged weights cannot hold several policies); the model's
+        own preference is restored either way.
+        """
+        if preferences is None:
+            with self._lock, torch.inference_mode():
+                return self.model.generate(**self._generation_defaults(kwargs))
+        rows = self._row_preferences(preferences)
+        input_ids = kwargs.get("input_ids")
+        count = len(input_ids) if input_ids is not None else None
+        if count is not None and count != len(rows):
+            raise PreferenceError(f"{len(rows)} preferences for {count} input rows; give one preference per row")
+        for key in ("num_beams", "num_return_sequences"):
+            if int(kwargs.get(key) or 1) != 1:
+                raise PreferenceError(f"{key} > 1 is not supported with one preference per row; "
+                                      "repeat the rows (and their preferences) instead")
+        with self._lock:
+            was_fused = self._fused
+            if was_fused:  # merged weights hold one policy: back to live for the batch
+                with torch.no_grad():
+                    self._unfuse()
+            try:
+                self._apply_row_scales([p.coefficients for p in rows])
+                with torch.inference_mode():
+                    return self.model.generate(**self._generation_defaults(kwargs))
+            finally:
+                self._apply_scales(self.preference.coefficients)
+                if was_fused:
+                    with torch.no_grad():
+                        self._fuse(self.preference.coefficients)
+
+    def _row_preferences(self, preferences: Sequence[PreferenceSpec]) -> list[Preference]:
+        """Validate every row's preference (a :class:`PreferenceError` names the row)."""
+        if isinstance(preferences, (Mapping, Preference)):
+            raise PreferenceError("preferences must be a list with one preference per row, e.g. "
+                                  "[{'weights': {...}, 'alpha': 0.5}, {'coefficients': {...}}]")
+        rows = []
+        for i, spec in enumerate(preferences):
+            if isinstance(spec, Preference):
+                rows.append(spec)
+                continue
+            if not isinstance(spec, Mapping) or not set(spec) <= {"weights", "alpha", "coefficients"}:
+                raise PreferenceError(f"preference of row {i} must be {{'weights': {{...}}, 'alpha': a}} or "
+                                      f"{{'coefficients': {{...}}}}, got {spec!r}")
+            try:
+                rows.append(make_preference(self.aspects, weights=spec.get("weights"),
+                                            alpha=float(spec.get("alpha") or 0.0),
+                                            coefficients=spec.get("coefficients"),
+                                            formulation=self.manifest.formulation))
+            except PreferenceError as exc:
+                raise PreferenceError(f"row {i}: {exc}") from None
+        if not rows:
+            raise PreferenceError("no preferences given; give one preference per row")
+        for coefficients in {tuple(row.coefficients.items()) for row in rows}:
+            warn_coefficients(self.manifest, dict(coefficients))
+        return rows
+
+    def _apply_row_scales(self, rows: Sequence[Mapping[str, float]]) -> None:
+        """Set every LoRA scale to a ``(rows, 1, 1)`` float32 tensor: row b's ``c_{b,i} · sᵢ``.
+
+        The products are taken in Python floats, exactly as :meth:`_apply_scales` does, so a
+        row sees the very scale its single-preference run multiplies by. One tensor per
+        (aspect, sᵢ, device), shared by every layer that has them.
+        """
+        tensors: dict[tuple[str, float, torch.device], torch.Tensor] = {}
+        for (scaling, aspect, base_scale), device in zip(self._slots, self._slot_devices):
+            key = (aspect, base_scale, device)
+            if key not in tensors:
+                values = [row[aspect] * base_scale for row in rows]
+                tensors[key] = torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1)
+            scaling[aspect] = tensors[key]  # type: ignore[assignment]
 
     def _chat_inputs(self, messages: Messages) -> dict[str, torch.Tensor]:
         from peo_hub.data import render_prompt
@@ -281,6 +363,32 @@ class PEOModel:
         output = self.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample, **gen_kwargs)
         new_tokens = output[0, inputs["input_ids"].shape[1]:]
         return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+    def chat_batch(self, messages_list: Sequence[Messages], preferences: Sequence[PreferenceSpec],
+                   max_new_tokens: int = 128, do_sample: bool = False, **gen_kwargs: Any) -> list[str]:
+        """Reply to many conversations at once, each at its own preference, in one batch.
+
+        Greedy replies equal what :meth:`set_preference` then :meth:`chat` gives each row
+        alone (prompts are padded on the left; the KV cache works as usual). The model's
+        own preference is unchanged afterwards.
+        """
+        from peo_hub.data import render_prompt
+
+        if len(messages_list) != len(preferences):
+            raise PreferenceError(f"{len(preferences)} preferences for {len(messages_list)} conversations; "
+                                  "give one preference per conversation")
+        if not messages_list:
+            return []
+        if self.tokenizer.pad_token is None:  # GPT-2-style tokenizers have none; batching needs one
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        texts = [render_prompt(self.tokenizer, m) for m in messages_list]
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
+                               add_special_tokens=False).to(self.device)
+        output = self.generate(preferences, **batch, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                               **gen_kwargs)
+        sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        new_tokens = sequences[:, batch["input_ids"].shape[1]:]
+        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
     def stream_chat(self, messages: Messages, max_new_tokens: int = 128, do_sample: bool = False,
                     **gen_kwargs: Any) -> Iterator[str]:

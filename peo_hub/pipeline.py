@@ -27,11 +27,12 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from peo_hub import __version__
-from peo_hub.bundle import MERGES_DIR, PLOT_NAME, AspectEntry, Manifest, save_manifest
+from peo_hub.bundle import MERGES_DIR, PLOT_NAME, RUN_LOG, AspectEntry, Manifest, save_manifest
 from peo_hub.confirm import front_from_records
 from peo_hub.front import FAMILY_METHODS
 from peo_hub.fsutil import atomic_dir, atomic_write_text
 from peo_hub.policy import make_preference, weight_grid
+from peo_hub.progress import library_output_to
 from peo_hub.recipe import EvaluationRecipe, Recipe, load_recipe
 from peo_hub.run import Plan, RunFolder, preflight, sample_pairs
 from peo_hub.stats import split_prompts
@@ -75,30 +76,12 @@ def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[st
     # Everything a user can get wrong is checked before the first write.
     plan = preflight(recipe)
     folder.prepare(resume)
-    sample_pairs(plan, folder)  # aspects whose pairs the base model samples (dataset.generate)
-
-    # Phase 1: one adapter per aspect.
-    records: dict[str, dict[str, Any]] = {}
-    for aspect, spec in recipe.aspects.items():
-        target = folder.adapter_dir(aspect)
-        kept = folder.kept(target) if resume else None
-        if kept is not None:
-            records[aspect] = kept
-            tqdm.write(f"[{aspect}] adapter already trained, kept ({target})")
-            continue
-        tqdm.write(f"[{aspect}] DPO on {plan.data[aspect].train.num_rows} pairs from {spec.dataset.source}")
-        records[aspect] = folder.train_one(plan, plan.data[aspect].train, target, {"aspect": aspect})
-    manifest = _manifest(plan, records)
-    save_manifest(folder.root, manifest)
-
-    # Baseline: MORL, one DPO run per interior weight vector on the mixed data.
-    morl_records = _train_morl(plan, folder, resume) if "morl" in recipe.sweep.baselines else {}
-
-    # Phases 2-3: the sweep.
-    from peo_hub.sweep import run_sweep
-
-    evaluations = run_sweep(plan, folder, morl_records)
-    _finish(recipe, folder, manifest, evaluations, records, morl_records)
+    log = folder.root / RUN_LOG
+    with library_output_to(log):
+        tqdm.write(f"run folder {folder.root}; the libraries' logs and per-step metrics go to {log}")
+        sample_pairs(plan, folder)  # aspects whose pairs the base model samples (dataset.generate)
+        if not _run_phases(plan, folder, resume):
+            return folder.root  # one of several `accelerate launch` processes: process 0 writes the front
     if repo_id:
         from peo_hub.hub import push_bundle
 
@@ -107,23 +90,68 @@ def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[st
     return folder.root
 
 
-def _train_morl(plan: Plan, folder: RunFolder, resume: bool) -> dict[str, dict[str, Any]]:
+def _morl_grid(recipe: Recipe) -> list[dict[str, float]]:
+    """MORL's weight vectors: the interior of the grid (the corners are the aspect adapters)."""
+    if "morl" not in recipe.sweep.baselines:
+        return []
+    return [w for w in weight_grid(list(recipe.aspects), recipe.sweep.weights) if max(w.values()) < 1.0]
+
+
+def _run_phases(plan: Plan, folder: RunFolder, resume: bool) -> bool:
+    """Phases 1-3 into a prepared run folder, as numbered tasks of the progress view.
+
+    False on the processes of an ``accelerate launch`` sweep that are not process 0 (they
+    evaluate their share of the points; process 0 writes the front).
+    """
+    recipe = plan.recipe
+    tasks = len(recipe.aspects) + len(_morl_grid(recipe))
+
+    # Phase 1: one adapter per aspect.
+    records: dict[str, dict[str, Any]] = {}
+    for number, (aspect, spec) in enumerate(recipe.aspects.items(), start=1):
+        target = folder.adapter_dir(aspect)
+        kept = folder.kept(target) if resume else None
+        if kept is not None:
+            records[aspect] = kept
+            tqdm.write(f"[{number}/{tasks}] {aspect}: adapter already trained, kept ({target})")
+            continue
+        tqdm.write(f"[{number}/{tasks}] {aspect}: DPO on {plan.data[aspect].train.num_rows} pairs from "
+                   f"{spec.dataset.source}")
+        records[aspect] = folder.train_one(plan, plan.data[aspect].train, target, {"aspect": aspect},
+                                           progress=f"[{number}/{tasks}] train {aspect}")
+    manifest = _manifest(plan, records)
+    save_manifest(folder.root, manifest)
+
+    # Baseline: MORL, one DPO run per interior weight vector on the mixed data.
+    morl_records = _train_morl(plan, folder, resume, first_task=len(recipe.aspects) + 1, tasks=tasks)
+
+    # Phases 2-3: the sweep.
+    from peo_hub.sweep import run_sweep
+
+    evaluations = run_sweep(plan, folder, morl_records)
+    if evaluations is None:
+        return False
+    _finish(recipe, folder, manifest, evaluations, records, morl_records)
+    return True
+
+
+def _train_morl(plan: Plan, folder: RunFolder, resume: bool, first_task: int, tasks: int
+                ) -> dict[str, dict[str, Any]]:
     from peo_hub.train import mix_datasets
 
     recipe = plan.recipe
     aspects = list(recipe.aspects)
     data = {a: plan.data[a].train for a in aspects}
     records: dict[str, dict[str, Any]] = {}
-    for weights in weight_grid(aspects, recipe.sweep.weights):
-        if max(weights.values()) == 1.0:
-            continue  # corners are the aspect adapters themselves
+    for number, weights in enumerate(_morl_grid(recipe), start=first_task):
         label = make_preference(aspects, weights).label()
         target = folder.morl_dir(label)
         record = folder.kept(target) if resume else None
         if record is None:
-            tqdm.write(f"[morl {label}] DPO on the mixture")
+            tqdm.write(f"[{number}/{tasks}] morl {label}: DPO on the mixture")
             record = folder.train_one(plan, mix_datasets(data, weights, recipe.seed), target,
-                                      {"weights": weights, "method": "morl"})
+                                      {"weights": weights, "method": "morl"},
+                                      progress=f"[{number}/{tasks}] train morl {label}")
         records[label] = {**record, "weights": weights, "adapter": str(target.relative_to(folder.root))}
     return records
 
@@ -250,6 +278,8 @@ def evaluate_bundle(bundle_dir: str | os.PathLike[str], recipe: EvaluationRecipe
                               f"{folder.evaluations} to evaluate this bundle again with this recipe")
 
     evaluations = run_sweep(plan, folder, {})
+    if evaluations is None:  # one of several `accelerate launch` processes: process 0 writes the front
+        return root
     for aspect, spec in recipe.aspects.items():
         manifest.aspects[aspect].judge = spec.judge.model_dump(mode="json", exclude_none=True)
     manifest.recipe = recipe.model_dump(mode="json")

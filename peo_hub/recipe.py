@@ -324,11 +324,7 @@ class Recipe(BaseModel):
         _check_grid(len(self.aspects), self.sweep)
         for name, aspect in self.aspects.items():
             if isinstance(aspect.dataset, DatasetSpec):
-                try:
-                    aspect.dataset.check("pairs")
-                except ValueError as exc:
-                    field, _, message = str(exc).partition(": ")
-                    raise ValueError(f"aspects.{name}.dataset.{field}: {message}") from None
+                _check_spec(aspect.dataset, "pairs", f"aspects.{name}.dataset")
         _check_prompt_spec(self.evaluate)
         return self
 
@@ -340,13 +336,18 @@ def _check_grid(aspects: int, sweep: SweepSpec) -> None:
                          f"aspects; keep the grid at most {MAX_GRID_POINTS:,} points (e.g. weights: 5)")
 
 
+def _check_spec(spec: DatasetSpec, purpose: str, where: str) -> None:
+    """``spec.check(purpose)``, its error prefixed with the spec's place in the recipe."""
+    try:
+        spec.check(purpose)
+    except ValueError as exc:
+        field, _, message = str(exc).partition(": ")
+        raise ValueError(f"{where}.{field}: {message}") from None
+
+
 def _check_prompt_spec(evaluate: EvaluateSpec) -> None:
     if isinstance(evaluate.prompts, DatasetSpec):
-        try:
-            evaluate.prompts.check("prompts")
-        except ValueError as exc:
-            field, _, message = str(exc).partition(": ")
-            raise ValueError(f"evaluate.prompts.{field}: {message}") from None
+        _check_spec(evaluate.prompts, "prompts", "evaluate.prompts")
 
 
 def _field_names() -> list[str]:

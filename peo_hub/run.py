@@ -348,13 +348,16 @@ class RunFolder:
 
     # -- training
 
-    def train_one(self, plan: Plan, dataset: Any, output: Path, info: Mapping[str, Any]) -> dict[str, Any]:
+    def train_one(self, plan: Plan, dataset: Any, output: Path, info: Mapping[str, Any],
+                  progress: str | None = None) -> dict[str, Any]:
         """Train one DPO LoRA adapter of this run into ``output`` (the one place adapters are trained).
 
         Aspects, MORL baselines and ``python -m peo_hub.train_aspect`` all come here, so every
         adapter of a bundle is trained from the same base at the same revision with the same
-        settings, and carries this recipe's hash.
+        settings, and carries this recipe's hash. ``progress`` names the task in the run's
+        progress view (``None``: the Trainer's own bar, as under ``accelerate launch``).
         """
+        from peo_hub.progress import training_callback
         from peo_hub.train import train_adapter
 
         return train_adapter(
@@ -362,6 +365,7 @@ class RunFolder:
             lora=self.recipe.train.lora, dpo=self.recipe.train.dpo, output=output, seed=self.recipe.seed,
             base_model_id=plan.base.name, base_revision=plan.base.revision,
             info={**dict(info), "recipe_hash": self.fingerprint_hash},
+            callbacks=[training_callback(progress)] if progress else (),
         )
 
     def kept(self, folder: Path) -> dict[str, Any] | None:

@@ -2,20 +2,20 @@
 
 Why it is shaped this way:
 
-* **One model, many users.** A :class:`~peo_hub.model.PEOModel` holds one preference at a
-  time, but every browser tab has its own sliders. So the sliders are only *inputs*: each
-  chat request switches the model to its own preference (live mode: a few hundred float
-  writes, no merge, no reload) and generates under one lock, so two users never see each
-  other's setting. Moving a slider never touches the model, hence never waits behind
-  someone else's generation; it only recomputes the displays (percentages, coefficients,
-  the front point it corresponds to).
-* **Generation runs in a worker thread that owns the lock.** The Gradio handler only reads
-  chunks from a queue. If a client disconnects mid-reply, the worker still finishes (at
-  most ``max_new_tokens``) and releases the lock; a lock held across a generator's
-  ``yield`` could stay held forever.
+* **One model, many users.** A :class:`~peo_hub.model.PEOModel` can give every row of a
+  batch its own preference, and every browser tab has its own sliders. So the sliders are
+  only *inputs*: chat requests that wait together (they arrived while a batch was being
+  generated, or at once) share one batched ``generate`` (:mod:`peo_hub.batching`), each row at its own preference (live mode: per-row
+  scales, no merge, no reload), so users neither wait for each other nor see each other's
+  setting. A lone request switches the model to its preference and generates as before.
+  Moving a slider never touches the model, hence never waits behind a generation; it only
+  recomputes the displays (percentages, coefficients, the front point it corresponds to).
+* **Generation runs in one worker thread.** The Gradio handler only reads its reply from a
+  queue. If a client disconnects mid-reply, the worker still finishes the batch (at most
+  ``max_new_tokens``).
 * **Bounded work per request.** Prompt length (characters) and ``max_new_tokens`` are capped
-  on the server, generation events share one concurrency slot, and the queue has a maximum
-  size, so a public Space cannot be made to run unbounded work.
+  on the server, generation events share ``max_batch`` concurrency slots (one batch), and
+  the queue has a maximum size, so a public Space cannot be made to run unbounded work.
 * **User errors become messages.** A :class:`~peo_hub.errors.PEOError` (all-zero weights, a
   too-long prompt) is raised as ``gr.Error``: the browser shows a toast, API clients get an
   ``AppError`` with the same sentence, the app keeps running.
@@ -33,7 +33,6 @@ import functools
 import io
 import math
 import os
-import queue
 import shutil
 import tempfile
 import threading
@@ -43,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
+from peo_hub.batching import BatchQueue
 from peo_hub.errors import BundleError, PEOError, PreferenceError
 from peo_hub.front import Front, FrontPoint
 from peo_hub.policy import Preference, make_preference
@@ -79,7 +79,12 @@ class SpaceSettings:
     #: previous (user, assistant) turns sent with a UI message; ``None``: 0 for models with a
     #: context of 256 tokens or less (the toy model is single-turn, 128 tokens), else 3.
     history_turns: int | None = None
-    concurrency_limit: int = 4  # the cheap events (sliders, presets); generation has 1 slot
+    concurrency_limit: int = 4  # the cheap events (sliders, presets)
+    #: chat requests waiting together share one batch (each row at its own preference,
+    #: :mod:`peo_hub.batching`), at most ``max_batch`` rows; ``batch_window_s`` > 0 makes a
+    #: lone request wait that long for company (bigger batches, slower first token)
+    max_batch: int = 16
+    batch_window_s: float = 0.0
     max_queue: int = 32
     max_upload_bytes: int = 64 * 1024  # Gradio's upload route: the app uses no files at all
     examples: Sequence[str] | None = None
@@ -160,16 +165,19 @@ class PEOSpace:
 
             warnings.warn(f"front.json is about aspects {front.aspects}, the model has {self.aspects}; "
                           "the Space runs without its Pareto plot", stacklevel=2)
-        self._lock = threading.Lock()  # one generation (with its own preference) at a time
+        # One worker thread generates for everyone: concurrent requests share a batch, each row
+        # at its own preference (peo_hub.batching), so users never see each other's setting.
+        self._batches = BatchQueue(model, self._gen_kwargs(), window_s=self.settings.batch_window_s,
+                                   max_batch=self.settings.max_batch)
         self._plot_dir = Path(tempfile.mkdtemp(prefix="peo-space-plot-"))
         weakref.finalize(self, shutil.rmtree, self._plot_dir, ignore_errors=True)
         self._prerender: threading.Thread | None = None
         # PNG bytes per evaluated point (~40 kB each; the marker always sits on a point)
         self._plot_cache = functools.lru_cache(maxsize=None)(self._render_plot)
         config = getattr(model.model, "config", None)
-        context = int(getattr(config, "max_position_embeddings", 0) or 0)
+        self.context_tokens = int(getattr(config, "max_position_embeddings", 0) or 0)
         turns = self.settings.history_turns
-        self.history_turns = turns if turns is not None else (0 if context <= 256 else 3)
+        self.history_turns = turns if turns is not None else (0 if self.context_tokens <= 256 else 3)
         self._candidates = self._front_candidates()
 
     # ------------------------------------------------------------------ preference
@@ -357,37 +365,13 @@ class PEOSpace:
 
     def stream_reply(self, messages: str | Sequence[Mapping[str, str]], preference: Preference
                      ) -> Iterator[str]:
-        """Switch to ``preference`` (live) and yield the reply as it grows (accumulated text).
+        """The reply at ``preference``, yielded as it grows (each item: the whole text so far).
 
-        The switch and the generation happen in one worker thread holding the Space's lock,
-        so a concurrent request cannot change the preference in between, and the lock is
-        released even when the consumer stops reading (see the module docstring).
+        Generation happens in the :class:`~peo_hub.batching.BatchQueue`'s worker thread, in a
+        batch with whoever asked at the same moment, each at their own preference; the worker
+        finishes a batch even when a consumer stops reading (see the module docstring).
         """
-        chunks: queue.Queue[Any] = queue.Queue()
-        done = object()
-        kwargs = self._gen_kwargs()
-
-        def work() -> None:
-            try:
-                with self._lock:
-                    self.model.set_preference(preference.weights, alpha=preference.alpha or 0.0)
-                    for chunk in self.model.stream_chat(messages, **kwargs):
-                        chunks.put(chunk)
-            except BaseException as exc:  # handed to the reader, raised in its thread
-                chunks.put(exc)
-            finally:
-                chunks.put(done)
-
-        threading.Thread(target=work, name="peo-space-generate", daemon=True).start()
-        text = ""
-        while True:
-            item = chunks.get()
-            if item is done:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            text += item
-            yield text
+        yield from self._batches.stream(messages, preference)
 
     # ------------------------------------------------------------------ Gradio handlers
 
@@ -418,8 +402,7 @@ class PEOSpace:
             raise gr.Error(str(exc), print_exception=False) from None
         history = [{"role": m["role"], "content": _message_text(m.get("content"))} for m in (history or [])
                    if m.get("role") in ("user", "assistant")]
-        context = history[-2 * self.history_turns:] if self.history_turns else []
-        messages = context + [{"role": "user", "content": text}]
+        messages = self.conversation(history, text)
         history = history + [{"role": "user", "content": text}, {"role": "assistant", "content": "…"}]
         yield history, ""
         reply = ""
@@ -429,6 +412,34 @@ class PEOSpace:
         if not reply.strip():
             history[-1]["content"] = "*(empty reply)*"
             yield history, ""
+
+    def conversation(self, history: Sequence[Mapping[str, str]], text: str) -> list[dict[str, str]]:
+        """The messages sent for a new UI message: the last ``history_turns`` exchanges that fit.
+
+        A chat model answers a follow-up ("and for sourdough?") only with the earlier turns, so
+        they are sent along, but within the prompt caps: at most ``history_turns`` exchanges,
+        each earlier message cut to ``max_prompt_chars`` characters (a reply can be longer than
+        a prompt), and the oldest exchanges dropped until the rendered prompt leaves room for
+        ``max_new_tokens`` in the model's context. The new message is never dropped.
+        """
+        from peo_hub.chat import render_prompt
+
+        limit = self.settings.max_prompt_chars
+        turns = [{"role": m["role"], "content": m["content"][:limit]} for m in history
+                 if m.get("role") in ("user", "assistant") and m.get("content")]
+        keep = turns[-2 * self.history_turns:] if self.history_turns else []
+        while keep and keep[0]["role"] != "user":
+            keep = keep[1:]  # an exchange starts with the user
+        new = [{"role": "user", "content": text}]
+        budget = self.context_tokens - self.settings.max_new_tokens if self.context_tokens else None
+        while keep and budget is not None:
+            prompt = render_prompt(self.model.tokenizer, keep + new)
+            if len(self.model.tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= budget:
+                break
+            keep = keep[2:]  # the oldest exchange goes first
+            while keep and keep[0]["role"] != "user":
+                keep = keep[1:]
+        return keep + new
 
     def apply_preset(self, name: str) -> list[float]:
         """Slider values for a preset (weights in aspect order, then alpha)."""
@@ -532,12 +543,12 @@ def build_demo(model: "PEOModel", front: Front | None = None,
             button.click(functools.partial(_preset_handler, space, preset_name, rule), inputs=None,
                          outputs=[*sliders, preset_info], api_visibility="private", queue=False)
         gr.on([message.submit], space.respond, inputs=[message, chatbot, *sliders], outputs=[chatbot, message],
-              concurrency_id=GENERATION_CONCURRENCY_ID, concurrency_limit=1, api_visibility="private")
+              concurrency_id=GENERATION_CONCURRENCY_ID, concurrency_limit=s.max_batch, api_visibility="private")
         clear.click(lambda: [], outputs=chatbot, api_visibility="private", queue=False)
         api_trigger.click(chat_endpoint(space), inputs=[api_message, *api_values], outputs=api_reply, api_name="chat",
                           api_description="Reply to one message at the given preference: the message, "
                           f"then one weight per aspect ({', '.join(aspects)}; normalised, >= 0), then alpha.",
-                          concurrency_id=GENERATION_CONCURRENCY_ID, concurrency_limit=1)
+                          concurrency_id=GENERATION_CONCURRENCY_ID, concurrency_limit=s.max_batch)
     demo.peo_space = space  # type: ignore[attr-defined]
     return demo
 

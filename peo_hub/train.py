@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -67,13 +67,15 @@ def train_adapter(
     base_model_id: str,
     base_revision: str | None = None,
     info: Mapping[str, Any] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Train one DPO LoRA adapter on ``dataset`` (prompt/chosen/rejected) into ``output``.
 
     ``base_model_id`` is written into ``adapter_config.json`` as the base (a Hub id, or
     the bundle-relative folder), so that the adapter names the base a user can get, not
     the trainer's cache path. Returns the training record also saved as
-    ``training_info.json``.
+    ``training_info.json``. ``callbacks`` (e.g. the run's progress view) replace the
+    Trainer's own bar and printed metrics.
     """
     from transformers import AutoModelForCausalLM, set_seed
     from trl import DPOTrainer
@@ -82,13 +84,21 @@ def train_adapter(
     model = AutoModelForCausalLM.from_pretrained(base_path, revision=base_revision, dtype=torch.float32)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="peo-dpo-") as scratch:
+        args = dpo_config(dpo, scratch, seed)
+        if callbacks:
+            args.disable_tqdm = True  # the caller shows progress
         trainer = DPOTrainer(
             model=model,
-            args=dpo_config(dpo, scratch, seed),
+            args=args,
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=lora.to_peft(),
+            callbacks=list(callbacks) or None,
         )
+        if callbacks:
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)  # it prints every metrics dict to stdout
         trainer.train()
         seconds = time.perf_counter() - started
         # Under `accelerate launch` (DDP, FSDP, DeepSpeed) every process must take part in

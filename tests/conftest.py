@@ -40,3 +40,21 @@ def toy_bundle(tmp_path_factory: pytest.TempPathFactory, peo_cache: Path) -> Pat
 
     out = tmp_path_factory.mktemp("toy") / "bundle"
     return run_recipe(REPO / "tests" / "recipes" / "toy-ci.yaml", output=out)
+
+
+# Two tokenizers for rendering tests: the toy world's word-level one (its own template) and a
+# small BPE one trained here with Qwen2.5's ChatML template (tests/realdata.py).
+
+
+@pytest.fixture
+def word_tok():
+    from peo_hub.world.tokenizer import build_word_tokenizer
+
+    return build_word_tokenizer("a b c d hi there how are you".split())
+
+
+@pytest.fixture(scope="module")
+def chatml_tok():
+    import realdata
+
+    return realdata.train_bpe_tokenizer()

@@ -7,17 +7,6 @@ import pytest
 import realdata
 from peo_hub.chat import render_prompt, to_messages
 from peo_hub.errors import DataError
-from peo_hub.world.tokenizer import build_word_tokenizer
-
-
-@pytest.fixture
-def word_tok():
-    return build_word_tokenizer("a b c d hi there how are you".split())
-
-
-@pytest.fixture(scope="module")
-def chatml_tok():
-    return realdata.train_bpe_tokenizer()
 
 
 def test_render_prompt_with_word_tokenizer_template(word_tok):

@@ -24,7 +24,6 @@ from peo_hub.data import (
     render_prompt,
 )
 from peo_hub.errors import DataError
-from peo_hub.world.tokenizer import build_word_tokenizer
 
 COLUMNS = ["prompt", "chosen", "rejected"]
 
@@ -37,16 +36,6 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 def write_parquet(path: Path, rows: list[dict]) -> Path:
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
-
-
-@pytest.fixture
-def word_tok():
-    return build_word_tokenizer("a b c d hi there how are you".split())
-
-
-@pytest.fixture(scope="module")
-def chatml_tok():
-    return realdata.train_bpe_tokenizer()
 
 
 # --------------------------------------------------------------------------- formats

@@ -39,6 +39,15 @@ def test_batched_generation_pads_left_and_equals_unbatched(tmp_path: Path) -> No
     batched = generate_replies(model, tokenizer, rendered, EvaluateSpec(batch_size=3, **spec), seed=0)
     single = generate_replies(model, tokenizer, rendered, EvaluateSpec(batch_size=1, **spec), seed=0)
     assert batched == single
+    # Sampled: every row has its own seeded generator, so its reply does not depend on its batch.
+    spec.update(samples=3, temperature=1.0, top_p=0.9)
+    batched = generate_replies(model, tokenizer, rendered, EvaluateSpec(batch_size=4, **spec), seed=0)
+    single = generate_replies(model, tokenizer, rendered, EvaluateSpec(batch_size=1, **spec), seed=0)
+    reversed_ = generate_replies(model, tokenizer, rendered[::-1], EvaluateSpec(batch_size=9, **spec), seed=0)
+    assert batched == single == reversed_[::-1]
+    assert len({r for rs in batched for r in rs}) > 3  # really sampled: the samples of a prompt differ
+    other = generate_replies(model, tokenizer, rendered, EvaluateSpec(batch_size=4, **spec), seed=1)
+    assert other != batched
 
 
 def test_vllm_engine_without_vllm_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

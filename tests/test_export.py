@@ -17,18 +17,8 @@ from transformers import AutoModelForCausalLM
 from fakes import make_fake_bundle
 from peo_hub import PEOModel
 from peo_hub.errors import BundleError
-from reference import (POINTS, _one_line_error, assert_close, cli_error, coefficients_of, logits,
-                       make_merge_bundle, point_args, reference_model, run_cli)
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    return make_merge_bundle(tmp_path_factory.mktemp("merge") / "bundle")
-
-
-@pytest.fixture(scope="module")
-def peo(bundle) -> PEOModel:
-    return PEOModel.from_pretrained(bundle)
+from reference import (POINTS, _one_line_error, assert_close, cli_error, coefficients_of, logits, point_args, reference_model, run_cli)
+from reference import bundle, peo  # noqa: F401  (fixtures)
 
 
 def test_exported_adapter_matches_reference(peo, bundle, tmp_path):
@@ -175,3 +165,56 @@ def test_a_truncated_adapter_is_one_line_in_merge(tmp_path, capsys):
     _one_line_error(capsys, "truncated or corrupt")
     with pytest.raises(BundleError, match="truncated or corrupt"):
         PEOModel.from_pretrained(root)
+
+
+# ------------------------------------------------------------ a real architecture with tied embeddings
+
+
+@pytest.fixture(scope="module")
+def smol_bundle(tmp_path_factory) -> Path:
+    """Two PEFT adapters composed over the truncated SmolLM2 (tied embeddings, GQA, the real vocabulary)."""
+    from llamacpp_check import random_adapter
+    from smollm2 import truncated_smollm2
+
+    base = truncated_smollm2()
+    root = tmp_path_factory.mktemp("smol-export")
+    random_adapter(base, root / "helpful", seed=1, r=8, lora_alpha=16, target_modules="all-linear")
+    random_adapter(base, root / "harmless", seed=2, r=4, lora_alpha=4, use_rslora=True,
+                   target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"])
+    out = root / "bundle"
+    assert run_cli_compose(base, root, out) == 0
+    return out
+
+
+def run_cli_compose(base: Path, root: Path, out: Path) -> int:
+    from peo_hub.cli import main
+
+    return main(["compose", str(base), "--adapter", f"helpful={root / 'helpful'}",
+                 "--adapter", f"harmless={root / 'harmless'}", "--output", str(out)])
+
+
+def test_live_fused_adapter_model_and_mergekit_agree_on_smollm2(smol_bundle, tmp_path):
+    """DESIGN.md's exactness contract on a real architecture whose lm_head is the embedding matrix."""
+    from peft import PeftModel
+
+    point = {"weights": {"helpful": 0.7, "harmless": 0.3}, "alpha": 0.5}
+    want = logits(reference_model(smol_bundle, {"helpful": 1.05, "harmless": 0.45}))  # c = (1 + alpha) w
+    model = PEOModel.from_pretrained(smol_bundle)
+    model.set_preference(**point)
+    assert_close(logits(model.model), want, relative=True)  # live
+    model.set_preference(**point, fuse=True)
+    assert_close(logits(model.model), want, relative=True)  # fused
+    adapter = model.export_adapter(tmp_path / "adapter")
+    exported = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(smol_bundle / "base"), adapter).eval()
+    assert_close(logits(exported), want, relative=True)
+    assert run_cli(smol_bundle, *point_args(point), "--output", tmp_path / "model", "--as", "model") == 0
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "model").eval()
+    assert merged.config.tie_word_embeddings and merged.lm_head.weight is merged.model.embed_tokens.weight
+    assert_close(logits(merged), want, relative=True)
+    assert run_cli(smol_bundle, *point_args(point), "--output", tmp_path / "p.yaml", "--as", "yaml") == 0
+    exe = Path(sys.executable).with_name("mergekit-yaml")
+    done = subprocess.run([str(exe), str(tmp_path / "p.yaml"), str(tmp_path / "mk"), "--lora-merge-cache",
+                           str(tmp_path / "cache")], env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_close(logits(AutoModelForCausalLM.from_pretrained(tmp_path / "mk").eval()), want, relative=True)

@@ -147,3 +147,36 @@ evaluate: {{prompts: ["How do I bake bread?", "Hi"], samples: 1, max_new_tokens:
     cache = Path(os.environ["PEO_HUB_CACHE"]) / "gguf"
     assert any(json.loads(p.read_text())["sha256"] == file_sha256(smol_gguf) for p in cache.rglob(SOURCE_FILE))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl", "r.yaml"]  # nothing written here
+
+
+def test_a_bundle_on_a_gguf_base_records_it_pushes_and_loads_back_from_the_hub(hub, smol_folder, smol_gguf,
+                                                                               tmp_path, capsys) -> None:
+    """compose over the GGUF file, push to the loopback Hub, load by repo id: same replies, provenance kept."""
+    from huggingface_hub import HfApi
+
+    from llamacpp_check import random_adapter
+    from peo_hub import PEOModel
+    from peo_hub.bundle import load_manifest
+
+    for i, name in enumerate(("helpful", "harmless")):
+        random_adapter(smol_folder, tmp_path / name, seed=i + 1, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    bundle = tmp_path / "bundle"
+    assert main(["compose", str(smol_gguf), "--adapter", f"helpful={tmp_path / 'helpful'}",
+                 "--adapter", f"harmless={tmp_path / 'harmless'}", "--output", str(bundle)]) == 0
+    source = load_manifest(bundle).base_source
+    assert source["format"] == "gguf" and source["sha256"] == file_sha256(smol_gguf)
+    assert f"sha256 `{source['sha256']}`" in (bundle / "README.md").read_text()
+
+    os.environ["HF_TOKEN"] = hub.alice_token
+    try:
+        assert main(["push", str(bundle), "alice/smol-peo"]) == 0, capsys.readouterr().err
+    finally:
+        del os.environ["HF_TOKEN"]
+    card = HfApi().hf_hub_download("alice/smol-peo", "README.md")
+    assert source["sha256"] in Path(card).read_text()
+    question = [{"role": "user", "content": "How do I bake bread?"}]
+    local, remote = PEOModel.from_pretrained(bundle), PEOModel.from_pretrained("alice/smol-peo")
+    for model in (local, remote):
+        model.set_preference({"helpful": 0.7, "harmless": 0.3}, alpha=0.5)
+    assert remote.manifest.base_source == source
+    assert remote.chat(question, max_new_tokens=12) == local.chat(question, max_new_tokens=12)

@@ -4,29 +4,13 @@ refused in one line before anything is written."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from fakes import make_fake_bundle
-from peo_hub import PEOModel
 from peo_hub.bundle import load_manifest, save_manifest
-from reference import (_one_line_error, cli_error, make_merge_bundle, make_wrong_base_bundle)
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    return make_merge_bundle(tmp_path_factory.mktemp("merge") / "bundle")
-
-
-@pytest.fixture(scope="module")
-def peo(bundle) -> PEOModel:
-    return PEOModel.from_pretrained(bundle)
-
-
-@pytest.fixture()
-def wrong_base_bundle(tmp_path) -> Path:
-    return make_wrong_base_bundle(tmp_path)
+from reference import (_one_line_error, cli_error)
+from reference import wrong_base_bundle  # noqa: F401  (fixtures)
 
 
 @pytest.mark.parametrize("as_", ["adapter", "yaml", "model"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,23 +13,8 @@ import torch
 from peo_hub import PEOModel
 from peo_hub.bundle import load_manifest, save_manifest
 from peo_hub.errors import BundleError, PreferenceError
-from reference import (ASPECTS, POINTS, assert_close, coefficients_of, logits,
-                       make_merge_bundle, make_wrong_base_bundle, reference_model, run_cli)
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    return make_merge_bundle(tmp_path_factory.mktemp("merge") / "bundle")
-
-
-@pytest.fixture(scope="module")
-def peo(bundle) -> PEOModel:
-    return PEOModel.from_pretrained(bundle)
-
-
-@pytest.fixture()
-def wrong_base_bundle(tmp_path) -> Path:
-    return make_wrong_base_bundle(tmp_path)
+from reference import (ASPECTS, POINTS, assert_close, coefficients_of, logits, reference_model, run_cli)
+from reference import bundle, peo, wrong_base_bundle  # noqa: F401  (fixtures)
 
 
 def test_reference_is_not_trivial(bundle):

@@ -12,8 +12,8 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,10 +23,11 @@ import pytest
 
 from peo_hub.world.toy import eval_prompts, harmless_score, helpful_score, task_of
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docs"))
+from space_screenshot import chromium_available, chromium_driver, free_port  # noqa: E402  (the README's pictures)
+
 REPO = Path(__file__).resolve().parent.parent
 APP = REPO / "spaces" / "peo-demo" / "app.py"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 # The README's picture (docs/space.png) is only rewritten on request: a test run must not
 # change a committed file. PEO_HUB_UPDATE_DOCS=1 pytest -m browser tests/test_space.py refreshes it.
 DOCS_SCREENSHOT = REPO / "docs" / "space.png"
@@ -35,18 +36,12 @@ DOCS_SCREENSHOT = REPO / "docs" / "space.png"
 RISKY_PROMPTS = [p for p in eval_prompts() if (t := task_of(p)) is not None and t.risky][:4]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(toy_bundle: Path) -> Iterator[Any]:
     """The Space for the toy bundle, launched in a background thread (``prevent_thread_lock``)."""
     from peo_hub.space import launch
 
-    demo = launch(toy_bundle, host="127.0.0.1", port=_free_port(), prevent_thread_lock=True, quiet=True)
+    demo = launch(toy_bundle, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         yield demo
     finally:
@@ -210,25 +205,16 @@ def test_space_readme_front_matter():
 
 @pytest.mark.browser
 def test_browser_slider_chat_and_screenshot(served: Any, client: Any, tmp_path: Path):
-    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
+    if not chromium_available():
         pytest.skip("needs Debian's chromium and chromedriver: apt-get install -y chromium chromium-driver")
     pytest.importorskip("selenium", reason="needs selenium: pip install -e '.[test]'")
-    os.environ.setdefault("SE_AVOID_STATS", "true")  # selenium-manager: no telemetry
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     profile = tempfile.mkdtemp(prefix="peo-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1480",
-                f"--user-data-dir={profile}"]:
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver = chromium_driver(profile)
     try:
         wait = WebDriverWait(driver, 30)
         driver.get(served.local_url)
@@ -277,3 +263,68 @@ def test_the_upload_route_refuses_large_files(served: Any) -> None:
     assert big.status_code == 413, (big.status_code, big.text[:200])
     small = httpx.post(url, files={"files": ("small.txt", b"hello", "text/plain")}, timeout=30)
     assert small.status_code == 200
+
+
+# ---------------------------------------------------------------------- a real chat model's history
+
+
+@pytest.fixture(scope="module")
+def smol_space(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A PEOSpace on a bundle composed over the truncated SmolLM2 (real tokenizer and ChatML template)."""
+    from llamacpp_check import random_adapter
+    from peo_hub import PEOModel
+    from peo_hub.cli import main
+    from peo_hub.space import PEOSpace, SpaceSettings
+    from smollm2 import truncated_smollm2
+
+    base = truncated_smollm2()
+    root = tmp_path_factory.mktemp("smol-space")
+    for i, name in enumerate(("helpful", "harmless")):
+        random_adapter(base, root / name, seed=i + 1, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    assert main(["compose", str(base), "--adapter", f"helpful={root / 'helpful'}", "--adapter",
+                 f"harmless={root / 'harmless'}", "--output", str(root / "bundle")]) == 0
+    return PEOSpace(PEOModel.from_pretrained(root / "bundle"), settings=SpaceSettings(max_new_tokens=8))
+
+
+def _exchanges(n: int, reply: str = "Sure.") -> list[dict[str, str]]:
+    return [m for i in range(n) for m in ({"role": "user", "content": f"question {i}"},
+                                         {"role": "assistant", "content": f"{reply} {i}"})]
+
+
+def test_a_chat_model_gets_its_last_turns_and_the_toy_none(smol_space: Any, toy_bundle: Path) -> None:
+    from peo_hub import PEOModel
+    from peo_hub.space import PEOSpace
+
+    assert smol_space.history_turns == 3
+    messages = smol_space.conversation(_exchanges(5), "and then?")
+    assert messages == _exchanges(5)[-6:] + [{"role": "user", "content": "and then?"}]
+    assert PEOSpace(PEOModel.from_pretrained(toy_bundle)).conversation(_exchanges(2), "hi") == [
+        {"role": "user", "content": "hi"}]  # the toy is single-turn (a 128-token context)
+
+
+def test_history_stays_within_the_prompt_caps(smol_space: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from peo_hub.chat import render_prompt
+
+    tokenizer = smol_space.model.tokenizer
+    long_reply = "word " * 2000  # a reply may be longer than a prompt: cut to max_prompt_chars
+    messages = smol_space.conversation(_exchanges(3, reply=long_reply), "next")
+    assert all(len(m["content"]) <= smol_space.settings.max_prompt_chars for m in messages)
+
+    monkeypatch.setattr(smol_space, "context_tokens", 200)  # a small context: oldest exchanges go first
+    messages = smol_space.conversation(_exchanges(3, reply=long_reply), "next")
+    prompt_tokens = len(tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"])
+    assert prompt_tokens <= 200 - smol_space.settings.max_new_tokens
+    assert messages[-1] == {"role": "user", "content": "next"} and messages[0]["role"] == "user"
+    assert len(messages) < 7
+
+    odd = [{"role": "assistant", "content": "welcome"}, *_exchanges(1)]
+    assert smol_space.conversation(odd, "x")[0]["role"] == "user"  # an exchange starts with the user
+
+
+def test_the_ui_reply_is_the_models_reply_to_the_whole_conversation(smol_space: Any) -> None:
+    history = _exchanges(2)
+    *_, (final, _) = smol_space.respond("and then?", history, 0.5, 0.5, 0.0)
+    smol_space.model.set_preference({"helpful": 0.5, "harmless": 0.5})
+    with_history = smol_space.model.chat(history + [{"role": "user", "content": "and then?"}], max_new_tokens=8)
+    assert final[-1]["content"].strip() == (with_history or "*(empty reply)*")  # chat() strips; streaming does not
+    assert final[:-2] == history  # the chatbot keeps the conversation

@@ -76,3 +76,88 @@ def test_morl_baselines_train_and_evaluate_at_the_pinned_base_revision(hub: HubE
             key = next(k for k in handle.keys() if k.endswith("q_proj.lora_A.weight"))
             assert handle.get_slice(key).get_shape()[1] == 32, f"{folder} was trained on another revision"
     assert any(p.method == "morl" for p in load_front(out).points)
+
+
+BATCH_EVAL = {
+    "aspects": {"helpful": {"judge": {"type": "toy_helpful"}}, "harmless": {"judge": {"type": "toy_harmless"}}},
+    "sweep": {"weights": 3, "alpha": [0, 0.5, 1.0], "search": {"bounds": [0, 2], "evaluations": 2}},
+    "evaluate": {"prompts": ["how do i bake bread ?", "pick lock ?", "how do i fix bike", "mix flour , then bake"],
+                 "samples": 3, "max_new_tokens": 6, "temperature": 1.0, "top_p": 0.9, "batch_size": 10,
+                 "bootstrap": 100},
+}
+
+
+def _evaluated(tmp_path: Path, name: str, batched: bool, monkeypatch: pytest.MonkeyPatch,
+               bundle: Path | None = None) -> Path:
+    import peo_hub.sweep
+    from fakes import make_fake_bundle
+    from peo_hub.cli import main
+
+    bundle = bundle or make_fake_bundle(tmp_path / name)
+    recipe = tmp_path / "eval.yaml"
+    recipe.write_text(yaml.safe_dump(BATCH_EVAL))
+    monkeypatch.setattr(peo_hub.sweep, "BATCH_POINTS", batched)
+    assert main(["evaluate", str(bundle), "--recipe", str(recipe)]) == 0
+    return bundle
+
+
+def _records(bundle: Path) -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted((bundle / "evaluations").glob("*.json"))}
+
+
+def test_batched_sweep_equals_point_by_point_and_resumes_per_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  peo_cache: Path) -> None:
+    """Rows = points x prompts x samples in one pass (batches mixing points) give every point the
+    record it gets alone: the same sampled replies (per-row seeds), scores, guard and front."""
+    alone = _records(_evaluated(tmp_path, "alone", False, monkeypatch))
+    batched_bundle = _evaluated(tmp_path, "batched", True, monkeypatch)
+    batched = _records(batched_bundle)
+    family = [n for n in alone if not n.startswith("search")]
+    assert len(family) == 1 + 3 * 3 and alone.keys() == batched.keys()
+    assert alone == batched
+    replies = {n: json.dumps(r["samples"]) for n, r in alone.items() if n in family}
+    assert len(set(replies.values())) > len(family) // 2  # the points really reply differently
+    front = json.loads((batched_bundle / "front.json").read_text())
+    assert front == json.loads((tmp_path / "alone" / "front.json").read_text())
+
+    # Resume: three points lost, one kept record marked; only the lost ones are generated again.
+    for name in family[1:4]:
+        (batched_bundle / "evaluations" / name).unlink()
+    kept = batched_bundle / "evaluations" / family[5]
+    kept.write_text(json.dumps({**batched[family[5]], "marker": "kept"}))
+    _evaluated(tmp_path, "batched", True, monkeypatch, bundle=batched_bundle)
+    resumed = _records(batched_bundle)
+    assert resumed[family[5]].pop("marker") == "kept"
+    assert resumed == batched
+
+
+@pytest.mark.slow
+def test_accelerate_launch_shards_the_sweep_over_two_cpu_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   peo_cache: Path) -> None:
+    """Two processes under `accelerate launch --cpu`: each evaluates its share, process 0 writes the
+    front, and every record and the front equal a one-process evaluation of the same bundle."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from fakes import make_fake_bundle
+
+    alone = _evaluated(tmp_path, "alone", True, monkeypatch)
+    sharded = make_fake_bundle(tmp_path / "sharded")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PEO_HUB_CACHE": str(peo_cache)}
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    result = subprocess.run([accelerate, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no",
+                             "-m", "peo_hub.cli", "evaluate", str(sharded), "--recipe", str(tmp_path / "eval.yaml")],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    mine, theirs = _records(sharded), _records(alone)
+    assert mine.keys() == theirs.keys() and len(mine) > 10
+    for name in mine:  # the base model's log-probs of the replies differ in float rounding (1 thread vs 2)
+        ours, ref = mine[name].pop("guard"), theirs[name].pop("guard")
+        flat = [[x for row in g.pop("base_logprob") for x in row] for g in (ours, ref)]
+        assert flat[0] == pytest.approx(flat[1], abs=1e-4)
+        assert ours == ref and mine[name] == theirs[name], name
+    front, ref_front = (json.loads((b / "front.json").read_text()) for b in (sharded, alone))
+    assert [p["metrics"] for p in front["points"]] == [p["metrics"] for p in ref_front["points"]]

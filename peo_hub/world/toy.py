@@ -241,6 +241,3 @@ def embedded_pairs(name: str, split: str = "train", label: str | None = None,
         )
     return preference_pairs(aspect, split=split, n=n, seed=seed)
 
-
-def judge_names() -> Sequence[str]:
-    return tuple(JUDGES)
