@@ -61,7 +61,7 @@ def _aliases(info: Any) -> list[str]:
 
 
 def render() -> str:
-    from peo_hub.data import DatasetSpec
+    from peo_hub.data import DatasetSpec, GenerateSpec
     from peo_hub.engines import ENGINES
     from peo_hub.formats import FORMATS
     from peo_hub.judges import JUDGES, JudgeSpec
@@ -89,7 +89,9 @@ def render() -> str:
     out += ["**`hub`**", "", *table(HubSpec), ""]
     out += ["**Dataset specs** (`aspects.<name>.dataset` and `evaluate.prompts`). Formats (`format`):", ""]
     out += [f"- `{name}`: {fmt.summary}" for name, fmt in FORMATS.items()]
-    out += ["", *table(DatasetSpec), "", END]
+    out += ["", *table(DatasetSpec), ""]
+    out += ["**`generate`** (in a dataset spec: pairs sampled from the base model and labelled by the aspect's "
+            "judge, `peo_hub/selfpairs.py`)", "", *table(GenerateSpec), "", END]
     return "\n".join(out)
 
 

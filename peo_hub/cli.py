@@ -20,7 +20,8 @@ def _recipe_validate(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     if not args.schema_only:
         plan = preflight(recipe)  # the same checks `recipe run` makes before its first write
-        pairs = ", ".join(f"{a} {plan.data[a].train.num_rows} pairs" for a in recipe.aspects)
+        pairs = ", ".join(f"{a} {plan.data[a].train.num_rows} pairs" if a in plan.data
+                          else f"{a} pairs to sample for {plan.to_sample[a]} prompts" for a in recipe.aspects)
         print(f"ok: {args.recipe} is a valid recipe ({pairs}; {len(plan.prompts)} evaluation prompts; "
               f"base {recipe.base_model})")
         return 0

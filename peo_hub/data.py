@@ -28,7 +28,7 @@ from __future__ import annotations
 import difflib
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
@@ -44,10 +44,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DatasetSpec",
+    "GenerateSpec",
     "PreferenceData",
     "load_preference_data",
     "load_preference_dataset",
     "load_prompts",
+    "load_rows",
+    "pairs_dataset",
     "parse_dataset_spec",
     "render_prompt",
     "split_hh",
@@ -57,6 +60,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EMBEDDED_PREFIX = "embedded:"
+SMOLLM2_PROMPTS = "smollm2-safety"  # peo_hub.world.smollm2.NAME, without importing it at parse time
 
 # File suffix -> the `datasets` packaged builder that reads it. Compressed JSON/CSV (the raw
 # HH-RLHF files are train.jsonl.gz) are read transparently by `datasets`.
@@ -77,6 +81,44 @@ def file_builder(source: str) -> str | None:
 def _split_name(split: str) -> str:
     """``"train[:1000]"`` → ``"train"``: the split a local file is registered under."""
     return split.split("[", 1)[0].strip() or "train"
+
+
+class GenerateSpec(BaseModel):
+    """Pairs sampled from the base model itself (see :mod:`peo_hub.selfpairs`).
+
+    For each of the source's prompts, ``samples`` replies are sampled from the recipe's
+    base model (optionally under ``system_prompt``: context distillation, the adapter then
+    learns to behave as if told so), scored with the aspect's judge, and the best is kept
+    against the worst when their scores differ by at least ``margin``.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    samples: int = Field(default=4, ge=2, le=64, description="replies sampled per prompt (best and worst become a pair)")
+    margin: float = Field(default=0.1, ge=0, le=1,
+                          description="keep a prompt's pair only when best and worst judge scores differ by this much")
+    system_prompt: str | None = Field(
+        default=None,
+        description="a system message the replies are sampled under but the pairs are trained without (context "
+                    "distillation), e.g. a safety instruction for a harmless aspect")
+    context: list[dict[str, str]] | None = Field(
+        default=None,
+        description="example turns ({role: user|assistant, content}) put before each prompt while sampling, after "
+                    "the system prompt, and not trained on either: few-shot context distillation, which small models "
+                    "follow more readily than an instruction")
+    max_new_tokens: int = Field(default=64, gt=0, le=4096, description="reply length cap while sampling")
+    temperature: float = Field(default=1.0, gt=0, description="sampling temperature")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="nucleus sampling")
+    batch_size: int = Field(default=32, gt=0, description="replies generated per batch (batch_size // samples prompts "
+                                                          "at a time; each batch is cached when done)")
+
+    @field_validator("context")
+    @classmethod
+    def _turns(cls, value: list[dict[str, str]] | None) -> list[dict[str, str]] | None:
+        for i, turn in enumerate(value or []):
+            if set(turn) != {"role", "content"} or turn["role"] not in ("user", "assistant"):
+                raise ValueError(f"context turn {i} must be {{role: user or assistant, content: text}}, got {turn}")
+        return value
 
 
 class DatasetSpec(BaseModel):
@@ -119,8 +161,9 @@ class DatasetSpec(BaseModel):
         default=None,
         description=(
             "pku-saferlhf: 'better' (helpfulness, better_response_id) or 'safer' (harmlessness, "
-            "safer_response_id) picks the chosen response. embedded sources: the aspect label passed to the "
-            "toy world. Not used by other formats."
+            "safer_response_id) picks the chosen response. embedded:toy: the aspect label passed to the "
+            "toy world. embedded:smollm2-safety: harmful or benign keeps only those prompts. Not used by other "
+            "formats."
         ),
     )
     columns: dict[str, str] | None = Field(
@@ -144,6 +187,11 @@ class DatasetSpec(BaseModel):
     eval_split: str | None = Field(
         default=None,
         description="Hold-out from another split of a Hub dataset or folder instead (e.g. 'test'); capped at max_samples.",
+    )
+    generate: GenerateSpec | None = Field(
+        default=None,
+        description="sample the pairs from the base model instead of reading them: the source then only needs "
+                    "prompts (max_samples caps the prompts); see generate below",
     )
 
     @field_validator("source")
@@ -188,6 +236,12 @@ class DatasetSpec(BaseModel):
     def check(self, purpose: Purpose | None) -> None:
         """Raise ``ValueError("field: problem; fix")`` unless the spec can be read for ``purpose``."""
         fmt = FORMATS[self.format]
+        if self.generate is not None and (self.test_size is not None or self.eval_split is not None):
+            raise ValueError("generate: sampled pairs have no hold-out; remove test_size/eval_split and evaluate on "
+                             "other prompts (evaluate.prompts)")
+        if purpose == "pairs" and self.generate is None and self.source == f"{EMBEDDED_PREFIX}{SMOLLM2_PROMPTS}":
+            raise ValueError(f"generate: {self.source} holds prompts only; add generate: {{samples: 4}} to sample "
+                             "pairs for them from the base model")
         if self.is_embedded and self.format != "pairs":
             raise ValueError(f"format: embedded sources are already pairs; remove format or set format: pairs "
                              f"(got {self.format!r})")
@@ -369,6 +423,10 @@ def _load_embedded(spec: DatasetSpec, split: str) -> "Dataset":
     from peo_hub.world.toy import embedded_pairs  # lazy: the toy world pulls in its own data
 
     name = spec.source[len(EMBEDDED_PREFIX) :].strip()
+    if name == SMOLLM2_PROMPTS:
+        from peo_hub.world.smollm2 import prompt_rows
+
+        return datasets.Dataset.from_list(prompt_rows(_split_name(split), spec.label))
     try:
         rows = embedded_pairs(name, split, spec.label)
     except PEOError:
@@ -379,6 +437,16 @@ def _load_embedded(spec: DatasetSpec, split: str) -> "Dataset":
             "check the embedded name, split and label"
         ) from None
     return datasets.Dataset.from_list(list(rows))
+
+
+def load_rows(spec: DatasetSpec, columns: Sequence[str], where: str) -> dict[str, list]:
+    """The named columns of ``spec``'s split as lists, or one DataError naming the missing ones."""
+    raw = _load_raw(spec, spec.split)
+    missing = [c for c in columns if c not in raw.column_names]
+    if missing:
+        raise DataError(f"{where}: {spec.describe()} lacks column(s) {', '.join(missing)} (found "
+                        f"{', '.join(raw.column_names) or 'none'}); add them or point at another file")
+    return raw.select_columns(list(columns)).to_dict()
 
 
 def _columns(spec: DatasetSpec, names: Sequence[str], purpose: Purpose) -> dict[str, str | None]:
@@ -415,6 +483,12 @@ def _subset(n: int, k: int | None, seed: int) -> list[int]:
     if k is None or k >= n:
         return list(range(n))
     return sorted(int(i) for i in np.random.default_rng(seed).permutation(n)[:k])
+
+
+def pairs_dataset(prompts: Sequence[Any], chosen: Sequence[str], rejected: Sequence[str], tokenizer: Any) -> "Dataset":
+    """Raw prompts and their completions -> the three-column string Dataset the trainer takes."""
+    rows = Rows(prompts=list(prompts), chosen=list(chosen), rejected=list(rejected))
+    return _to_dataset(rows, range(len(rows)), tokenizer)
 
 
 def _to_dataset(rows: Rows, indices: Sequence[int], tokenizer: Any) -> "Dataset":
@@ -468,6 +542,7 @@ class PreferenceData:
     eval: "Dataset | None"
     rows_read: int
     dropped: dict[str, int]
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. sampled pairs: their cache key and mean score
 
     def provenance(self) -> dict[str, Any]:
         """The spec plus counts, for the bundle manifest and the model card."""
@@ -477,6 +552,7 @@ class PreferenceData:
             "train_rows": self.train.num_rows,
             "eval_rows": 0 if self.eval is None else self.eval.num_rows,
             "dropped": dict(self.dropped),
+            **self.extra,
         }
 
 
@@ -503,6 +579,9 @@ def load_preference_data(spec: DatasetSpec | Mapping[str, Any], tokenizer: Any =
     more than reading). ``eval_split`` rows go through the same steps, capped at max_samples.
     """
     spec = parse_dataset_spec(spec, purpose="pairs")
+    if spec.generate is not None:
+        raise DataError(f"{spec.describe()}: generate: pairs are sampled from the base model by "
+                        "peo_hub.selfpairs.sample_pairs, not read; call that instead")
     rows = _convert(_load_raw(spec, spec.split), spec)
     _report(spec, spec.split, rows)
     pool = _subset(len(rows), spec.max_samples, spec.seed)

@@ -6,7 +6,8 @@ Order of work and what makes it safe to interrupt:
    training, before anything is written; then the run folder is claimed
    (:class:`peo_hub.run.RunFolder`);
 1. the base model (the embedded toy is built once and cached; a local or embedded base is
-   copied into ``base/`` so a Hub user can get it);
+   copied into ``base/`` so a Hub user can get it); pairs sampled from it for aspects with
+   ``dataset.generate`` (cached and resumable, :mod:`peo_hub.selfpairs`);
 2. one DPO LoRA run per aspect into ``adapters/<aspect>/``: each folder appears only when
    complete (atomic rename); ``--resume`` skips finished ones; then ``peo_config.json``;
 3. the sweep: every (weights, alpha) point, the base, and the baselines, evaluated with
@@ -33,7 +34,7 @@ from peo_hub.fsutil import atomic_dir, atomic_write_text
 from peo_hub.policy import make_preference, weight_grid
 from peo_hub.progress import library_output_to
 from peo_hub.recipe import EvaluationRecipe, Recipe, load_recipe
-from peo_hub.run import Plan, RunFolder, preflight
+from peo_hub.run import Plan, RunFolder, preflight, sample_pairs
 from peo_hub.stats import split_prompts
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[st
     log = folder.root / RUN_LOG
     with library_output_to(log):
         tqdm.write(f"run folder {folder.root}; the libraries' logs and per-step metrics go to {log}")
+        sample_pairs(plan, folder)  # aspects whose pairs the base model samples (dataset.generate)
         if not _run_phases(plan, folder, resume):
             return folder.root  # one of several `accelerate launch` processes: process 0 writes the front
     if repo_id:

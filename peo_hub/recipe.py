@@ -23,7 +23,7 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from peo_hub.data import DatasetSpec
+from peo_hub.data import DatasetSpec, GenerateSpec
 from peo_hub.engines import ENGINES
 from peo_hub.errors import RecipeError, validation_message
 from peo_hub.guard import GuardThresholds
@@ -353,7 +353,7 @@ def _check_prompt_spec(evaluate: EvaluateSpec) -> None:
 def _field_names() -> list[str]:
     """Every field name of every recipe section, for "did you mean" hints on typos."""
     models = (Recipe, AspectSpec, JudgeSpec, LoraSpec, DPOSpec, TrainSpec, SweepSpec, AlphaSearchSpec, EvaluateSpec,
-              GuardThresholds, HubSpec, DatasetSpec)
+              GuardThresholds, HubSpec, DatasetSpec, GenerateSpec)
     return sorted({name for model in models for name in model.model_fields})
 
 

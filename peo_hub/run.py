@@ -116,6 +116,7 @@ class Plan:
     tokenizer: Any
     data: dict[str, Any] = field(default_factory=dict)  # aspect -> PreferenceData
     prompts: list[str] = field(default_factory=list)
+    to_sample: dict[str, int] = field(default_factory=dict)  # aspect -> prompts whose pairs the base must sample
 
 
 def _check_target_modules(recipe: Recipe, base: Base) -> None:
@@ -180,12 +181,32 @@ def preflight(recipe: Recipe) -> Plan:
     tokenizer = AutoTokenizer.from_pretrained(base.source, revision=base.revision)
     plan = Plan(recipe=recipe, base=base, tokenizer=tokenizer)
     for aspect, spec in recipe.aspects.items():
-        plan.data[aspect] = load_preference_data(spec.dataset, tokenizer)
+        if spec.dataset.generate is not None:  # sampled after pre-flight (sample_pairs): only the prompts now
+            plan.to_sample[aspect] = len(load_prompts(spec.dataset.model_copy(update={"generate": None}),
+                                                      where=f"aspects.{aspect}.dataset"))
+        else:
+            plan.data[aspect] = load_preference_data(spec.dataset, tokenizer)
     plan.prompts = load_prompts(recipe.evaluate.prompts)
     _check_judges(recipe)
     _check_dpo(recipe)
     _check_target_modules(recipe, base)
     return plan
+
+
+def sample_pairs(plan: Plan, folder: "RunFolder") -> None:
+    """Fill ``plan.data`` for the aspects whose pairs the base model samples (``dataset.generate``).
+
+    Cached and resumable on its own (:mod:`peo_hub.selfpairs`), so a ``--resume`` that
+    already trained an aspect's adapter pays only a cache read for its pairs.
+    """
+    if not plan.to_sample:
+        return
+    from peo_hub.selfpairs import sample_pairs as sample
+
+    for aspect in plan.to_sample:
+        spec = plan.recipe.aspects[aspect]
+        plan.data[aspect] = sample(spec.dataset, spec.judge, folder.base_path(plan.base), plan.tokenizer,
+                                   seed=plan.recipe.seed, revision=plan.base.revision, desc=f"[{aspect}] pairs")
 
 
 # --------------------------------------------------------------------------- the folder

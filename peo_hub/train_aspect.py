@@ -41,7 +41,7 @@ def train_aspect(recipe_path: str | Path, aspect: str, output: str | Path | None
     from accelerate import PartialState
 
     from peo_hub.recipe import load_recipe
-    from peo_hub.run import RunFolder, preflight
+    from peo_hub.run import RunFolder, preflight, sample_pairs
 
     recipe = load_recipe(recipe_path)
     if aspect not in recipe.aspects:
@@ -66,6 +66,7 @@ def train_aspect(recipe_path: str | Path, aspect: str, output: str | Path | None
             if write_record:  # so that `recipe run --resume` accepts the folder
                 run.write_record()
             run.base_path(plan.base)  # the copy in base/, made once by the main process
+        sample_pairs(plan, run)  # the main process samples, the others read its cache
 
     if state.is_main_process:
         print(f"[{aspect}] DPO on {plan.data[aspect].train.num_rows} pairs from {recipe.aspects[aspect].dataset.source} "
