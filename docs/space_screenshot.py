@@ -64,6 +64,8 @@ def chat_and_capture(url: str, messages: Sequence[str], output: Path, timeout: f
     try:
         wait = WebDriverWait(driver, timeout)
         driver.get(url)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#percent-helpful"))
+        time.sleep(3.0)  # let Gradio attach its handlers before typing (an early Enter is lost)
         bot = "#chatbot [data-testid='bot']"
         for number, message in enumerate(messages, start=1):
             box = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#message textarea"))
@@ -75,7 +77,13 @@ def chat_and_capture(url: str, messages: Sequence[str], output: Path, timeout: f
                 return len(replies) >= n and replies[n - 1].text.strip() not in ("", "…")
 
             wait.until(answered)
-            time.sleep(2.0)  # the streamed reply settles
+            last = None
+            while True:  # streaming: the reply is done when it stops changing
+                time.sleep(3.0)
+                text = driver.find_elements(By.CSS_SELECTOR, bot)[number - 1].text
+                if text == last:
+                    break
+                last = text
         time.sleep(1.0)
         output.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(output))
