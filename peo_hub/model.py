@@ -98,6 +98,9 @@ class PEOModel:
             exact_unfuse = any(layer.get_base_layer().weight.element_size() < 4 for layer in self._layers)
         self.exact_unfuse = exact_unfuse
         self._pristine: dict[int, torch.Tensor] = {}  # id(layer) -> CPU copy, filled on first fuse
+        #: warn when a preference leaves the range the bundle's sweep measured; the sweep itself,
+        #: which is that measurement (its alpha search reaches past the grid), turns this off
+        self.range_warnings = True
         self.preference: Preference = make_preference(self.aspects, {a: 1.0 for a in self.aspects},
                                                       formulation=self.manifest.formulation)
         self._apply_scales(self.preference.coefficients)
@@ -206,6 +209,10 @@ class PEOModel:
 
     # ------------------------------------------------------------------ switching
 
+    def _warn_range(self, coefficients: Mapping[str, float]) -> None:
+        if self.range_warnings:
+            warn_coefficients(self.manifest, coefficients)
+
     def _apply_scales(self, coefficients: Mapping[str, float]) -> None:
         for scaling, aspect, base_scale in self._slots:
             scaling[aspect] = coefficients[aspect] * base_scale
@@ -250,7 +257,7 @@ class PEOModel:
         """
         preference = make_preference(self.aspects, weights=weights, alpha=alpha,
                                      coefficients=coefficients, formulation=self.manifest.formulation)
-        warn_coefficients(self.manifest, preference.coefficients)
+        self._warn_range(preference.coefficients)
         with self._lock:
             if self._fused:
                 self._unfuse()
@@ -329,7 +336,7 @@ class PEOModel:
         if not rows:
             raise PreferenceError("no preferences given; give one preference per row")
         for coefficients in {tuple(row.coefficients.items()) for row in rows}:
-            warn_coefficients(self.manifest, dict(coefficients))
+            self._warn_range(dict(coefficients))
         return rows
 
     def _apply_row_scales(self, rows: Sequence[Mapping[str, float]]) -> None:
@@ -420,7 +427,7 @@ class PEOModel:
 
     def export_adapter(self, out_dir: str | os.PathLike[str]) -> Path:
         """Write the current policy as one standard PEFT LoRA adapter (exact; see peo_hub.merge)."""
-        warn_coefficients(self.manifest, self.preference.coefficients)
+        self._warn_range(self.preference.coefficients)
         return export_adapter(self._bundle, self.preference, out_dir)
 
     def to_mergekit_config(self, relative_to: str | os.PathLike[str] | None = None) -> dict[str, Any]:

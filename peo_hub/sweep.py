@@ -64,6 +64,15 @@ def _record(method: str, label: str, preference: Preference | None, metrics: dic
     }
 
 
+def _measuring_model(bundle: Path, device: str | None) -> "PEOModel":
+    """The bundle's PEOModel for the sweep, which measures points outside its own grid on purpose."""
+    from peo_hub.model import PEOModel
+
+    model = PEOModel.from_pretrained(bundle, device=device)
+    model.range_warnings = False
+    return model
+
+
 def run_sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any]]
               ) -> list[dict[str, Any]] | None:
     """Evaluate all points (resuming from ``evaluations/``); returns their evaluation records.
@@ -164,7 +173,7 @@ def _sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any
     bar = tqdm(total=len(mine) + len(morl_records), desc="sweep", unit="point", disable=bool(shard and shard.rank))
     todo = [i for i in mine if not (folder / f"{family[i][0]}-{family[i][1].label()}.json").is_file()]
     if todo:
-        model = PEOModel.from_pretrained(out, device=device)
+        model = _measuring_model(out, device)
     if len(todo) > 1 and batched_points(spec):
         # Many points in one pass: rows = points x prompts x samples, one preference per row;
         # each point's record is written as soon as its last row is generated (resumable).
@@ -192,7 +201,7 @@ def _sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any
     if recipe.sweep.search is not None:
         selection, _ = split_prompts(len(raw_prompts), spec.selection_fraction, recipe.seed)
         records += _search(recipe, records[0], selection, evaluate,
-                           lambda: model or PEOModel.from_pretrained(out, device=device),
+                           lambda: model or _measuring_model(out, device),
                            owns=None if shard is None else shard.owns)
     del model
 

@@ -175,6 +175,22 @@ def test_coefficient_range_warnings(bundle, tmp_path, caplog):
         save_manifest(bundle, manifest)
 
 
+def test_the_sweep_silences_range_warnings_only_on_its_own_model(bundle, caplog):
+    """The sweep measures points past its grid on purpose; a user's model still warns."""
+    from peo_hub.sweep import _measuring_model
+
+    def warned(model: PEOModel) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="peo_hub"):
+            model.set_preference(coefficients={"helpful": 3.5, "harmless": 0.0, "concise": 0.0})
+            model.generate(input_ids=torch.tensor([[1, 5, 6]]), max_new_tokens=1,
+                           preferences=[{"coefficients": {"helpful": 3.5, "harmless": 0.0, "concise": 0.0}}])
+        return [r.getMessage() for r in caplog.records]
+
+    assert len(warned(PEOModel.from_pretrained(bundle))) == 2  # set_preference, then the batch
+    assert warned(_measuring_model(bundle, None)) == []
+
+
 def test_export_adapter_never_deletes_what_is_not_an_export(peo, bundle, tmp_path):
     from peo_hub.errors import OutputError
 
