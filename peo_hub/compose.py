@@ -23,7 +23,6 @@ A compatible set is written as an ordinary bundle (``base/`` when the base is lo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,7 +35,7 @@ from peo_hub.bundle import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERS_DIR, BASE_
                             Manifest, save_manifest)
 from peo_hub.card import write_model_card
 from peo_hub.errors import BundleError, PEOError
-from peo_hub.fsutil import atomic_dir, check_output
+from peo_hub.fsutil import atomic_dir, check_output, file_sha256
 from peo_hub.hub import download_adapter, download_model
 from peo_hub.ids import HubRef, is_repo_id, parse_ref
 from peo_hub.lora import (Adapter, base_shapes_from_model, check_adapters, partial_modules, read_adapter,
@@ -289,14 +288,6 @@ def is_composed_output(path: Path) -> bool:
     return isinstance(raw, dict) and isinstance(raw.get("composed"), dict)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _entry(item: AdapterInput, adapter: Adapter) -> AspectEntry:
     config = adapter.config
     source = {
@@ -306,7 +297,7 @@ def _entry(item: AdapterInput, adapter: Adapter) -> AspectEntry:
         "revision": item.ref.revision,
         "subfolder": item.ref.subfolder,
         "commit": item.commit,
-        "sha256": _sha256(item.folder / ADAPTER_WEIGHTS),
+        "sha256": file_sha256(item.folder / ADAPTER_WEIGHTS),
         "declared_base": adapter.base_model_name,
         "lora": {k: config.get(k) for k in ("r", "lora_alpha", "use_rslora", "rank_pattern", "alpha_pattern",
                                              )},

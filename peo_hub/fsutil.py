@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import hashlib
 import os
 import shutil
 import tempfile
@@ -169,3 +170,17 @@ def clean_stale_temps(folder: str | os.PathLike[str]) -> None:
                 shutil.rmtree(child, ignore_errors=True)
             else:
                 child.unlink(missing_ok=True)
+
+
+def cache_root() -> Path:
+    """Where peo-hub keeps what it can rebuild (the toy base, converted GGUF bases, sampled pairs)."""
+    return Path(os.environ.get("PEO_HUB_CACHE", Path.home() / ".cache" / "peo_hub"))
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
+    """The sha256 of a file, read in chunks (model weights do not fit a single read comfortably)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -20,7 +20,6 @@ Three spellings of ``base_model``, so that none is ambiguous:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from peo_hub.errors import RecipeError
-from peo_hub.fsutil import atomic_dir, atomic_write_json
+from peo_hub.fsutil import atomic_dir, atomic_write_json, cache_root, file_sha256
 
 GGUF_SUFFIX = ".gguf"
 PYPI_PREFIX = "pypi:"
@@ -91,14 +90,6 @@ def locate(name: str, revision: str | None = None, what: str = "base_model") -> 
     return GgufSource(name, path)
 
 
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def quantisation(path: Path) -> str | None:
     """The file's quantisation as llama.cpp names it (``Q4_1``...), from ``general.file_type``."""
     import gguf
@@ -149,8 +140,6 @@ def _convert(path: Path, folder: Path, what: str) -> None:
 def ensure_gguf_base(name: str, revision: str | None = None, cache: Path | None = None,
                      what: str = "base_model") -> tuple[Path, dict[str, Any]]:
     """The converted folder for ``name`` (built on first use) and its provenance record."""
-    from peo_hub.world.base import cache_root
-
     _require_gguf_package(what)
     source = locate(name, revision, what)
     digest = file_sha256(source.path)

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from peo_hub.chat import render_prompt, to_messages
 from peo_hub.data import DatasetSpec, GenerateSpec, PreferenceData, load_prompts, pairs_dataset
 from peo_hub.errors import DataError
-from peo_hub.fsutil import atomic_write_json
+from peo_hub.fsutil import atomic_write_json, cache_root as peo_cache, file_sha256
 from peo_hub.judges import Judge, JudgeSpec
 
 SAMPLES_FILE = "samples.jsonl"
@@ -42,7 +42,8 @@ NO_MARGIN = "best and worst replies within the margin"
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("PEO_HUB_CACHE", Path.home() / ".cache" / "peo_hub")) / "pairs"
+    """Where sampled pairs are cached: ``pairs/`` in peo-hub's cache."""
+    return peo_cache() / "pairs"
 
 
 def model_identity(model_path: str, revision: str | None = None) -> str:
@@ -50,13 +51,8 @@ def model_identity(model_path: str, revision: str | None = None) -> str:
     folder = Path(model_path)
     if not folder.is_dir():
         return f"{model_path}@{revision}"
-    digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("config.json")):
-        digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("config.json"))
+    return hashlib.sha256("".join(f"{p.name}:{file_sha256(p)}\n" for p in files).encode()).hexdigest()
 
 
 def cache_key(model_id: str, chat_template: str | None, prompts: Sequence[Any], generate: GenerateSpec,

@@ -33,6 +33,7 @@ from peo_hub.search import search_alpha, trials_json
 from peo_hub.stats import prompt_sums, ratio_mean, split_prompts
 
 if TYPE_CHECKING:
+    from peo_hub.model import PEOModel
     from peo_hub.run import Plan, RunFolder
 
 SAMPLE_REPLIES = 6  # replies kept per prompt in a record, for reading what a point says
@@ -130,7 +131,6 @@ def _sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any
     from peo_hub.engines import generate_replies
     from peo_hub.evaluate import score_replies
     from peo_hub.judges import build_judge
-    from peo_hub.model import PEOModel
 
     recipe, tokenizer, out = plan.recipe, plan.tokenizer, run.root
     spec = recipe.evaluate
@@ -203,7 +203,7 @@ def _sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any
         records += _search(recipe, records[0], selection, evaluate,
                            lambda: model or _measuring_model(out, device),
                            owns=None if shard is None else shard.owns)
-    del model
+    model = None  # free the live model before the MORL baselines load theirs
 
     for j, (label, info) in enumerate(morl_records.items()):
         if shard is not None and not shard.owns(j):

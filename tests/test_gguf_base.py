@@ -22,7 +22,8 @@ from smollm2 import smollm2_gguf, truncated_smollm2
 
 pytest.importorskip("gguf", reason="GGUF bases need the gguf package (pip install gguf)")
 
-from peo_hub.gguf_base import SOURCE_FILE, ensure_gguf_base, file_sha256, is_gguf_base, locate  # noqa: E402
+from peo_hub.fsutil import file_sha256  # noqa: E402
+from peo_hub.gguf_base import SOURCE_FILE, ensure_gguf_base, is_gguf_base, locate  # noqa: E402
 
 
 @pytest.fixture(scope="module")

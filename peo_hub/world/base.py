@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from peo_hub.fsutil import atomic_dir
+from peo_hub.fsutil import atomic_dir, cache_root
 from peo_hub.world import toy
 from peo_hub.world.tokenizer import build_word_tokenizer
 
@@ -26,10 +26,6 @@ SFT_EXAMPLES = 6000
 SFT_EPOCHS = 3
 SFT_BATCH = 32
 SFT_LR = 3e-3
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("PEO_HUB_CACHE", Path.home() / ".cache" / "peo_hub"))
 
 
 def is_embedded(base_model: str) -> bool:
