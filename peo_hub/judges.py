@@ -17,6 +17,8 @@ judge are the raw, unrendered prompts.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import inspect
 import math
 import string
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from peo_hub.chat import to_messages
 from peo_hub.errors import DataError, PEOError
+from peo_hub import refusal
 from peo_hub.refusal import is_refusal, substance
 from peo_hub.world import toy
 
@@ -41,18 +44,43 @@ class JudgeType:
     build: Callable[["JudgeSpec"], "Judge"]
     summary: str
     needs_model: bool = False
+    #: The functions, classes and modules whose source computes the scores (see :func:`judge_code_hash`).
+    code: tuple[Any, ...] = ()
 
 
 JUDGES: dict[str, JudgeType] = {}
 
 
-def register_judge(name: str, summary: str, needs_model: bool = False
+def register_judge(name: str, summary: str, needs_model: bool = False, code: Sequence[Any] = ()
                    ) -> Callable[[Callable[["JudgeSpec"], "Judge"]], Callable[["JudgeSpec"], "Judge"]]:
-    """Decorator: make a judge factory ``(spec) -> Judge`` known to recipes as ``type: name``."""
+    """Decorator: make a judge factory ``(spec) -> Judge`` known to recipes as ``type: name``.
+
+    ``code`` names what the scores are computed by (functions, classes, modules; the factory
+    itself when empty), so that caches of judged replies can tell a changed judge apart.
+    """
     def add(factory: Callable[["JudgeSpec"], "Judge"]) -> Callable[["JudgeSpec"], "Judge"]:
-        JUDGES[name] = JudgeType(name=name, build=factory, summary=summary, needs_model=needs_model)
+        JUDGES[name] = JudgeType(name=name, build=factory, summary=summary, needs_model=needs_model,
+                                 code=tuple(code) or (factory,))
         return factory
     return add
+
+
+def judge_code_hash(judge_type: str) -> str:
+    """A hash of the source code that computes a registered judge's scores.
+
+    Why: cached judge scores (the self-sampled pairs of :mod:`peo_hub.selfpairs`) must not
+    outlive a change to the judge's code, e.g. a new refusal marker in :mod:`peo_hub.refusal`;
+    the judge's spec alone does not change then. Code whose source cannot be read (built
+    in, or defined interactively) is named by its qualified name instead.
+    """
+    digest = hashlib.sha256()
+    for obj in JUDGES[judge_type].code:
+        try:
+            source = inspect.getsource(obj)
+        except (OSError, TypeError):
+            source = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', obj))}"
+        digest.update(source.encode() + b"\0")
+    return digest.hexdigest()
 
 
 class JudgeSpec(BaseModel):
@@ -325,12 +353,14 @@ def _function_judge(name: str, fn: Callable[[str, str], float]) -> Callable[[Jud
     return lambda spec: ProgrammaticJudge(name, fn)
 
 
-register_judge("toy_helpful", "the toy world's helpfulness: 0.25 per step of the asked task, a redirect 0.25")(
+register_judge("toy_helpful", "the toy world's helpfulness: 0.25 per step of the asked task, a redirect 0.25",
+               code=(ProgrammaticJudge, toy))(
     _function_judge("toy_helpful", toy.helpful_score))
-register_judge("toy_harmless", "the toy world's harmlessness: 1 without a risky step, 0.5 for one, 0 for more")(
+register_judge("toy_harmless", "the toy world's harmlessness: 1 without a risky step, 0.5 for one, 0 for more",
+               code=(ProgrammaticJudge, toy))(
     _function_judge("toy_harmless", toy.harmless_score))
 register_judge("reward_model", "a sequence-classification reward or cost model (model: Hub id or path)",
-               needs_model=True)(lambda spec: RewardModelJudge(spec))
+               needs_model=True, code=(RewardModelJudge, load_reward_model, _sigmoid))(lambda spec: RewardModelJudge(spec))
 
 
 # --------------------------------------------------------------------------- real text
@@ -399,10 +429,13 @@ def load_labels(source: str | None) -> dict[str, bool]:
     return labels
 
 
-register_judge("refusal", "1 when the reply refuses (refusal markers of GCG/XSTest-style evaluations in its opening)")(
+register_judge("refusal", "1 when the reply refuses (refusal markers of GCG/XSTest-style evaluations in its opening)",
+               code=(ProgrammaticJudge, refusal_score, refusal))(
     _function_judge("refusal", refusal_score))
 register_judge("chat_helpful", "real text: 0 for a refusal, else how substantively the reply answers (on-topic, "
-                               "concrete, long enough, fluent)")(_function_judge("chat_helpful", chat_helpful_score))
+                               "concrete, long enough, fluent)",
+               code=(ProgrammaticJudge, chat_helpful_score, refusal))(_function_judge("chat_helpful", chat_helpful_score))
 register_judge("chat_harmless", "real text: refusing a harmful request 1, answering it 0, any benign request 1 "
-                                "(labels: which prompts are harmful)")(
+                                "(labels: which prompts are harmful)",
+               code=(HarmlessJudge, _prompt_text, load_labels, refusal))(
     lambda spec: HarmlessJudge(load_labels(spec.labels), spec.labels or "embedded:smollm2-safety"))

@@ -12,8 +12,8 @@ context distillation, so the adapter learns to behave as if it had been told (or
 Why cached, and how: sampling is the slowest step before training on a CPU. Replies and
 scores are appended to ``$PEO_HUB_CACHE/pairs/<key>/samples.jsonl`` one batch of prompts
 at a time, where ``key`` hashes everything that determines them (the base model's
-weights, the tokenizer's chat template, the prompts, the generation settings, the judge
-and the seed). An interrupted run resumes at the next batch; a finished one is reused by
+weights, the tokenizer's chat template, the prompts, the generation settings, the judge's
+spec and the source of its scoring code, and the seed). An interrupted run resumes at the next batch; a finished one is reused by
 any run with the same key. Each batch is seeded from the seed and its position, so a
 resumed run samples exactly what an uninterrupted one would have.
 """
@@ -33,7 +33,7 @@ from peo_hub.chat import render_prompt, to_messages
 from peo_hub.data import DatasetSpec, GenerateSpec, PreferenceData, load_prompts, pairs_dataset
 from peo_hub.errors import DataError
 from peo_hub.fsutil import atomic_write_json, cache_root as peo_cache, file_sha256
-from peo_hub.judges import Judge, JudgeSpec
+from peo_hub.judges import Judge, JudgeSpec, judge_code_hash
 
 SAMPLES_FILE = "samples.jsonl"
 DONE_FILE = "done.json"
@@ -57,10 +57,15 @@ def model_identity(model_path: str, revision: str | None = None) -> str:
 
 def cache_key(model_id: str, chat_template: str | None, prompts: Sequence[Any], generate: GenerateSpec,
               judge: JudgeSpec, seed: int) -> str:
-    """The hash of everything that determines the sampled replies and their scores."""
+    """The hash of everything that determines the sampled replies and their scores.
+
+    The judge enters twice: its spec, and the source code that computes its scores
+    (:func:`peo_hub.judges.judge_code_hash`), so a changed judge (a new refusal marker, a
+    reweighted substance score) samples and scores again instead of reusing stale scores.
+    """
     blob = json.dumps({"model": model_id, "template": chat_template, "prompts": list(prompts),
                        "generate": generate.model_dump(mode="json", exclude_none=True), "judge": judge.model_dump(mode="json"),
-                       "seed": seed}, sort_keys=True, default=str)
+                       "judge_code": judge_code_hash(judge.type), "seed": seed}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

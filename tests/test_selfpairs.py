@@ -125,6 +125,55 @@ def test_reward_model_judges_label_pairs_too(smol, cache, tmp_path: Path) -> Non
         assert score([record["prompt"]], [rejected])[0] == pytest.approx(min(record["scores"]), abs=1e-4)
 
 
+def _scoring_module(path: Path, divisor: int) -> object:
+    """A judge's scoring code in a file of its own: reply length over ``divisor``, capped at 1."""
+    import importlib.util
+
+    path.write_text(f"def score(prompt, reply):\n    return min(1.0, len(reply) / {divisor})\n")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_changed_judge_code_samples_and_scores_again(smol, cache, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key holds the source of the judge's scoring code: same spec, edited code -> fresh scores, not stale ones."""
+    from peo_hub.judges import JUDGES, JudgeType, ProgrammaticJudge
+
+    folder, tokenizer = smol
+    judge = None
+    keys = []
+    for name, divisor in (("v1", 40), ("v1_again", 40), ("v2", 400)):
+        module = _scoring_module(tmp_path / f"length_{name}.py", divisor)
+        monkeypatch.setitem(JUDGES, "test_length", JudgeType(
+            name="test_length", build=lambda spec, fn=module.score: ProgrammaticJudge("test_length", fn),
+            summary="test", code=(module,)))
+        judge = JudgeSpec(type="test_length")
+        keys.append(sample_pairs(_spec(), judge, str(folder), tokenizer, seed=0).provenance()["samples_cache"])
+    assert keys[0] == keys[1] != keys[2]  # the same code in another file is the same judge; edited code is not
+    records = [json.loads(line) for line in (cache_root() / keys[2] / SAMPLES_FILE).read_text().splitlines()]
+    score = build_judge(judge)  # v2, the last registered
+    for record in records:
+        assert score([record["prompt"]] * len(record["replies"]), record["replies"]) == pytest.approx(
+            record["scores"], abs=1e-6)
+
+
+def test_an_edited_refusal_module_changes_the_real_judges_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """chat_helpful, chat_harmless and refusal score through peo_hub.refusal: editing it must resample their pairs."""
+    import peo_hub.refusal
+    from peo_hub.judges import judge_code_hash
+
+    real = {name: judge_code_hash(name) for name in ("chat_helpful", "chat_harmless", "refusal", "toy_helpful")}
+    edited = tmp_path / "refusal.py"
+    edited.write_text(Path(peo_hub.refusal.__file__).read_text().replace('"i won\'t", ', '"i won\'t", "no way", '))
+    monkeypatch.setattr(peo_hub.refusal, "__file__", str(edited))
+    assert edited.read_text() != Path(peo_hub.refusal.__spec__.origin).read_text()
+    for name in ("chat_helpful", "chat_harmless", "refusal"):
+        assert judge_code_hash(name) != real[name], name
+    assert judge_code_hash("toy_helpful") == real["toy_helpful"]
+
+
 @pytest.mark.parametrize(("fields", "message"), [
     ({"source": "embedded:smollm2-safety", "generate": {"samples": 4}, "test_size": 0.2}, "no hold-out"),
     ({"source": "embedded:smollm2-safety"}, "holds prompts only; add generate"),
