@@ -65,9 +65,11 @@ def test_base_logprob_matches_a_direct_forward_pass(tmp_path: Path) -> None:
         widths: dict[tuple[int, ...], int] = {}
         forward = scorer.model.forward
 
-        def spy(input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: object) -> object:
-            for row, mask in zip(input_ids.tolist(), attention_mask.tolist()):
-                widths[tuple(t for t, m in zip(row, mask) if m)] = len(row)
+        def spy(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: object) -> object:
+            if attention_mask is not None:  # the replies' batches (a prompt alone has no padding)
+                tail = attention_mask[:, -input_ids.shape[1]:]
+                for row, mask in zip(input_ids.tolist(), tail.tolist()):
+                    widths[tuple(t for t, m in zip(row, mask) if m)] = len(row)
             return forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
         scorer.model.forward = spy  # type: ignore[method-assign]
