@@ -3,7 +3,8 @@
 The sweep of ``recipes/toy.yaml`` (15 family points, the alpha search's trials for 5 weight
 vectors, the 5 points it keeps, 3 MORL baselines: 17,408 sampled replies, judged, with the
 guard's base log-probs) is redone on copies of a finished run, with its evaluations removed,
-by two versions of peo-hub:
+by two versions of peo-hub (and the run's own records, the front the README reports, are a
+third reference):
 
 * ``before``: a checkout of the code before this change (``--before``, e.g. made with
   ``git worktree add /tmp/before bd8ab45``), with that checkout's own ``recipes/toy.yaml``;
@@ -127,6 +128,19 @@ def compare(records: dict[str, list[dict[str, Any]]], reference: str) -> dict[st
     return out
 
 
+def run_records(run: Path) -> list[dict[str, Any]]:
+    """The finished run's own evaluation records as ``run_sweep`` returns them (its front's input)."""
+    records = []
+    for path in sorted((run / "evaluations").glob("*.json")):
+        if path.name.startswith("search-trial-"):
+            continue  # a trial's record: selection prompts only, read by the search, not by the front
+        record = json.loads(path.read_text())
+        if record["method"] == "morl":
+            record.update(coefficients=None, alpha=None)  # as run_sweep returns a MORL record
+        records.append(record)
+    return records
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", type=Path, help="a checkout of the code to compare with")
@@ -170,12 +184,16 @@ def main() -> None:
         "seconds": {name: summary(t) for name, t in times.items()},
         "speedup_vs_before_best": {name: round(best["before"] / b, 3) for name, b in best.items()},
         "comparison_with_before": compare(records, "before"),
+        # The run itself (`recipe run recipes/toy.yaml`, the README's front) as the reference.
+        "comparison_with_run": {name: c for name, c in compare({**records, "run": run_records(args.run)}, "run").items()
+                                if name != "run"},
     }
     write_report("sweep_speed", report)
     print(json.dumps({k: report[k] for k in ("seconds", "speedup_vs_before_best")}, indent=1))
-    for name, c in report["comparison_with_before"].items():
-        print(name, {k: c[k] for k in ("reply_scores_differing", "same_points_on_front", "same_presets",
-                                       "hypervolume_difference")})
+    for against in ("comparison_with_before", "comparison_with_run"):
+        for name, c in report[against].items():
+            print(against, name, {k: c[k] for k in ("reply_scores_differing", "same_points_on_front", "same_presets",
+                                                    "hypervolume_difference")})
 
 
 if __name__ == "__main__":
