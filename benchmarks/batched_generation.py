@@ -1,7 +1,6 @@
 """What does serving many preferences in one batch cost, against one preference, against one by one?
 
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/batched_generation.py [--quick] [--device cuda]
-    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python benchmarks/batched_generation.py --sweep-run runs/toy
 
 Live, a row's LoRA contribution is ``Σᵢ c_{b,i} sᵢ Bᵢ Aᵢ x``; with a ``(rows, 1, 1)`` scale per
 adapter, every row of a batch gets its own policy in the same forward pass
@@ -21,11 +20,7 @@ each once, in a rotated order) so that drift in the machine's load hits them ali
 use each variant's best round, medians are kept. Every mixed row's tokens are checked
 against its one-by-one run. ``uptime``'s load is recorded before and after.
 
-``--sweep-run DIR`` (a finished ``peo-hub recipe run recipes/toy.yaml --output DIR``) also
-times the quick start's sweep (:func:`sweep_wall_time`): the run is copied without its
-evaluations and the sweep redone point by point (``peo_hub.sweep.BATCH_POINTS = False``, the
-code before batching) and batched, at the recipe's batch size and at ``--sweep-big-batch``
-rows; records and fronts must be equal. ``--models none`` skips the generation part.
+The quick start's sweep has its own benchmark, ``benchmarks/sweep_speed.py``.
 Results go to ``benchmarks/results/batched_generation[_quick|_cuda].json``.
 """
 
@@ -33,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -160,92 +154,6 @@ def measure(model: str, work: Path, device: str, rounds: int, new_tokens: int,
     return result
 
 
-SWEEP_VARIANTS = {  # name: (batch points, evaluate.batch_size; None = the recipe's)
-    "point_by_point": (False, None),
-    "batched": (True, None),
-    "point_by_point_big_batch": (False, "big"),
-    "batched_big_batch": (True, "big"),
-}
-
-
-def sweep_wall_time(run: Path, work: Path, rounds: int, big_batch: int, names: list[str],
-                    recipe_path: Path) -> dict[str, Any]:
-    """The quick start's sweep (family, alpha search, MORL points) on copies of a finished toy run.
-
-    Only ``run_sweep`` is timed (the pre-flight and the front are not). ``point_by_point`` is
-    the code before batching (``peo_hub.sweep.BATCH_POINTS = False``) at the recipe's batch
-    size; the ``big_batch`` variants set ``evaluate.batch_size`` to ``big_batch`` rows, so the
-    speed-up can be attributed: cross-point batching vs larger batches. Replies are seeded per
-    row, so every variant must give the same records (compared below) and hence the same front.
-    """
-    import peo_hub.sweep
-    from peo_hub.confirm import front_from_records
-    from peo_hub.pipeline import _train_morl
-    from peo_hub.recipe import load_recipe
-    from peo_hub.run import RunFolder, preflight
-    from peo_hub.stats import split_prompts
-
-    recipe0 = load_recipe(recipe_path)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    records: dict[str, list[dict[str, Any]]] = {}
-    for r in range(rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            batch_points, size = SWEEP_VARIANTS[name]
-            evaluate = recipe0.evaluate.model_copy(update={"batch_size": big_batch if size == "big" else
-                                                           recipe0.evaluate.batch_size})
-            recipe = recipe0.model_copy(update={"evaluate": evaluate})
-            copy = work / f"sweep-{name}-{r}"
-            shutil.copytree(run, copy, symlinks=True, ignore=shutil.ignore_patterns("evaluations"))
-            plan = preflight(recipe)
-            folder = RunFolder(copy, recipe)
-            morl = _train_morl(plan, folder, resume=True) if "morl" in recipe.sweep.baselines else {}  # all kept
-            peo_hub.sweep.BATCH_POINTS = batch_points
-            start = time.perf_counter()
-            result = peo_hub.sweep.run_sweep(plan, folder, morl)
-            times[name].append(time.perf_counter() - start)
-            assert result is not None
-            records.setdefault(name, result)
-            print(f"sweep {name} round {r}: {times[name][-1]:.1f}s (load {load_avg()})", file=sys.stderr, flush=True)
-            shutil.rmtree(copy)
-    peo_hub.sweep.BATCH_POINTS = True
-
-    def comparable(recs: list[dict[str, Any]]) -> list[Any]:
-        return [(x["label"], x["method"], x["samples"], {a: m["scores"] for a, m in x["metrics"].items()})
-                for x in recs]
-
-    ref = names[0]
-    spec = recipe0.evaluate
-    selection, confirmation = split_prompts(len(records[ref][0]["prompts"]), spec.selection_fraction, recipe0.seed)
-    fronts = {name: front_from_records(list(recipe0.aspects), recs, selection, confirmation, resamples=spec.bootstrap,
-                                       seed=recipe0.seed, guard_thresholds=spec.guard,
-                                       selection_fraction=spec.selection_fraction).model_dump(mode="json")
-              for name, recs in records.items()}
-    best = {name: min(t) for name, t in times.items()}
-
-    def differing(recs: list[dict[str, Any]]) -> dict[str, Any]:
-        """How far a variant's records are from the reference's: reply scores that differ, and means."""
-        pairs = [(a, b) for x, y in zip(recs, records[ref]) for asp in x["metrics"]
-                 for sa, sb in zip(x["metrics"][asp]["scores"], y["metrics"][asp]["scores"]) for a, b in zip(sa, sb)]
-        return {"reply_scores_differing": sum(a != b for a, b in pairs), "reply_scores": len(pairs),
-                "max_abs_mean_difference": max(abs(x["metrics"][a]["mean"] - y["metrics"][a]["mean"])
-                                               for x, y in zip(recs, records[ref]) for a in x["metrics"])}
-    return {"recipe": str(recipe_path), "points_evaluated": len(records[ref]),
-            "what": "run_sweep on a finished run with its evaluations removed: the family points, the alpha "
-                    "search and the MORL baselines, judged, with the guard's base log-probs",
-            "big_batch": big_batch, "recipe_batch_size": recipe0.evaluate.batch_size,
-            "seconds": {name: summary(t) for name, t in times.items()},
-            "speedup_vs_point_by_point_best": {name: best[ref] / b for name, b in best.items()},
-            "same_records_as_point_by_point": {name: comparable(recs) == comparable(records[ref])
-                                               for name, recs in records.items()},
-            "difference_from_point_by_point": {name: differing(recs) for name, recs in records.items()},
-            "same_front_as_point_by_point": {name: f["points"] == fronts[ref]["points"]
-                                             and f["hypervolume"] == fronts[ref]["hypervolume"]
-                                             for name, f in fronts.items()},
-            "hypervolume": {name: f["hypervolume"] for name, f in fronts.items()},
-            "on_front": {name: [p["label"] if "label" in p else i for i, p in enumerate(f["points"]) if p["on_front"]]
-                         for name, f in fronts.items()}}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the toy model only, two rounds")
@@ -253,11 +161,6 @@ def main() -> None:
     parser.add_argument("--models", default=None, help="comma-separated: toy-world,llama-100m,smollm2")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--sweep-run", type=Path, default=None, help="a finished run of recipes/toy.yaml")
-    parser.add_argument("--sweep-recipe", type=Path, default=Path("recipes/toy.yaml"), help="the run's recipe")
-    parser.add_argument("--sweep-rounds", type=int, default=1)
-    parser.add_argument("--sweep-big-batch", type=int, default=1024, help="rows per generate in the big-batch variants")
-    parser.add_argument("--sweep-variants", default=",".join(SWEEP_VARIANTS), help="comma-separated, the first is the reference")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
     from smollm2 import smollm2_gguf
@@ -272,13 +175,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="peo-batched-") as tmp:
         for model in models:
             report["models"][model] = measure(model, Path(tmp), args.device, rounds, args.new_tokens, sync)
-        if args.sweep_run is not None:
-            report["quick_start_sweep"] = sweep_wall_time(args.sweep_run, Path(tmp), args.sweep_rounds,
-                                                          args.sweep_big_batch, args.sweep_variants.split(","),
-                                                          args.sweep_recipe)
     report["load_after"] = load_avg()
     suffix = "_quick" if args.quick else ("_cuda" if args.device.startswith("cuda") else "")
-    suffix += "_sweep" if not models else ""
     write_report("batched_generation" + suffix, report, args.output)
 
 

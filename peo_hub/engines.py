@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Hashable, Iterator, Protocol, Sequence
 
 from peo_hub.errors import PEOError
 
@@ -80,14 +80,37 @@ class RowSampler:  # duck-typed transformers LogitsProcessor (imported lazily)
     by inverse-CDF from its own CPU generator (one uniform per row and step), after
     transformers' own temperature and top-p warpers; the processor then returns scores that
     are ``-inf`` everywhere but the drawn token, for ``generate`` to pick greedily.
+
+    The uniforms are drawn ``steps`` at a time per row (a generator's stream is the same
+    whether read one number or a block at a time), so a step costs no per-row Python work.
     """
 
-    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float) -> None:
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, steps: int = 64) -> None:
         from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
         self.generators = [_generator(s) for s in seeds]
+        self.steps = max(1, steps)
+        self.uniforms: Any = None  # (rows, steps) block of draws, refilled when used up
+        self.step = 0
         self.warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)]
                                            + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else []))
+
+    def _uniform(self) -> Any:
+        """This step's uniform for every row, from each row's own stream."""
+        import torch
+
+        if self.uniforms is None or self.step == self.uniforms.shape[1]:
+            self.uniforms = torch.stack([torch.rand(self.steps, generator=g) for g in self.generators])
+            self.step = 0
+        self.step += 1
+        return self.uniforms[:, self.step - 1]
+
+    def keep(self, rows: Any) -> None:
+        """Only ``rows`` (indices into the current rows) go on: the others have ended."""
+        index = [int(i) for i in rows]
+        self.generators = [self.generators[i] for i in index]
+        if self.uniforms is not None:
+            self.uniforms = self.uniforms[index]
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
@@ -95,7 +118,7 @@ class RowSampler:  # duck-typed transformers LogitsProcessor (imported lazily)
         if scores.shape[0] != len(self.generators):
             raise PEOError(f"{scores.shape[0]} rows to sample but {len(self.generators)} row seeds")
         probs = torch.softmax(self.warpers(input_ids, scores).float(), dim=-1)
-        uniform = torch.cat([torch.rand(1, generator=g) for g in self.generators]).to(probs.device)
+        uniform = self._uniform().to(probs.device)
         cdf = probs.cumsum(dim=-1)
         token = torch.searchsorted(cdf, (uniform * cdf[:, -1]).unsqueeze(1), right=True)
         token = token.clamp_(max=scores.shape[-1] - 1)
@@ -117,31 +140,161 @@ def generate_rows(model: Any, tokenizer: Any, texts: Sequence[str], samples: Seq
     ``preferences`` (one per row; ``model`` is a :class:`~peo_hub.model.PEOModel`) each row is
     generated at its own policy in the same batch, so many points of a sweep share a
     forward pass. Greedy rows are deterministic; sampled rows use :class:`RowSampler` with
-    :func:`row_seed`, so a row's reply does not depend on the batch it is in. Prompts are
-    padded on the left whatever the tokenizer's own padding side (right padding would make
-    every shorter prompt continue after pad tokens).
+    :func:`row_seed`.
+
+    Every row is padded on the left to the longest prompt of the whole call, not of its
+    batch: a padded row's numbers depend on how much padding it gets (attention sums over
+    the padded positions in a different order), so padding that followed the batch made a
+    reply depend on its neighbours and on ``batch_size``. With one width per call a reply is
+    the same at any batch size and in any company. (Left, whatever the tokenizer's own
+    side: right padding would make every shorter prompt continue after pad tokens.)
     """
     import torch
-    from transformers import LogitsProcessorList
 
     if tokenizer.pad_token is None:  # GPT-2-style tokenizers have none; batching needs one
         tokenizer.pad_token = tokenizer.eos_token
     greedy = spec.temperature == 0
     device = next(iter(model.parameters())).device if hasattr(model, "parameters") else getattr(model, "device", "cpu")
+    unique = list(dict.fromkeys(texts))
+    encoded = dict(zip(unique, tokenizer(unique, add_special_tokens=False)["input_ids"]))
+    width = max((len(ids) for ids in encoded.values()), default=0)
+    eos = _eos_ids(model, tokenizer)
     for start in range(0, len(texts), spec.batch_size):
         stop = min(start + spec.batch_size, len(texts))
-        batch = tokenizer(list(texts[start:stop]), return_tensors="pt", padding=True, padding_side="left",
-                          add_special_tokens=False).to(device)
-        kwargs: dict[str, Any] = {"max_new_tokens": spec.max_new_tokens, "do_sample": False}
+        batch = left_padded([encoded[t] for t in texts[start:stop]], width, tokenizer.pad_token_id, device)
+        sampler = None
         if not greedy:
             seeds = [row_seed(seed, texts[i], samples[i]) for i in range(start, stop)]
-            kwargs["logits_processor"] = LogitsProcessorList([RowSampler(seeds, spec.temperature, spec.top_p)])
-        if preferences is not None:
-            kwargs["preferences"] = list(preferences[start:stop])
+            sampler = RowSampler(seeds, spec.temperature, spec.top_p, steps=spec.max_new_tokens)
+        rows = None if preferences is None else list(preferences[start:stop])
+        # Rows with the same prompt and policy (a prompt's samples) share one prompt cache.
+        shared = [(texts[i], None if rows is None else repr(rows[i - start])) for i in range(start, stop)]
         with torch.inference_mode():
-            output = model.generate(**batch, pad_token_id=tokenizer.pad_token_id, **kwargs)
-        new = output[:, batch["input_ids"].shape[1]:]
+            new = generate_shrinking(model, batch, spec.max_new_tokens, tokenizer.pad_token_id, eos, sampler, rows,
+                                     shared)
         yield stop, [r.strip() for r in tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+
+#: New tokens per ``generate`` call in :func:`generate_shrinking`: between calls, the rows
+#: that have ended leave the batch.
+SEGMENT_TOKENS = 4
+
+
+def generate_shrinking(model: Any, batch: dict[str, Any], max_new_tokens: int, pad_id: int, eos: Sequence[int],
+                       sampler: RowSampler | None = None, preferences: Sequence[Any] | None = None,
+                       shared: Sequence[Hashable] | None = None) -> list[list[int]]:
+    """Each row's new tokens (up to and including its end token), rows leaving as they end.
+
+    Two kinds of idle work that ``generate`` does on a big batch of sampled replies are
+    skipped, without changing any row's numbers:
+
+    * **the prompt, once per distinct prompt**: rows with equal ``shared`` keys (a
+      prompt's samples at one policy) get one KV cache of the prompt, computed for one of
+      them and copied (:func:`prompt_cache`);
+    * **rows that have ended**: ``generate`` runs a batch until its longest row ends, and
+      the toy's replies average half the length cap. Here ``generate`` runs
+      :data:`SEGMENT_TOKENS` tokens at a time, continuing from its own KV cache; between
+      segments the rows that ended leave the batch, the cache, the sampler and the per-row
+      preferences.
+
+    A row's computation is the same whatever rows share its batch (the same positions,
+    mask and cache; the matrix products do not depend on how many rows they hold), so its
+    tokens are too.
+    """
+    import torch
+    from transformers import LogitsProcessorList
+
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    alive = list(range(ids.shape[0]))
+    produced: list[list[int]] = [[] for _ in alive]
+    end = torch.tensor(sorted(set(eos)), dtype=ids.dtype, device=ids.device)
+    cache = prompt_cache(model, ids, mask, preferences, shared if shared is not None else alive)
+    left = max_new_tokens
+    while left > 0:
+        step = min(SEGMENT_TOKENS, left)
+        kwargs: dict[str, Any] = {"max_new_tokens": step, "do_sample": False, "pad_token_id": pad_id,
+                                  "return_dict_in_generate": True}
+        if cache is not None:
+            kwargs["cache"] = cache
+        if sampler is not None:
+            kwargs["logits_processor"] = LogitsProcessorList([sampler])
+        if preferences is not None:
+            kwargs["preferences"] = [preferences[i] for i in alive]
+        output = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        new = output.sequences[:, ids.shape[1]:]
+        ended = torch.isin(new, end).any(dim=1) if len(end) else torch.zeros(len(alive), dtype=torch.bool)
+        for k, row in enumerate(alive):
+            tokens = new[k].tolist()
+            cut = next((i + 1 for i, t in enumerate(tokens) if t in eos), len(tokens))
+            produced[row].extend(tokens[:cut])
+        left -= new.shape[1]
+        keep = (~ended).nonzero().flatten()
+        if new.shape[1] < step or len(keep) == 0:
+            break  # every row has ended
+        cache = output.cache
+        if len(keep) < len(alive):
+            cache.batch_select_indices(keep)
+            if sampler is not None:
+                sampler.keep(keep)
+        alive = [alive[k] for k in keep.tolist()]
+        ids = output.sequences[keep]
+        mask = torch.cat([mask[keep], mask.new_ones((len(keep), new.shape[1]))], dim=1)
+    return produced
+
+
+def prompt_cache(model: Any, ids: Any, mask: Any, preferences: Sequence[Any] | None,
+                 shared: Sequence[Hashable]) -> Any:
+    """The KV cache of every row's prompt but its last token, computed once per distinct ``shared`` key.
+
+    The last token is left for ``generate``, which needs one token to start from. Every
+    row's prompt goes this way, shared or not, so that a row's numbers do not depend on
+    whether its batch happens to hold another sample of its prompt. ``None`` (no cache)
+    for one-token prompts.
+    """
+    import torch
+
+    if ids.shape[1] < 2:
+        return None
+    first: dict[Hashable, int] = {}
+    unique = [first.setdefault(key, k) for k, key in enumerate(shared)]
+    distinct = sorted(set(unique))
+    index = torch.tensor([distinct.index(u) for u in unique], device=ids.device)
+    prefix_mask = mask[distinct, :-1]
+    positions = (prefix_mask.long().cumsum(-1) - 1).masked_fill_(prefix_mask == 0, 1)  # as ``generate`` numbers them
+    inputs = {"input_ids": ids[distinct, :-1], "attention_mask": prefix_mask, "position_ids": positions,
+              "use_cache": True}
+    if preferences is not None:
+        with model.row_preferences([preferences[k] for k in distinct]):
+            cache = model.model(**inputs).cache
+    else:
+        forward = model.model if hasattr(model, "row_preferences") else model  # a PEOModel at its own preference
+        cache = forward(**inputs).cache
+    cache.batch_select_indices(index)
+    return cache
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The token ids that end a reply: the generation config's, else the tokenizer's."""
+    config = getattr(model, "generation_config", None)
+    if config is None and hasattr(model, "model"):
+        config = getattr(model.model, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
+
+
+def left_padded(rows: Sequence[Sequence[int]], width: int, pad_id: int, device: Any = "cpu") -> dict[str, Any]:
+    """``input_ids`` and ``attention_mask`` of token rows padded on the left to ``width``."""
+    import torch
+
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, row in enumerate(rows):
+        if row:
+            ids[k, width - len(row):] = torch.tensor(row, dtype=torch.long)
+            mask[k, width - len(row):] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
 def transformers_generate(model: Any, tokenizer: Any, rendered_prompts: Sequence[str], spec: "Sampling",

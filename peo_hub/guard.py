@@ -65,12 +65,22 @@ def distinct_n(tokens: Sequence[Any], n: int = 2) -> float:
 
 def text_measures(tokenizer: Any, replies: Sequence[Sequence[str]]) -> dict[str, list[list[float]]]:
     """``distinct_2`` and ``length`` of every reply, grouped by prompt like the judge scores."""
+    flat = [r for group in replies for r in group]
+    ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
     out: dict[str, list[list[float]]] = {"distinct_2": [], "length": []}
+    start = 0
     for group in replies:
-        ids = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in group]
-        out["distinct_2"].append([round(distinct_n(t, 2), 6) for t in ids])
-        out["length"].append([float(len(t)) for t in ids])
+        tokens = ids[start:start + len(group)]
+        start += len(group)
+        out["distinct_2"].append([round(distinct_n(t, 2), 6) for t in tokens])
+        out["length"].append([float(len(t)) for t in tokens])
     return out
+
+
+#: Logit values one scoring batch may hold (rows x width x vocabulary): 2**28 floats is 1 GiB.
+LOGITS_BUDGET = 1 << 28
+#: A scored row is padded to its own length rounded up to a multiple of this.
+WIDTH_STEP = 8
 
 
 class BaseLogprob:
@@ -79,10 +89,20 @@ class BaseLogprob:
     Loaded once per sweep (a second copy of the base weights: the policies' own models are
     left alone, whatever preference they are at). Replies are scored after the rendered
     prompt exactly as they were generated from it.
+
+    A prompt is read once per batch: its KV cache (all but its last token, every prompt
+    padded on the left to the call's longest) is computed once and copied to every reply
+    to it (a point has dozens of samples per prompt, :func:`peo_hub.engines.prompt_cache`),
+    so the batches run the replies only. A reply's padded width is its own length (plus the
+    prompt's last token) rounded up to :data:`WIDTH_STEP`, and replies are batched with
+    others of the same width: a value then does not depend on which rows share its batch,
+    nor on the batch size (padding that followed the batch's longest row changed the
+    attention's summation, and so the last digits), and short replies do not pay for the
+    longest. Rows per batch follow :data:`LOGITS_BUDGET` unless ``batch_size`` caps them.
     """
 
     def __init__(self, base_path: str, revision: str | None, tokenizer: Any, device: str | None = None,
-                 batch_size: int = 32) -> None:
+                 batch_size: int | None = None) -> None:
         from transformers import AutoModelForCausalLM
 
         self.model = AutoModelForCausalLM.from_pretrained(base_path, revision=revision).eval().to(device or "cpu")
@@ -90,36 +110,64 @@ class BaseLogprob:
         self.batch_size = batch_size
 
     def __call__(self, rendered_prompts: Sequence[str], replies: Sequence[Sequence[str]]) -> list[list[float]]:
-        import torch
-
         pairs = [(p, r) for p, group in zip(rendered_prompts, replies) for r in group]
-        values: list[float] = []
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        device = next(self.model.parameters()).device
-        for start in range(0, len(pairs), self.batch_size):
-            chunk = pairs[start:start + self.batch_size]
-            prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p, _ in chunk]
-            reply_ids = [self.tokenizer(r, add_special_tokens=False)["input_ids"] for _, r in chunk]
-            rows = [p + r for p, r in zip(prompt_ids, reply_ids)]
-            width = max(len(r) for r in rows)
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for k, row in enumerate(rows):
-                ids[k, :len(row)] = torch.tensor(row)
-                mask[k, :len(row)] = 1
-            with torch.inference_mode():
-                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()
-            for k, (p, r) in enumerate(zip(prompt_ids, reply_ids)):
-                if not r:
-                    values.append(math.nan)  # an empty reply has no token to score
-                    continue
-                values.append(round(float(logp[k, len(p) - 1:len(p) - 1 + len(r)].mean()), 6))
+        values: list[float] = [math.nan] * len(pairs)  # an empty reply has no token to score: NaN
+        if pairs:
+            unique = list(dict.fromkeys(p for p, _ in pairs))
+            prompt_tokens = dict(zip(unique, self.tokenizer(unique, add_special_tokens=False)["input_ids"]))
+            reply_ids = self.tokenizer([r for _, r in pairs], add_special_tokens=False)["input_ids"]
+            prompt_width = max(len(t) for t in prompt_tokens.values())
+            widths = [-(-(1 + len(r)) // WIDTH_STEP) * WIDTH_STEP for r in reply_ids]
+            for width in sorted(set(widths)):
+                rows = [k for k, w in enumerate(widths) if w == width and reply_ids[k]]
+                step = self._rows_per_batch(prompt_width + width)
+                for start in range(0, len(rows), step):
+                    chunk = rows[start:start + step]
+                    scored = self._score([prompt_tokens[pairs[k][0]] for k in chunk], [pairs[k][0] for k in chunk],
+                                         [reply_ids[k] for k in chunk], prompt_width, width)
+                    for k, value in zip(chunk, scored):
+                        values[k] = value
         grouped, start = [], 0
         for group in replies:
             grouped.append(values[start:start + len(group)])
             start += len(group)
         return grouped
+
+    def _rows_per_batch(self, width: int) -> int:
+        vocabulary = self.model.get_output_embeddings().weight.shape[0]
+        rows = max(1, LOGITS_BUDGET // max(1, width * vocabulary))
+        return rows if self.batch_size is None else min(rows, self.batch_size)
+
+    def _score(self, prompts: Sequence[list[int]], keys: Sequence[str], answers: Sequence[list[int]],
+               prompt_width: int, width: int) -> list[float]:
+        """Mean log-probability of each answer's tokens after its prompt.
+
+        The prompts (all but their last token) come from one shared cache; each row runs its
+        prompt's last token and its answer, right-padded to ``width``.
+        """
+        import torch
+
+        from peo_hub.engines import left_padded, prompt_cache
+
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        device = next(self.model.parameters()).device
+        prompt = left_padded(prompts, prompt_width, pad, device)
+        cache = prompt_cache(self.model, prompt["input_ids"], prompt["attention_mask"], None, keys)
+        ids = torch.full((len(answers), width), pad, dtype=torch.long)
+        tail_mask = torch.zeros((len(answers), width), dtype=torch.long)
+        for k, (p, r) in enumerate(zip(prompts, answers)):
+            ids[k, :1 + len(r)] = torch.tensor(p[-1:] + r, dtype=torch.long)
+            tail_mask[k, :1 + len(r)] = 1
+        head_mask = prompt["attention_mask"][:, :-1] if cache is not None else prompt["attention_mask"][:, :0]
+        mask = torch.cat([head_mask, tail_mask.to(device)], dim=1)
+        start = torch.tensor([len(p) - 1 for p in prompts]).unsqueeze(1)  # the last prompt token's position
+        positions = start + torch.arange(width).unsqueeze(0)
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids.to(device), attention_mask=mask, position_ids=positions.to(device),
+                                cache=cache, use_cache=cache is not None).logits.float()
+        # Position j (the prompt's last token, then the answer) predicts answer token j.
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()
+        return [round(float(logp[k, :len(r)].mean()), 6) for k, r in enumerate(answers)]
 
 
 def summarise(measures: Mapping[str, Sequence[Sequence[float]]], prompts: Sequence[int]) -> dict[str, float | None]:

@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -289,24 +290,36 @@ class PEOModel:
         if preferences is None:
             with self._lock, torch.inference_mode():
                 return self.model.generate(**self._generation_defaults(kwargs))
-        rows = self._row_preferences(preferences)
         input_ids = kwargs.get("input_ids")
-        count = len(input_ids) if input_ids is not None else None
-        if count is not None and count != len(rows):
-            raise PreferenceError(f"{len(rows)} preferences for {count} input rows; give one preference per row")
         for key in ("num_beams", "num_return_sequences"):
             if int(kwargs.get(key) or 1) != 1:
                 raise PreferenceError(f"{key} > 1 is not supported with one preference per row; "
                                       "repeat the rows (and their preferences) instead")
+        with self.row_preferences(preferences, rows=None if input_ids is None else len(input_ids)), \
+                torch.inference_mode():
+            return self.model.generate(**self._generation_defaults(kwargs))
+
+    @contextmanager
+    def row_preferences(self, preferences: Sequence[PreferenceSpec], rows: int | None = None
+                        ) -> Iterator[list[Preference]]:
+        """Within the block, every forward pass of :attr:`model` runs row b at ``preferences[b]``.
+
+        What :meth:`generate` with ``preferences`` does around ``generate``, for code that
+        runs the model's forward itself (e.g. a KV cache of shared prompts, computed once
+        for many sampled rows). ``rows`` (when known) must equal the number of preferences.
+        Yields the validated preferences; the model's own preference is restored after.
+        """
+        checked = self._row_preferences(preferences)
+        if rows is not None and rows != len(checked):
+            raise PreferenceError(f"{len(checked)} preferences for {rows} input rows; give one preference per row")
         with self._lock:
             was_fused = self._fused
             if was_fused:  # merged weights hold one policy: back to live for the batch
                 with torch.no_grad():
                     self._unfuse()
             try:
-                self._apply_row_scales([p.coefficients for p in rows])
-                with torch.inference_mode():
-                    return self.model.generate(**self._generation_defaults(kwargs))
+                self._apply_row_scales([p.coefficients for p in checked])
+                yield checked
             finally:
                 self._apply_scales(self.preference.coefficients)
                 if was_fused:

@@ -236,7 +236,8 @@ class EvaluateSpec(BaseModel):
     max_new_tokens: int = Field(default=48, gt=0, description="reply length cap")
     temperature: float = Field(default=1.0, ge=0, description="sampling temperature (0 = greedy)")
     top_p: float = Field(default=1.0, gt=0, le=1, description="nucleus sampling")
-    batch_size: int = Field(default=64, gt=0, description="prompts generated per batch")
+    batch_size: int = Field(default=64, gt=0, description="rows (prompt x sample, and point in a sweep) per generate "
+                                                          "call: speed and memory only, a reply does not depend on it")
     bootstrap: int = Field(default=1000, ge=100,
                            description="bootstrap resamples for the 95% intervals (prompts are resampled, not replies)")
     selection_fraction: float = Field(

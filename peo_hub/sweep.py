@@ -140,6 +140,23 @@ def _sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any
     folder = run.evaluations
     folder.mkdir(parents=True, exist_ok=True)
     base_logprob: list[BaseLogprob] = []  # built on first use: a resumed sweep may need none
+    selection, _ = split_prompts(len(raw_prompts), spec.selection_fraction, recipe.seed)
+    selected = set(selection)
+    device = _device() if shard is None else shard.device
+    loaded: list[PEOModel] = []  # the bundle's live model, loaded on first need
+
+    def live() -> "PEOModel":
+        if not loaded:
+            loaded.append(_measuring_model(out, device))
+        return loaded[0]
+
+    def at(preference: Preference) -> Callable[[], Any]:
+        """The live model switched to ``preference`` (loaded only when something is generated)."""
+        def policy() -> Any:
+            model = live()
+            model.set_preference(coefficients=preference.coefficients)
+            return model
+        return policy
 
     def evaluate(generate_with: Any, method: str, label: str, preference: Preference | None,
                  extra: dict[str, Any] | None = None, only: list[int] | None = None,
@@ -161,49 +178,63 @@ def _sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any
         record = _record(method, label, preference, metrics, prompts, replies, extra)
         if not base_logprob:
             base_logprob.append(BaseLogprob(run.base_path(plan.base), plan.base.revision, tokenizer, device))
-        record["guard"] = {**text_measures(tokenizer, replies), "base_logprob": base_logprob[0](texts, replies)}
+        # The guard reads the selection prompts only (it helps choose, like the front): the
+        # base model's forward over every reply is spent there, and null elsewhere.
+        guarded = [pos for pos, i in enumerate(keep) if i in selected]
+        scored = base_logprob[0]([texts[pos] for pos in guarded], [replies[pos] for pos in guarded])
+        logprob: list[list[float | None]] = [[None] * len(group) for group in replies]
+        for pos, values in zip(guarded, scored):
+            logprob[pos] = values
+        record["guard"] = {**text_measures(tokenizer, replies), "base_logprob": logprob}
         record["recipe_hash"] = run.fingerprint_hash
         atomic_write_json(path, record)
         return record
 
+    def evaluate_points(points: list[tuple[str, Preference, dict[str, Any] | None]], only: list[int] | None = None,
+                        prefix: str | None = None) -> list[dict[str, Any]]:
+        """Records of many family points, in order; those not on disk are generated together.
+
+        Rows are points x prompts x samples, one preference per row (:func:`point_replies`);
+        each point's record is written as soon as its rows are done, so a stopped sweep
+        resumes per point. Point by point where batching is off or the engine cannot.
+        """
+        keep = list(range(len(raw_prompts))) if only is None else only
+        todo = [k for k, (method, preference, _) in enumerate(points)
+                if not (folder / f"{prefix or method}-{preference.label()}.json").is_file()]
+        if len(todo) > 1 and batched_points(spec):
+            texts = [rendered[i] for i in keep]
+            for k, replies in point_replies(live(), tokenizer, texts, [points[t][1] for t in todo], spec, recipe.seed):
+                method, preference, extra = points[todo[k]]
+                bar.set_postfix_str(f"{prefix or method} {preference.label()}")
+                evaluate(None, method, preference.label(), preference, extra, only=only, prefix=prefix,
+                         replies=replies)
+                bar.update(1)
+            todo = []
+        records = []
+        for k, (method, preference, extra) in enumerate(points):
+            if k in todo:
+                bar.set_postfix_str(f"{prefix or method} {preference.label()}")
+            records.append(evaluate(at(preference), method, preference.label(), preference, extra, only=only,
+                                    prefix=prefix))
+            if k in todo:
+                bar.update(1)
+        return records
+
     family = family_points(recipe)
     mine = [i for i in range(len(family)) if shard is None or shard.owns(i)]
-    device = _device() if shard is None else shard.device
-    model: PEOModel | None = None
-    bar = tqdm(total=len(mine) + len(morl_records), desc="sweep", unit="point", disable=bool(shard and shard.rank))
-    todo = [i for i in mine if not (folder / f"{family[i][0]}-{family[i][1].label()}.json").is_file()]
-    if todo:
-        model = _measuring_model(out, device)
-    if len(todo) > 1 and batched_points(spec):
-        # Many points in one pass: rows = points x prompts x samples, one preference per row;
-        # each point's record is written as soon as its last row is generated (resumable).
-        assert model is not None
-        points = [family[i][1] for i in todo]
-        for k, replies in point_replies(model, tokenizer, rendered, points, spec, recipe.seed):
-            method, preference = family[todo[k]]
-            bar.set_postfix_str(f"{method} {preference.label()}")
-            evaluate(None, method, preference.label(), preference, replies=replies)
-            bar.update(1)
-    records: list[dict[str, Any]] = []
-    for i in mine:
-        method, preference = family[i]
-        label = preference.label()
-        if not (folder / f"{method}-{label}.json").is_file():
-            bar.set_postfix_str(f"{method} {label}")
-            assert model is not None
-            model.set_preference(coefficients=preference.coefficients)
-            bar.update(1)
-        records.append(evaluate(model, method, label, preference))
-    bar.update(len(mine) - bar.n)
+    searched = [] if recipe.sweep.search is None else \
+        [j for j in range(len(weight_grid(list(recipe.aspects), recipe.sweep.weights))) if shard is None or shard.owns(j)]
+    trials = 0 if recipe.sweep.search is None else recipe.sweep.search.evaluations
+    bar = tqdm(total=len(mine) + len(searched) * (trials + 1) + len(morl_records), desc="sweep", unit="point",
+               disable=bool(shard and shard.rank))
+    records = evaluate_points([(*family[i], None) for i in mine])
     if shard is not None:
         shard.barrier()  # the search compares with the base point's record, which one process wrote
         records = [json.loads((folder / f"base-{family[0][1].label()}.json").read_text(encoding="utf-8"))]
     if recipe.sweep.search is not None:
-        selection, _ = split_prompts(len(raw_prompts), spec.selection_fraction, recipe.seed)
-        records += _search(recipe, records[0], selection, evaluate,
-                           lambda: model or _measuring_model(out, device),
-                           owns=None if shard is None else shard.owns)
-    model = None  # free the live model before the MORL baselines load theirs
+        records += _search(recipe, records[0], selection, evaluate_points, searched)
+    bar.update(len(mine) + len(searched) * (trials + 1) - bar.n)  # a search may stop short of its budget
+    loaded.clear()  # free the live model before the MORL baselines load theirs
 
     for j, (label, info) in enumerate(morl_records.items()):
         if shard is not None and not shard.owns(j):
@@ -254,47 +285,46 @@ def point_replies(model: Any, tokenizer: Any, rendered: list[str], points: list[
             done += 1
 
 
-def _search(recipe: Recipe, base: dict[str, Any], selection: list[int], evaluate: Callable[..., dict[str, Any]],
-            load: Callable[[], Any], owns: Callable[[int], bool] | None = None) -> list[dict[str, Any]]:
-    """Per weight vector: search alpha on the selection prompts, then evaluate the alpha kept on all.
+def _search(recipe: Recipe, base: dict[str, Any], selection: list[int],
+            evaluate_points: Callable[..., list[dict[str, Any]]], vectors: list[int]) -> list[dict[str, Any]]:
+    """Per weight vector (those ``vectors`` index): search alpha on the selection prompts, keep the best.
 
-    Every trial is a record ``search-trial-<label>.json`` (so a resumed search replays from
-    disk); the kept point's record says what the search cost (``search``).
+    Each vector's search is sequential (Brent's method chooses a trial from the earlier
+    ones), but the vectors' searches are independent: they run side by side
+    (:func:`peo_hub.lockstep.run_in_lockstep`) and each round's trials, one per vector, are
+    generated in one batched pass. The kept alphas are then evaluated on every prompt,
+    together. Every trial is a record ``search-trial-<label>.json`` (a resumed search replays
+    from disk); the kept point's record says what the search cost (``search``).
     """
+    from peo_hub.lockstep import run_in_lockstep
+
     assert recipe.sweep.search is not None
+    bounds, budget = recipe.sweep.search.bounds, recipe.sweep.search.evaluations
     aspects = list(recipe.aspects)
+    grid = weight_grid(aspects, recipe.sweep.weights)
     local = list(range(len(selection)))  # a trial record holds the selection prompts only, in order
     base_guard = summarise(base["guard"], selection)
-    model: list[Any] = []
-    records = []
 
-    def at(preference: Preference) -> Callable[[], Any]:
-        """The model switched to ``preference``, loaded on first need (a replay from disk needs none)."""
-        def policy() -> Any:
-            if not model:
-                model.append(load())
-            model[0].set_preference(coefficients=preference.coefficients)
-            return model[0]
-        return policy
+    def point(weights: dict[str, float], alpha: float, extra: dict[str, Any] | None = None
+              ) -> tuple[str, Preference, dict[str, Any] | None]:
+        return ("peo" if alpha else "soup", make_preference(aspects, weights, alpha=alpha), extra)
 
-    for j, weights in enumerate(weight_grid(aspects, recipe.sweep.weights)):
-        if owns is not None and not owns(j):
-            continue
+    def trials(requests: list[tuple[dict[str, float], float]]) -> list[tuple[dict[str, float], bool]]:
+        """One round of trials (one per searching vector), evaluated together."""
+        records = evaluate_points([point(w, a) for w, a in requests], only=selection, prefix="search-trial")
+        return [({a: ratio_mean(*prompt_sums(r["metrics"][a]["scores"])) for a in aspects},
+                 bool(flag_reasons(summarise(r["guard"], local), base_guard, recipe.evaluate.guard)))
+                for r in records]
 
-        def trial(alpha: float, weights: dict[str, float] = weights) -> tuple[dict[str, float], bool]:
-            preference = make_preference(aspects, weights, alpha=alpha)
-            record = evaluate(at(preference), "peo" if alpha else "soup", preference.label(), preference,
-                              only=selection, prefix="search-trial")
-            scores = {a: ratio_mean(*prompt_sums(record["metrics"][a]["scores"])) for a in aspects}
-            flagged = bool(flag_reasons(summarise(record["guard"], local), base_guard, recipe.evaluate.guard))
-            return scores, flagged
+    def searcher(weights: dict[str, float]) -> Callable[[Callable[[Any], Any]], Any]:
+        return lambda ask: search_alpha(lambda alpha: ask((weights, alpha)), weights, bounds, budget)
 
-        best, history = search_alpha(trial, weights, recipe.sweep.search.bounds, recipe.sweep.search.evaluations)
-        preference = make_preference(aspects, weights, alpha=best.alpha)
+    results = run_in_lockstep([searcher(grid[j]) for j in vectors], trials)
+    kept = []
+    for j, (best, history) in zip(vectors, results):
         cost = {"trials": len(history), "trial_prompts": len(selection), "trials_detail": trials_json(history)}
-        records.append(evaluate(at(preference), "peo" if best.alpha else "soup", preference.label(), preference,
-                                extra={"source": "search", "search": cost}, prefix="search"))
-    return records
+        kept.append(point(grid[j], best.alpha, {"source": "search", "search": cost}))
+    return evaluate_points(kept, prefix="search")
 
 
 def _load_peft(base: str, revision: str | None, adapter: Path, device: str | None) -> Any:

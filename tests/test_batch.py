@@ -120,6 +120,25 @@ def test_batch_restores_the_models_own_preference_live_and_fused(peo):
     peo.set_preference({"helpful": 1.0})
 
 
+def test_row_preferences_runs_each_rows_forward_at_its_own_policy(peo):
+    """The block that generate(preferences=...) uses, for code that runs the forward itself."""
+    texts = PROMPTS[:3]
+    rows = peo.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    peo.set_preference({"helpful": 0.3, "harmless": 0.7}, fuse=True)
+    with peo.row_preferences(PREFERENCES[:3], rows=3), torch.no_grad():
+        together = peo.model(**rows).logits
+    assert peo.fused and peo.coefficients["helpful"] == pytest.approx(0.3)
+    for k, preference in enumerate(PREFERENCES[:3]):
+        peo.set_preference(**preference)
+        with torch.no_grad():
+            alone = peo.model(**{key: v[k:k + 1] for key, v in rows.items()}).logits
+        assert (together[k:k + 1] - alone).abs().max().item() < TOL
+    with pytest.raises(PreferenceError, match="3 preferences for 2 input rows"):
+        with peo.row_preferences(PREFERENCES[:3], rows=2):
+            pass
+    peo.set_preference({"helpful": 1.0})
+
+
 def test_chat_batch_equals_chat(peo):
     replies = peo.chat_batch(PROMPTS, PREFERENCES, max_new_tokens=NEW)
     for prompt, preference, reply in zip(PROMPTS, PREFERENCES, replies):

@@ -71,3 +71,43 @@ def test_run_recipe_refuses_a_vllm_recipe_before_writing_anything(tmp_path: Path
     with pytest.raises(PEOError, match="vLLM is not installed"):
         run_recipe(path, output=tmp_path / "out")
     assert not (tmp_path / "out").exists(), "no half-started run folder"
+
+
+def test_rows_leave_the_batch_as_they_end_and_share_their_prompt_without_changing_a_token(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """generate_shrinking (prompt cache shared by a prompt's samples, short generate segments, ended
+    rows dropped) gives every row exactly the tokens of transformers' generate on that row alone."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
+
+    import peo_hub.engines as engines
+    from peo_hub.data import render_prompt
+
+    path = realdata.build_tiny_qwen2(tmp_path / "qwen")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    texts = [render_prompt(tokenizer, p) for p in ("hi", PROMPTS[0], PROMPTS[2]) for _ in range(3)]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    width = max(map(len, encoded))
+    seeds = [engines.row_seed(0, t, k % 3) for k, t in enumerate(texts)]
+    pad = tokenizer.pad_token_id
+
+    def alone(k: int, end: list[int]) -> list[int]:
+        row = engines.left_padded([encoded[k]], width, pad)
+        with torch.inference_mode():
+            out = model.generate(**row, max_new_tokens=12, do_sample=False, pad_token_id=pad,
+                                 logits_processor=LogitsProcessorList([engines.RowSampler(seeds[k:k + 1], 1.0, 0.9)]))
+        tokens = out[0, width:].tolist()
+        return tokens[:next((i + 1 for i, t in enumerate(tokens) if t in end), len(tokens))]
+
+    # End rows at a token the model really emits, so that rows end at different steps.
+    first = [alone(k, []) for k in range(len(texts))]
+    end = [max(set(sum(first, [])), key=lambda t: sum(t in row[2:] for row in first))]
+    expected = [alone(k, end) for k in range(len(texts))]
+    assert len({len(e) for e in expected}) > 2, "rows should end at different steps"
+    monkeypatch.setattr(engines, "SEGMENT_TOKENS", 3)
+    batch = engines.left_padded(encoded, width, pad)
+    with torch.inference_mode():
+        got = engines.generate_shrinking(model, batch, 12, pad, end, engines.RowSampler(seeds, 1.0, 0.9),
+                                         shared=texts)
+    assert got == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -52,5 +53,30 @@ def test_base_logprob_matches_a_direct_forward_pass(tmp_path: Path) -> None:
     expected = torch.log_softmax(logits, -1)[torch.arange(len(p) - 1, len(p) + len(r) - 1), torch.tensor(r)].mean()
     assert values[0][0] == pytest.approx(float(expected), abs=1e-5)  # padding in the batch changes nothing
     assert math.isnan(values[0][1]) and len(values[1]) == 1
+    # A value does not depend on the rows that share its batch: the same to the last digit
+    # one row at a time, two at a time, or all at once, with replies of very different lengths.
+    prompts = [prompt, "fix bike ?", prompt]
+    replies = [[reply, "sure " * 20, ""], ["sorry can not help", "mix"], ["then " * 40]]
+    # (The values are rounded to 6 digits, which can hide the difference on a model this small,
+    # so the widths every row is scored at are recorded too: they must not depend on the batch.)
+
+    def scored(size: int | None) -> tuple[str, dict[tuple[int, ...], int]]:
+        scorer = BaseLogprob(str(tmp_path / "base"), None, tokenizer, batch_size=size)
+        widths: dict[tuple[int, ...], int] = {}
+        forward = scorer.model.forward
+
+        def spy(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: object) -> object:
+            if attention_mask is not None:  # the replies' batches (a prompt alone has no padding)
+                tail = attention_mask[:, -input_ids.shape[1]:]
+                for row, mask in zip(input_ids.tolist(), tail.tolist()):
+                    widths[tuple(t for t, m in zip(row, mask) if m)] = len(row)
+            return forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+        scorer.model.forward = spy  # type: ignore[method-assign]
+        return json.dumps(scorer(prompts, replies)), widths
+
+    alone = scored(1)
+    assert len(set(alone[1].values())) > 1  # short rows are not padded to the longest
+    assert scored(2) == alone and scored(None) == alone
     measures = text_measures(tokenizer, [[reply, "then then then then"]])
     assert measures["length"] == [[4.0, 4.0]] and measures["distinct_2"][0][1] == pytest.approx(1 / 3)

@@ -136,6 +136,8 @@ class Spy:
 
         monkeypatch.setattr(trl.DPOTrainer, "__init__", init)
         monkeypatch.setattr(GenerationMixin, "generate", gen)
+        # One generate call per batch (no continuation segments), so every call's input is a prompt.
+        monkeypatch.setattr("peo_hub.engines.SEGMENT_TOKENS", 1 << 20)
 
 
 def _assert_same_rendering(spy: "Spy", recipe_path: Path) -> int:

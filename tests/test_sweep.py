@@ -88,17 +88,22 @@ BATCH_EVAL = {
 
 
 def _evaluated(tmp_path: Path, name: str, batched: bool, monkeypatch: pytest.MonkeyPatch,
-               bundle: Path | None = None) -> Path:
+               bundle: Path | None = None, batch_size: int | None = None) -> Path:
     import peo_hub.sweep
     from fakes import make_fake_bundle
     from peo_hub.cli import main
 
     bundle = bundle or make_fake_bundle(tmp_path / name)
     recipe = tmp_path / "eval.yaml"
-    recipe.write_text(yaml.safe_dump(BATCH_EVAL))
+    spec = {**BATCH_EVAL, "evaluate": {**BATCH_EVAL["evaluate"], **({"batch_size": batch_size} if batch_size else {})}}
+    recipe.write_text(yaml.safe_dump(spec))
     monkeypatch.setattr(peo_hub.sweep, "BATCH_POINTS", batched)
     assert main(["evaluate", str(bundle), "--recipe", str(recipe)]) == 0
     return bundle
+
+
+def strip_hash(records: dict[str, dict]) -> dict[str, dict]:
+    return {name: {k: v for k, v in r.items() if k != "recipe_hash"} for name, r in records.items()}
 
 
 def _records(bundle: Path) -> dict[str, dict]:
@@ -119,6 +124,17 @@ def test_batched_sweep_equals_point_by_point_and_resumes_per_point(tmp_path: Pat
     assert len(set(replies.values())) > len(family) // 2  # the points really reply differently
     front = json.loads((batched_bundle / "front.json").read_text())
     assert front == json.loads((tmp_path / "alone" / "front.json").read_text())
+    # Every row in one batch of mixed prompt lengths, or 10 rows at a time: the same records.
+    one_batch = _records(_evaluated(tmp_path, "one-batch", True, monkeypatch, batch_size=997))
+    assert strip_hash(one_batch) == strip_hash(batched)  # (the recipe, and so its hash, differ)
+
+    # The guard's base log-probs are spent on the selection prompts only (all it reads).
+    from peo_hub.stats import split_prompts
+
+    selection, confirmation = split_prompts(len(BATCH_EVAL["evaluate"]["prompts"]), 0.5, 0)
+    base = batched[family[0]]["guard"]["base_logprob"]
+    assert all(v is None for i in confirmation for v in base[i])
+    assert all(isinstance(v, float) for i in selection for v in base[i])
 
     # Resume: three points lost, one kept record marked; only the lost ones are generated again.
     for name in family[1:4]:
