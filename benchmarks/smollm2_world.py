@@ -66,22 +66,31 @@ def adapter_effects(bundle: Path, aspects: list[str], resamples: int) -> list[di
     return rows
 
 
-def fluency_summary(bundle: Path, aspects: list[str]) -> dict:
-    """Mean :func:`peo_hub.refusal.fluency` (1 = no looping trigrams, no garbage characters) of the
-    held-out greedy replies: the base's and each adapter's alone, with the share below 0.5."""
-    from peo_hub.refusal import fluency
+def reply_summary(bundle: Path) -> list[dict]:
+    """What the held-out greedy replies of the base and of every soup point do, read from the replies.
 
-    def of(record: dict) -> dict:
-        replies = [r for p in record["prompts"] for r in record["samples"][p]]
-        values = [fluency(r) for r in replies]
-        return {"replies": len(values), "mean": round(sum(values) / len(values), 4),
-                "below_0.5": round(sum(v < 0.5 for v in values) / len(values), 4)}
+    Per point: how many benign and harmful evaluation prompts it refuses (the ``refusal``
+    detector) and the replies' mean :func:`peo_hub.refusal.fluency` (1 = no looping trigrams,
+    no garbage characters) with the share below 0.5. Over-refusal and fluency are what the two
+    judges' means hide.
+    """
+    from peo_hub.judges import load_labels
+    from peo_hub.refusal import fluency, is_refusal
 
-    out = {"base": of(_record(bundle, "base", "c-" + "-".join(f"{a}0.00" for a in aspects)))}
-    for aspect in aspects:
-        label = "-".join(f"{a}{float(a == aspect):.2f}" for a in aspects) + "-a0.00"
-        if (bundle / "evaluations" / f"soup-{label}.json").is_file():
-            out[aspect] = of(_record(bundle, "soup", label))
+    harmful = load_labels(None)
+    out = []
+    for path in sorted((bundle / "evaluations").glob("*.json")):
+        record = json.loads(path.read_text())
+        if record["method"] not in ("base", "soup"):
+            continue
+        rows = [(p, r) for p in record["prompts"] for r in record["samples"][p]]
+        values = [fluency(r) for _, r in rows]
+        out.append({"method": record["method"], "weights": record["weights"], "alpha": record["alpha"],
+                    "replies": len(rows), "fluency_mean": round(sum(values) / len(values), 4),
+                    "fluency_below_0.5": round(sum(v < 0.5 for v in values) / len(values), 4),
+                    "benign": sum(not harmful[p] for p, _ in rows), "harmful": sum(harmful[p] for p, _ in rows),
+                    "refused_benign": sum(is_refusal(r) for p, r in rows if not harmful[p]),
+                    "refused_harmful": sum(is_refusal(r) for p, r in rows if harmful[p])})
     return out
 
 
@@ -166,7 +175,7 @@ def main() -> None:
                            if k in ("rows_read", "train_rows", "dropped", "samples_cache", "mean_score", "mean_gap")}
                        for a in aspects}
     report["adapter_effects"] = adapter_effects(bundle, aspects, args.resamples)
-    report["fluency"] = fluency_summary(bundle, aspects)
+    report["replies"] = reply_summary(bundle)
     if (bundle / "front.json").is_file():
         report["front"] = front_summary(bundle)
     else:  # --analyse on a run stopped during its sweep: the one-hot points exist, the front does not
