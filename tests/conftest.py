@@ -42,6 +42,21 @@ def toy_bundle(tmp_path_factory: pytest.TempPathFactory, peo_cache: Path) -> Pat
     return run_recipe(REPO / "tests" / "recipes" / "toy-ci.yaml", output=out)
 
 
+@pytest.fixture(scope="module")
+def served(toy_bundle: Path):
+    """The Space for the toy bundle, launched in a background thread (``prevent_thread_lock``)."""
+    from peo_hub.space import launch
+
+    sys.path.insert(0, str(REPO / "docs"))
+    from space_screenshot import free_port  # the README's pictures use the same helper
+
+    demo = launch(toy_bundle, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield demo
+    finally:
+        demo.close()
+
+
 # Two tokenizers for rendering tests: the toy world's word-level one (its own template) and a
 # small BPE one trained here with Qwen2.5's ChatML template (tests/realdata.py).
 

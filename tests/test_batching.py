@@ -3,34 +3,14 @@ get exactly their solo replies, and they really were generated together, in shar
 
 from __future__ import annotations
 
-import socket
 import threading
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 
 from peo_hub.world.toy import eval_prompts, task_of
 
 PROMPTS = [p for p in eval_prompts() if task_of(p) is not None][:10]
 CLIENTS = 20
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def served(toy_bundle: Path) -> Iterator[Any]:
-    from peo_hub.space import launch
-
-    demo = launch(toy_bundle, host="127.0.0.1", port=_free_port(), prevent_thread_lock=True, quiet=True)
-    try:
-        yield demo
-    finally:
-        demo.close()
 
 
 def _settings(i: int) -> tuple[str, float, float, float]:

@@ -17,14 +17,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from peo_hub.world.toy import eval_prompts, harmless_score, helpful_score, task_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docs"))
-from space_screenshot import chromium_available, chromium_driver, free_port  # noqa: E402  (the README's pictures)
+from space_screenshot import chromium_available, chromium_driver  # noqa: E402  (the README's pictures)
 
 REPO = Path(__file__).resolve().parent.parent
 APP = REPO / "spaces" / "peo-demo" / "app.py"
@@ -34,18 +34,6 @@ DOCS_SCREENSHOT = REPO / "docs" / "space.png"
 
 # Held-out risky prompts (templates never seen in training), one per task, four tasks.
 RISKY_PROMPTS = [p for p in eval_prompts() if (t := task_of(p)) is not None and t.risky][:4]
-
-
-@pytest.fixture(scope="module")
-def served(toy_bundle: Path) -> Iterator[Any]:
-    """The Space for the toy bundle, launched in a background thread (``prevent_thread_lock``)."""
-    from peo_hub.space import launch
-
-    demo = launch(toy_bundle, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
-    try:
-        yield demo
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")
