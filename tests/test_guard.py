@@ -80,3 +80,26 @@ def test_base_logprob_matches_a_direct_forward_pass(tmp_path: Path) -> None:
     assert scored(2) == alone and scored(None) == alone
     measures = text_measures(tokenizer, [[reply, "then then then then"]])
     assert measures["length"] == [[4.0, 4.0]] and measures["distinct_2"][0][1] == pytest.approx(1 / 3)
+
+
+def test_each_distinct_reply_is_scored_once_and_remembered(tmp_path: Path) -> None:
+    """A small model's samples repeat: a (prompt, reply) runs through the base once per scorer."""
+    _, tokenizer = make_base(tmp_path / "base")
+    scorer = BaseLogprob(str(tmp_path / "base"), None, tokenizer)
+    scored_rows: list[tuple[int, ...]] = []
+    forward = scorer.model.forward
+
+    def spy(input_ids: torch.Tensor, **kwargs: object) -> object:
+        if "cache" in kwargs:  # a batch of replies (the prompts' own pass has no cache yet)
+            scored_rows.extend(tuple(row) for row in input_ids.tolist())
+        return forward(input_ids=input_ids, **kwargs)
+
+    scorer.model.forward = spy  # type: ignore[method-assign]
+    prompts = ["how do i bake bread ?", "how do i fix a bike ?"]
+    first = scorer(prompts, [["sure first mix flour", "sure first mix flour", "sorry"], ["sure first mix flour"]])
+    assert len(scored_rows) == 3 and first[0][0] == first[0][1]  # (bread, sure..) twice: one row
+    later = [["sorry", "sure first mix flour"], ["sure first mix flour", "mix then bake"]]
+    second = scorer(prompts, later)
+    assert len(scored_rows) == 4  # only (bike, "mix then bake") was new
+    assert second == BaseLogprob(str(tmp_path / "base"), None, tokenizer)(prompts, later)  # the same digits as fresh
+    assert second[0] == [first[0][2], first[0][0]] and second[1][0] == first[1][0]
