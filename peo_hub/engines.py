@@ -185,12 +185,14 @@ def generate_shrinking(model: Any, batch: dict[str, Any], max_new_tokens: int, p
                        shared: Sequence[Hashable] | None = None) -> list[list[int]]:
     """Each row's new tokens (up to and including its end token), rows leaving as they end.
 
-    Two kinds of idle work that ``generate`` does on a big batch of sampled replies are
+    Three kinds of idle work that ``generate`` does on a big batch of sampled replies are
     skipped, without changing any row's numbers:
 
     * **the prompt, once per distinct prompt**: rows with equal ``shared`` keys (a
       prompt's samples at one policy) get one KV cache of the prompt, computed for one of
       them and copied (:func:`prompt_cache`);
+    * **copying the cache**: the cache has room for a segment, and each new token is
+      written into it (:mod:`peo_hub.kvcache`) instead of concatenated to a copy;
     * **rows that have ended**: ``generate`` runs a batch until its longest row ends, and
       the toy's replies average half the length cap. Here ``generate`` runs
       :data:`SEGMENT_TOKENS` tokens at a time, continuing from its own KV cache; between
@@ -204,11 +206,14 @@ def generate_shrinking(model: Any, batch: dict[str, Any], max_new_tokens: int, p
     import torch
     from transformers import LogitsProcessorList
 
+    from peo_hub.kvcache import reserve
+
     ids, mask = batch["input_ids"], batch["attention_mask"]
     alive = list(range(ids.shape[0]))
     produced: list[list[int]] = [[] for _ in alive]
     end = torch.tensor(sorted(set(eos)), dtype=ids.dtype, device=ids.device)
     cache = prompt_cache(model, ids, mask, preferences, shared if shared is not None else alive)
+    reserve(cache, SEGMENT_TOKENS)  # a segment's tokens are written in place, not concatenated
     left = max_new_tokens
     while left > 0:
         step = min(SEGMENT_TOKENS, left)

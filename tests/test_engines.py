@@ -11,6 +11,7 @@ import yaml
 import realdata
 from peo_hub.engines import ENGINES, generate_replies, require_engine
 from peo_hub.errors import PEOError
+from peo_hub.kvcache import ReservedLayer
 from peo_hub.recipe import EvaluateSpec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,8 +107,13 @@ def test_rows_leave_the_batch_as_they_end_and_share_their_prompt_without_changin
     expected = [alone(k, end) for k in range(len(texts))]
     assert len({len(e) for e in expected}) > 2, "rows should end at different steps"
     monkeypatch.setattr(engines, "SEGMENT_TOKENS", 3)
+    appended: list[int] = []  # the new tokens went into the reserved cache (peo_hub.kvcache), in place
+    update = ReservedLayer.update
+    monkeypatch.setattr(ReservedLayer, "update", lambda self, k, *a, **kw: appended.append(k.shape[-2]) or
+                        update(self, k, *a, **kw))
     batch = engines.left_padded(encoded, width, pad)
     with torch.inference_mode():
         got = engines.generate_shrinking(model, batch, 12, pad, end, engines.RowSampler(seeds, 1.0, 0.9),
                                          shared=texts)
     assert got == expected
+    assert appended and set(appended) == {1}
