@@ -19,6 +19,7 @@ variant's records and compared: points on the front, presets, hypervolumes.
     git worktree add /tmp/before bd8ab45
     peo-hub recipe run recipes/toy.yaml --output runs/toy      # once: a finished run to copy
     OMP_NUM_THREADS=2 python benchmarks/sweep_speed.py --before /tmp/before --run runs/toy
+    OMP_NUM_THREADS=1 python benchmarks/sweep_speed.py --before /tmp/before --run runs/toy --name sweep_speed_1thread
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="a checkout of the code to compare with")
     parser.add_argument("--run", type=Path, default=Path("runs/toy"), help="a finished run of recipes/toy.yaml")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--name", default="sweep_speed",
+                        help="results file name (e.g. sweep_speed_1thread for a run under OMP_NUM_THREADS=1)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--recipe", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, default=None, help=argparse.SUPPRESS)
@@ -188,7 +191,7 @@ def main() -> None:
         "comparison_with_run": {name: c for name, c in compare({**records, "run": run_records(args.run)}, "run").items()
                                 if name != "run"},
     }
-    write_report("sweep_speed", report)
+    write_report(args.name, report)
     print(json.dumps({k: report[k] for k in ("seconds", "speedup_vs_before_best")}, indent=1))
     for against in ("comparison_with_before", "comparison_with_run"):
         for name, c in report[against].items():
