@@ -206,14 +206,12 @@ def generate_shrinking(model: Any, batch: dict[str, Any], max_new_tokens: int, p
     import torch
     from transformers import LogitsProcessorList
 
-    from peo_hub.kvcache import reserve
-
     ids, mask = batch["input_ids"], batch["attention_mask"]
     alive = list(range(ids.shape[0]))
     produced: list[list[int]] = [[] for _ in alive]
     end = torch.tensor(sorted(set(eos)), dtype=ids.dtype, device=ids.device)
-    cache = prompt_cache(model, ids, mask, preferences, shared if shared is not None else alive)
-    reserve(cache, SEGMENT_TOKENS)  # a segment's tokens are written in place, not concatenated
+    cache = prompt_cache(model, ids, mask, preferences, shared if shared is not None else alive,
+                         room=SEGMENT_TOKENS)  # a segment's tokens are written in place, not concatenated
     left = max_new_tokens
     while left > 0:
         step = min(SEGMENT_TOKENS, left)
@@ -248,15 +246,19 @@ def generate_shrinking(model: Any, batch: dict[str, Any], max_new_tokens: int, p
 
 
 def prompt_cache(model: Any, ids: Any, mask: Any, preferences: Sequence[Any] | None,
-                 shared: Sequence[Hashable]) -> Any:
+                 shared: Sequence[Hashable], room: int = 0) -> Any:
     """The KV cache of every row's prompt but its last token, computed once per distinct ``shared`` key.
 
     The last token is left for ``generate``, which needs one token to start from. Every
     row's prompt goes this way, shared or not, so that a row's numbers do not depend on
     whether its batch happens to hold another sample of its prompt. ``None`` (no cache)
-    for one-token prompts.
+    for one-token prompts. With ``room``, the cache appends that many tokens in place
+    (:func:`peo_hub.kvcache.reserve`); the distinct prompts' cache is then copied to the
+    rows straight into buffers with that room.
     """
     import torch
+
+    from peo_hub.kvcache import reserve
 
     if ids.shape[1] < 2:
         return None
@@ -274,6 +276,8 @@ def prompt_cache(model: Any, ids: Any, mask: Any, preferences: Sequence[Any] | N
     else:
         forward = model.model if hasattr(model, "row_preferences") else model  # a PEOModel at its own preference
         cache = forward(**inputs).cache
+    if room:
+        reserve(cache, room)
     cache.batch_select_indices(index)
     return cache
 

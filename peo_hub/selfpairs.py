@@ -13,8 +13,8 @@ Why cached, and how: sampling is the slowest step before training on a CPU. Repl
 scores are appended to ``$PEO_HUB_CACHE/pairs/<key>/samples.jsonl`` one batch of prompts
 at a time, where ``key`` hashes everything that determines them (the base model's
 weights, the tokenizer's chat template, the prompts, the generation settings, the judge's
-spec and the source of its scoring code, and the seed). An interrupted run resumes at the next batch; a finished one is reused by
-any run with the same key. Each batch is seeded from the seed and its position, so a
+spec and the source of its scoring code, and the seed). An interrupted run resumes at the
+next batch; a finished one is reused by any run with the same key. Each batch is seeded from the seed and its position, so a
 resumed run samples exactly what an uninterrupted one would have.
 """
 
