@@ -31,7 +31,8 @@ from peo_hub.front import FRONT_NAME, Front, Preset, load_front
 from peo_hub.fsutil import atomic_write_json, read_json
 from peo_hub.ids import is_repo_id
 from peo_hub.policy import DEFAULT_FORMULATION
-from peo_hub.weights import check_model_folder, tensor_shapes
+from peo_hub.ledger import LEDGER_NAME, Ledger
+from peo_hub.weights import check_finite, check_model_folder
 
 MANIFEST_NAME = "peo_config.json"
 #: Bumped when a reader of this version could misread a newer bundle.
@@ -156,7 +157,7 @@ def check_adapter_files(aspect: str, folder: Path, fix: str) -> None:
     for name in ADAPTER_FILES:
         if not (folder / name).is_file():
             raise BundleError(f"adapter of aspect {aspect!r} ({folder}) has no {name}; {fix}")
-    tensor_shapes(folder / ADAPTER_WEIGHTS, f"adapter weights of aspect {aspect!r}", fix)
+    check_finite(folder / ADAPTER_WEIGHTS, f"adapter weights of aspect {aspect!r}", fix)
 
 
 @dataclass
@@ -235,6 +236,10 @@ def open_bundle(folder: str | os.PathLike[str], source: str | None = None, check
     if not root.is_dir():
         raise BundleError(f"{root} is not a folder; point at the bundle `peo-hub recipe run` wrote, or a Hub repo id")
     root = root.resolve()
+    if (root / LEDGER_NAME).is_file() and Ledger(root, "").interrupted():
+        raise BundleError(f"{root}: the last write into it was stopped halfway, so its files are part old, part "
+                          "new; run the command that wrote it again to finish (`peo-hub recipe run --resume`, "
+                          "`compose`, `evaluate`)")
     manifest = load_manifest(root)
     if not manifest.aspects:
         raise BundleError(f"{root}: {MANIFEST_NAME} lists no aspects; train at least one adapter first")

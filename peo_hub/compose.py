@@ -43,6 +43,8 @@ from peo_hub.lora import (Adapter, base_shapes_from_model, check_adapters, parti
 from peo_hub.recipe import ASPECT_NAME
 from peo_hub.weights import check_model_folder
 
+OWNER = "compose"  # the ledger's writer name for composed bundles (peo_hub.ledger)
+
 Echo = Callable[[str], None]
 
 
@@ -309,7 +311,7 @@ def _entry(item: AdapterInput, adapter: Adapter) -> AspectEntry:
 def write_composed(out: Path, base: ComposeBase, inputs: Sequence[AdapterInput], report: Report) -> Path:
     """The bundle folder, built in a temporary sibling and renamed into place."""
     adapters = {a.name: a for a in report.adapters}
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, owner=OWNER) as tmp:
         if base.local:
             shutil.copytree(base.location, tmp / BASE_DIR, ignore=shutil.ignore_patterns(".*"))
         for item in inputs:
@@ -334,7 +336,7 @@ def write_composed(out: Path, base: ComposeBase, inputs: Sequence[AdapterInput],
 def compose(base: str, adapters: Sequence[str], output: str | os.PathLike[str], echo: Echo = print) -> Path:
     """Check, report, then write a bundle of existing adapters (see the module docstring)."""
     pairs = parse_adapter_args(adapters)
-    out = check_output(output, "folder", ours=is_composed_output, what="--output")
+    out = check_output(output, "folder", ours=is_composed_output, what="--output", owner=OWNER)
     resolved_base = resolve_base(base)
     inputs = resolve_adapters(pairs)
     report = compatibility(resolved_base, inputs)

@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 
 from peo_hub.bundle import ADAPTER_WEIGHTS, Bundle
-from peo_hub.errors import MergeError
-from peo_hub.fsutil import atomic_dir, atomic_write_json, atomic_write_text, check_names, check_output
+from peo_hub.errors import MergeError, OutputError
+from peo_hub.fsutil import (atomic_dir, atomic_write_json, atomic_write_text, check_names, check_output,
+                            overwrite_allowed)
 from peo_hub.lora import cat_adapters, load_bundle_adapters, truncate_rank
 from peo_hub.policy import Preference
 
@@ -44,8 +45,11 @@ if TYPE_CHECKING:
     from peo_hub.lora import Adapter
 
 METADATA_NAME = "peo_merge.json"
+#: The ledger owner of `peo-hub merge` outputs (peo_hub.ledger).
+OWNER = "merge"
 OUTPUT_KINDS = ("adapter", "model", "yaml")
 YAML_HEADER = "# PEO policy: base + sum_i c_i * delta_i (written by peo-hub"
+YAML_STAMP = "# sha256 of the config below: "
 
 
 def is_point_output(path: Path) -> bool:
@@ -154,7 +158,28 @@ def mergekit_yaml(config: Mapping[str, Any], preference: Preference | None = Non
         "# run:  HF_HUB_OFFLINE=1 mergekit-yaml THIS.yaml OUT_DIR --lora-merge-cache FRESH_CACHE_DIR",
         "# mergekit reuses cached base+adapter merges by path: use a fresh cache after retraining.",
     ]
-    return "\n".join(header) + "\n" + yaml.safe_dump(dict(config), sort_keys=False)
+    body = yaml.safe_dump(dict(config), sort_keys=False)
+    return "\n".join(header) + "\n" + f"{YAML_STAMP}{_sha256(body)}\n" + body
+
+
+def _sha256(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def yaml_edited(path: Path) -> bool:
+    """Whether a YAML file of ours was changed since it was written (its stamp no longer matches).
+
+    A single file has no folder to keep a ledger in, so it carries its own record: the
+    sha256 of the config below the stamp line. A file without a stamp counts as edited.
+    """
+    text = path.read_text(encoding="utf-8", errors="replace")
+    head, stamp, body = text.partition(YAML_STAMP)
+    if not stamp:
+        return True
+    digest, _, body = body.partition("\n")
+    return digest.strip() != _sha256(body)
 
 
 # --------------------------------------------------------------------------- writers
@@ -241,8 +266,8 @@ def export_adapter(bundle: Bundle, preference: Preference, out_dir: str | os.Pat
         base_model_name_or_path=bundle.base, inference_mode=True,
         revision=None if bundle.base_is_local else bundle.manifest.base_model_revision,
     )
-    out = check_output(out_dir, "folder", ours=is_point_output, what="adapter output")
-    with atomic_dir(out) as tmp:
+    out = check_output(out_dir, "folder", ours=is_point_output, what="adapter output", owner=OWNER)
+    with atomic_dir(out, owner=OWNER) as tmp:
         config.save_pretrained(str(tmp))
         save_file(state, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         atomic_write_json(tmp / METADATA_NAME, _metadata(bundle, preference, "adapter", rank=rank, **extra))
@@ -258,12 +283,12 @@ def run_mergekit(bundle: Bundle, preference: Preference, out_dir: str | os.PathL
 
     config = mergekit_config(bundle, preference.coefficients)
     text = mergekit_yaml(config, preference)
-    out = check_output(out_dir, "folder", ours=is_point_output, what="model output")
+    out = check_output(out_dir, "folder", ours=is_point_output, what="model output", owner=OWNER)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Next to the output (same disk), fresh per run: mergekit caches merges by path only.
     cache = Path(tempfile.mkdtemp(prefix=f".{out.name}.lora-cache-", dir=out.parent))
     try:
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, owner=OWNER) as tmp:
             options = MergeOptions(lora_merge_cache=str(cache), lora_merge_dtype="float32",
                                    copy_tokenizer=True, write_model_card=False, quiet=True)
             run_merge(MergeConfiguration.model_validate(config), str(tmp), options=options,
@@ -290,7 +315,7 @@ def write_yaml(bundle: Bundle, preference: Preference, output: str | os.PathLike
     """The point's mergekit config as a YAML file (``output`` a ``.yaml`` path, or a folder for it)."""
     out = Path(output)
     target = out if _is_yaml_path(out) else out / f"{preference.label()}.yaml"
-    check_output(target, "file", ours=is_point_output, what="YAML output")
+    _check_yaml_target(target)
     atomic_write_text(target, mergekit_yaml(mergekit_config(bundle, preference.coefficients), preference))
     return target
 
@@ -307,12 +332,17 @@ def check_point_output(output: str | os.PathLike[str], kind: str, max_rank: int 
     if kind == "yaml":
         if out.exists() and not out.is_dir() and not _is_yaml_path(out):
             raise MergeError(f"--output {out} exists and is not a .yaml file; give a .yaml file name or a folder")
-        if _is_yaml_path(out):
-            check_output(out, "file", ours=is_point_output, what="YAML output")
-        else:
-            check_output(out / "x.yaml", "file", ours=is_point_output, what="YAML output")
+        _check_yaml_target(out if _is_yaml_path(out) else out / "x.yaml")
         return
-    check_output(out, "folder", ours=is_point_output, what=f"{kind} output")
+    check_output(out, "folder", ours=is_point_output, what=f"{kind} output", owner=OWNER)
+
+
+def _check_yaml_target(target: Path) -> None:
+    """An existing YAML output is replaced only when it is ours and unchanged (its stamp), or with --overwrite."""
+    check_output(target, "file", ours=is_point_output, what="YAML output")
+    if target.is_file() and not overwrite_allowed() and yaml_edited(target):
+        raise OutputError(f"YAML output {target} was changed since peo-hub wrote it, and this write would replace "
+                          "it; peo-hub keeps it: move it aside, choose another output, or pass --overwrite")
 
 
 def write_point(bundle: Bundle, preference: Preference, output: str | os.PathLike[str], kind: str,

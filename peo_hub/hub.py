@@ -138,7 +138,7 @@ def hub_errors(action: str, repo_id: str, revision: str | None = None, writing: 
                        ) from None
 
 
-def _require_token(token: str | None, action: str) -> str:
+def require_token(token: str | None, action: str) -> str:
     """An explicit token, else HF_TOKEN / the stored login; a push without one fails early and clearly."""
     if token:
         return token
@@ -225,7 +225,7 @@ def push_bundle(bundle_dir: str | os.PathLike[str], repo_id: str, private: bool 
     check_repo_id(repo_id)
     manifest = validate_bundle(bundle)
     action = f"push {bundle} to {repo_id}"
-    token = _require_token(token, action)
+    token = require_token(token, action)
     files: dict[str, Path | bytes] = dict(bundle_files(bundle))
     card = _card_bytes(bundle, repo_id)
     if card is not None:
@@ -350,7 +350,7 @@ def push_point(bundle: str | os.PathLike[str], repo_id: str, weights: Mapping[st
                        "for a mergekit config)")
     check_repo_id(repo_id)
     action = f"push a preference point to {repo_id}"
-    token = _require_token(token, action)
+    token = require_token(token, action)
     if bundle_repo_id is None and not Path(bundle).exists() and kind_of(str(bundle), namespace=True) == "hub":
         bundle_repo_id = str(bundle)
     opened = open_bundle(bundle_folder(bundle), source=str(bundle))
@@ -433,7 +433,7 @@ def push_space(space_repo_id: str, bundle_repo_id: str, private: bool = False, t
     check_repo_id(space_repo_id, "Space id")
     check_repo_id(bundle_repo_id)
     action = f"publish the Space {space_repo_id}"
-    token = _require_token(token, action)
+    token = require_token(token, action)
     files: dict[str, Path | bytes] = dict(bundle_files(folder))
     template = (folder / "README.md").read_text(encoding="utf-8") if (folder / "README.md").is_file() else None
     files["README.md"] = space_readme(space_repo_id, bundle_repo_id, template).encode("utf-8")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -38,12 +39,20 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from peo_hub.errors import OutputError
-from peo_hub.fsutil import file_sha256
 
 LEDGER_NAME = ".peo_files.json"
 LOCK_NAME = ".peo_files.lock"
 #: Names the ledger itself uses; never recorded, never replaced by a staged tree.
-_OWN = frozenset({LEDGER_NAME, LOCK_NAME})
+LEDGER_FILES = frozenset({LEDGER_NAME, LOCK_NAME})
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
+    """The sha256 of a file, read in chunks (model weights do not fit a single read comfortably)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -81,13 +90,13 @@ class _State:
     writing: bool = False
 
 
-def _relative_files(root: Path) -> list[str]:
+def relative_files(root: Path) -> list[str]:
     """Every regular file under ``root`` as a POSIX path relative to it (symlinks count as files)."""
     found = []
     for path in sorted(root.rglob("*")):
         if path.is_file() or path.is_symlink():
             rel = path.relative_to(root).as_posix()
-            if rel not in _OWN:
+            if rel not in LEDGER_FILES:
                 found.append(rel)
     return found
 
@@ -278,10 +287,36 @@ class Ledger:
         staged files.
         """
         prefix = f"{replaces.strip('/')}/" if replaces and replaces.strip("/") else ""
-        staged = {f"{prefix}{rel}": staged_root / rel for rel in _relative_files(staged_root)}
+        staged = {f"{prefix}{rel}": staged_root / rel for rel in relative_files(staged_root)}
         stale = [] if replaces is None else [rel for rel in self.owned()
                                              if rel.startswith(prefix) and rel not in staged]
         return self.place(staged, stale=stale)
+
+    def place_dir(self, rel: str, staged_dir: Path) -> Path:
+        """Put a staged folder at ``rel``: one atomic rename when nothing is there yet (so a
+        reader never sees half of it), else file by file like :meth:`place_tree`."""
+        target = self.root / rel
+        if target.exists() or target.is_symlink():
+            self.place_tree(staged_dir, replaces=rel)
+            return target
+        files = relative_files(staged_dir)
+        with self._locked() as state:
+            if not self.overwrite and state.writer not in (None, self.writer):
+                raise OutputError(f"{self.root} holds the output of `peo-hub {state.writer}`, not of "
+                                  f"`peo-hub {self.writer}`; choose another output folder")
+            new = {f"{rel}/{f}": Entry.of(staged_dir / f) for f in files}
+            for key, entry in new.items():
+                state.files[key] = [*state.files.get(key, [])[-1:], entry]
+            state.writer = state.writer or self.writer
+            state.writing = True
+            self._save(state)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged_dir, target)
+            for key, entry in new.items():
+                state.files[key] = [entry]
+            state.writing = False
+            self._save(state)
+        return target
 
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:

@@ -455,8 +455,12 @@ def is_gguf_output(path: Path) -> bool:
     return path.is_dir() and (path / METADATA_NAME).is_file()
 
 
+OWNER = "export"  # the ledger's writer name for GGUF export folders (peo_hub.ledger)
+
+
 def check_gguf_output(output: str | os.PathLike[str]) -> Path:
-    return check_output(output, "folder", ours=is_gguf_output, what="--output")
+    """The export folder, refused in one line when it holds files this export did not write."""
+    return check_output(output, "folder", ours=is_gguf_output, what="--output", owner=OWNER)
 
 
 def _readme(files: Mapping[str, Any], aspects: Sequence[str], example: Mapping[str, Any] | None) -> str:
@@ -499,7 +503,7 @@ def export_gguf(bundle: Bundle, output: str | os.PathLike[str], base_folder: str
     aspects = bundle.aspects
     meta: dict[str, Any] = {"kind": "llama.cpp", "peo_hub_version": __version__,
                             "source": {"bundle": bundle.source, "base_model": bundle.base_reference}}
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, owner=OWNER) as tmp:
         if point is not None:
             name = f"point-{point.label()}.gguf"
             state = fused_state(base, adapters, point.coefficients)

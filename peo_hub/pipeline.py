@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from peo_hub import __version__
 from peo_hub.bundle import MERGES_DIR, PLOT_NAME, RUN_LOG, AspectEntry, Manifest, save_manifest
 from peo_hub.confirm import front_from_records
+from peo_hub.errors import RecipeError
 from peo_hub.front import FAMILY_METHODS
 from peo_hub.fsutil import atomic_dir, atomic_write_text
 from peo_hub.policy import make_preference, weight_grid
@@ -69,12 +70,15 @@ def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[st
     recipe = load_recipe(recipe_path)
     repo_id = push or recipe.hub.repo_id
     if repo_id:
+        from peo_hub.hub import require_token
         from peo_hub.ids import check_repo_id
 
         check_repo_id(repo_id, "--push repo id")
+        require_token(None, f"push the run to {repo_id}")  # now, not after the whole run
     folder = RunFolder(output or Path("runs") / (recipe.name or "run"), recipe)
     # Everything a user can get wrong is checked before the first write.
     plan = preflight(recipe)
+    _refuse_nested(folder.root, plan.base)
     folder.prepare(resume)
     log = folder.root / RUN_LOG
     with library_output_to(log):
@@ -88,6 +92,20 @@ def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[st
         url = push_bundle(folder.root, repo_id, private=recipe.hub.private)
         tqdm.write(f"pushed to {url}")
     return folder.root
+
+
+def _refuse_nested(output: Path, base: Any) -> None:
+    """A run folder inside the local base it copies (or the base inside the output) would copy
+    the base into itself: refused before any write."""
+    if not base.ships_inside:
+        return
+    out, source = output.absolute().resolve(), Path(base.source).resolve()
+    if out == source or source in out.parents:
+        raise RecipeError(f"--output {output} is inside the base model folder {base.source}, which the run copies "
+                          "into its output; choose an output outside it")
+    if out in source.parents and source != out / "base":
+        raise RecipeError(f"the base model folder {base.source} is inside --output {output}, which would copy it "
+                          "into itself; move the base or choose another output")
 
 
 def _morl_grid(recipe: Recipe) -> list[dict[str, float]]:
@@ -243,8 +261,7 @@ def evaluate_bundle(bundle_dir: str | os.PathLike[str], recipe: EvaluationRecipe
     from peo_hub.card import is_generated_card
     from peo_hub.data import load_prompts
     from peo_hub.engines import require_engine
-    from peo_hub.errors import RecipeError
-    from peo_hub.fsutil import read_json
+    from peo_hub.fsutil import ledger_of, read_json
     from peo_hub.lora import load_bundle_adapters
     from peo_hub.run import Base
     from peo_hub.sweep import run_sweep
@@ -261,6 +278,9 @@ def evaluate_bundle(bundle_dir: str | os.PathLike[str], recipe: EvaluationRecipe
     if readme.is_file() and not is_generated_card(readme.read_text(encoding="utf-8", errors="replace")):
         raise RecipeError(f"{readme} was written by hand and evaluating rewrites the model card; move it aside "
                           "first (and back afterwards)")
+    ledger = ledger_of(root)
+    if ledger is not None:
+        ledger.check(edited_only=True)  # a README or record changed since: refused now, not after the sweep
     # The bundle's order is the order everywhere (sliders, front, manifest).
     recipe = recipe.model_copy(update={"aspects": {a: recipe.aspects[a] for a in bundle.aspects}})
     load_bundle_adapters(bundle)

@@ -30,7 +30,9 @@ from peo_hub import __version__
 from peo_hub.bundle import (ADAPTERS_DIR, BASE_DIR, EVALUATIONS_DIR, LEGACY_RUN_RECORD, MANIFEST_NAME, MORL_DIR,
                             RUN_RECORD, adapter_complete, load_manifest, read_training_info)
 from peo_hub.errors import BundleError, RecipeError
-from peo_hub.fsutil import atomic_dir, atomic_write_json, check_output, clean_stale_temps, read_json
+from peo_hub.fsutil import (atomic_dir, atomic_write_json, check_names, check_output, clean_stale_temps,
+                            overwrite_allowed, read_json)
+from peo_hub.ledger import LEDGER_NAME, Ledger, relative_files
 from peo_hub.ids import kind_of
 from peo_hub.recipe import Recipe
 from peo_hub.weights import check_model_folder
@@ -212,6 +214,12 @@ def sample_pairs(plan: Plan, folder: "RunFolder") -> None:
 # --------------------------------------------------------------------------- the folder
 
 
+OWNER = "bundle"  # the ledger's writer name for run folders (peo_hub.ledger); `evaluate` writes into them too
+
+# Folders whose files a run derives and can make again: damaged, they are redone, not refused.
+DERIVED = (ADAPTERS_DIR, MORL_DIR, EVALUATIONS_DIR, BASE_DIR)
+
+
 def is_run_folder(path: Path) -> bool:
     """Whether ``path`` holds a peo-hub run (its record, a manifest, or finished adapters)."""
     return any((path / name).is_file() for name in (RUN_RECORD, LEGACY_RUN_RECORD, MANIFEST_NAME)) or any(
@@ -304,17 +312,93 @@ class RunFolder:
         simply starts over there. Once adapters or evaluations exist, only the recipe that
         made them may resume.
         """
-        check_output(self.root, "folder", ours=is_run_folder, what="--output")
+        check_names(self.root, "--output")  # a name too long for the disk, before any look inside
+        if (self.root / LEDGER_NAME).is_file() and not overwrite_allowed():
+            self._check_edited()  # before check_output's generic line: a damaged artefact has its own fix
+        check_output(self.root, "folder", ours=is_run_folder, what="--output", owner=OWNER)
+        self._refuse_composed()
         if self.started() and not resume:
             raise RecipeError(f"output folder {self.root} is not empty; pass --resume to continue that run, "
                               "or --output NEW_DIR")
         if self._artefacts():
             self.check_identity()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._adopt()
         for folder in (self.root, self.root / ADAPTERS_DIR, self.evaluations, self.root / MORL_DIR):
             clean_stale_temps(folder)
         self.write_record()
         (self.root / LEGACY_RUN_RECORD).unlink(missing_ok=True)
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.root, OWNER, overwrite=overwrite_allowed())
+
+    def _check_edited(self) -> None:
+        """Refuse (one line) a run folder in which a file this run wrote was changed since.
+
+        A changed README, card or merge YAML is the user's work: the run would replace it, so
+        it is kept and the run refused (``--overwrite`` replaces it). A changed adapter,
+        evaluation record or base copy is damage: the fix is to delete it, and the run
+        makes it again.
+        """
+        ledger = self.ledger
+        problems = ledger.conflicts(ledger.owned())
+        if not problems:
+            return
+        first = problems[0].path
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        top = first.split("/")[0]
+        if top in DERIVED:
+            unit = "/".join(first.split("/")[:2]) if top != BASE_DIR else BASE_DIR
+            raise RecipeError(f"{self.root / first}{more} is damaged or was changed since peo-hub wrote it (its "
+                              f"sha256 differs); delete {self.root / unit} and run again with --resume to make it "
+                              "again")
+        raise RecipeError(f"{self.root / first}{more} was changed since peo-hub wrote it and this run would replace "
+                          "it; move it aside, or pass --overwrite to replace it")
+
+    def _refuse_composed(self) -> None:
+        if not (self.root / MANIFEST_NAME).is_file():
+            return
+        try:
+            composed = json.loads((self.root / MANIFEST_NAME).read_text(encoding="utf-8")).get("composed")
+        except (OSError, ValueError, AttributeError):
+            return  # an unreadable manifest is reported where it is read
+        if composed:
+            raise RecipeError(f"{self.root} is a bundle made by `peo-hub compose`, not a recipe's run; training "
+                              "there would replace its adapters: use `peo-hub evaluate` on it, or a new --output")
+
+    def _adopt(self) -> None:
+        """Give a run folder its ledger: empty for a new folder; for one written before ledgers
+        existed, the files a run writes (not a user's own files, which it then never touches)."""
+        ledger = self.ledger
+        if ledger.exists():
+            return
+        files = relative_files(self.root)
+        labels = set()
+        try:
+            front = json.loads((self.root / "front.json").read_text(encoding="utf-8"))
+            labels = {str(p.get("label")) for p in front.get("points", []) if isinstance(p, dict)}
+        except (OSError, ValueError, AttributeError):
+            pass
+        ours = {RUN_RECORD, LEGACY_RUN_RECORD, MANIFEST_NAME, "front.json", "front.png", "README.md"}
+        ledger.record(rel for rel in files
+                      if rel in ours or rel.split("/")[0] in DERIVED
+                      or (rel.startswith("merges/") and rel.removeprefix("merges/").removesuffix(".yaml") in labels))
+
+    def intact(self, path: Path) -> bool:
+        """Whether every file at ``path`` (a file or a folder) that the ledger lists is still as
+        written. Only reached with ``--overwrite`` (otherwise :meth:`prepare` refused the damage):
+        a damaged artefact is then made again."""
+        ledger = self.ledger
+        if not ledger.exists():
+            return True
+        rel = path.absolute().relative_to(self.root.absolute()).as_posix()
+        owned = [key for key in ledger.owned() if key == rel or key.startswith(rel + "/")]
+        return not ledger.conflicts(owned)
+
+    def finished(self, record: Path) -> bool:
+        """Whether an evaluation record is on disk and whole (else the point is evaluated again)."""
+        return record.is_file() and self.intact(record)
 
     def check_may_take_adapters(self) -> bool:
         """For the ``accelerate`` entry point: same rules as ``--resume``; True when the record must be written."""
@@ -339,7 +423,8 @@ class RunFolder:
         inside = self.root / BASE_DIR
         marker = inside / ".peo_base_source"
         source = str(Path(base.source).resolve())
-        if (inside / "config.json").is_file() and marker.is_file() and marker.read_text(encoding="utf-8") == source:
+        if ((inside / "config.json").is_file() and marker.is_file() and marker.read_text(encoding="utf-8") == source
+                and self.intact(inside)):
             return str(inside)
         with atomic_dir(inside) as tmp:  # base/ is ours: re-copied when the recipe's base changed
             shutil.copytree(base.source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".peo_base_source"))
@@ -370,12 +455,12 @@ class RunFolder:
 
     def kept(self, folder: Path) -> dict[str, Any] | None:
         """The training record of a finished adapter in ``folder`` (``None``: train it)."""
-        return read_training_info(folder) if adapter_complete(folder) else None
+        return read_training_info(folder) if adapter_complete(folder) and self.intact(folder) else None
 
 
 def _read_record(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {}
+        return {}  # a damaged record is named where the sweep reads it (read_evaluation)
     return data if isinstance(data, dict) else {}

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from tqdm.auto import tqdm
 
+from peo_hub.errors import RecipeError
 from peo_hub.fsutil import atomic_write_json
 from peo_hub.guard import BaseLogprob, flag_reasons, summarise, text_measures
 from peo_hub.policy import Preference, make_preference, weight_grid
@@ -38,6 +39,20 @@ if TYPE_CHECKING:
 
 SAMPLE_REPLIES = 6  # replies kept per prompt in a record, for reading what a point says
 BATCH_POINTS = True  # many points per generate call (False: point by point, as before; benchmarks compare both)
+
+
+def read_evaluation(path: Path) -> dict[str, Any]:
+    """One point's evaluation record, or one line naming the damaged file and the fix."""
+    fix = f"delete {path} and run the same command again (`--resume`) to evaluate that point again"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RecipeError(f"evaluation record {path} is damaged ({str(exc).splitlines()[0]}); {fix}") from None
+    missing = [key for key in ("method", "metrics", "prompts") if not isinstance(data, dict) or key not in data]
+    if missing:
+        what = "a JSON object" if not isinstance(data, dict) else f"an evaluation record (no {missing[0]!r})"
+        raise RecipeError(f"evaluation record {path} is not {what}; {fix}")
+    return data
 
 
 def family_points(recipe: Recipe) -> list[tuple[str, Preference]]:
@@ -166,8 +181,8 @@ def _sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any
         ``replies`` are the point's replies when a batched pass already generated them.
         """
         path = folder / f"{prefix or method}-{label}.json"
-        if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
+        if run.finished(path):
+            return read_evaluation(path)
         keep = range(len(raw_prompts)) if only is None else only
         prompts, texts = [raw_prompts[i] for i in keep], [rendered[i] for i in keep]
         if replies is None:
@@ -200,7 +215,7 @@ def _sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any
         """
         keep = list(range(len(raw_prompts))) if only is None else only
         todo = [k for k, (method, preference, _) in enumerate(points)
-                if not (folder / f"{prefix or method}-{preference.label()}.json").is_file()]
+                if not run.finished(folder / f"{prefix or method}-{preference.label()}.json")]
         if len(todo) > 1 and batched_points(spec):
             texts = [rendered[i] for i in keep]
             for k, replies in point_replies(live(), tokenizer, texts, [points[t][1] for t in todo], spec, recipe.seed):
@@ -230,7 +245,7 @@ def _sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any
     records = evaluate_points([(*family[i], None) for i in mine])
     if shard is not None:
         shard.barrier()  # the search compares with the base point's record, which one process wrote
-        records = [json.loads((folder / f"base-{family[0][1].label()}.json").read_text(encoding="utf-8"))]
+        records = [read_evaluation(folder / f"base-{family[0][1].label()}.json")]
     if recipe.sweep.search is not None:
         records += _search(recipe, records[0], selection, evaluate_points, searched)
     bar.update(len(mine) + len(searched) * (trials + 1) - bar.n)  # a search may stop short of its budget
@@ -243,7 +258,7 @@ def _sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any
         loader: Callable[[], Any] = lambda info=info: _load_peft(run.base_path(plan.base), plan.base.revision,
                                                                  out / info["adapter"], device)
         path = folder / f"morl-{label}.json"
-        generator = None if path.is_file() else loader()
+        generator = None if run.finished(path) else loader()
         preference = make_preference(list(recipe.aspects), info["weights"])
         record = evaluate(generator, "morl", label, preference,
                           {"train_seconds": info.get("train_seconds"), "adapter": info["adapter"]})

@@ -49,17 +49,57 @@ def tensor_shapes(path: str | os.PathLike[str], what: str = "weights file",
 
 def read_tensors(path: str | os.PathLike[str], what: str = "weights file",
                  fix: str = "re-create or re-download it") -> dict[str, "torch.Tensor"]:
-    """Every tensor of a safetensors file, or one :class:`BundleError` line when it is broken."""
+    """Every tensor of a safetensors file, or one :class:`BundleError` line when it is broken
+    or holds a NaN or an infinity (see :func:`check_finite`)."""
     from safetensors.torch import load_file
 
     path = Path(path)
     tensor_shapes(path, what, fix)  # the structural check, with the one-line error
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except OSError as exc:
         raise BundleError(f"cannot read {what} {path}: {exc.strerror or exc}; {fix}") from None
     except Exception as exc:
         raise _broken(path, what, fix, exc) from None
+    for key, tensor in tensors.items():
+        _refuse_non_finite(path, key, tensor, what, fix)
+    return tensors
+
+
+def check_finite(path: str | os.PathLike[str], what: str = "weights file",
+                 fix: str = "re-create or re-download it") -> None:
+    """Refuse a whole, well-formed safetensors file that holds a NaN or an infinity.
+
+    A valid file full of NaN (a diverged training run, a bad conversion) loads without any
+    error in PEFT and transformers and then generates empty strings, or is merged, exported
+    and published as if it were fine. Every path that takes adapter weights (opening a
+    bundle, compose, merge, export, push, ``PEOModel``) comes through here or
+    :func:`read_tensors`, so the file and the first bad tensor are named before any work.
+    Tensors are read one at a time, so the check holds one tensor in memory, not the file.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    tensor_shapes(path, what, fix)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():
+                _refuse_non_finite(path, key, handle.get_tensor(key), what, fix)
+    except BundleError:
+        raise
+    except OSError as exc:
+        raise BundleError(f"cannot read {what} {path}: {exc.strerror or exc}; {fix}") from None
+    except Exception as exc:
+        raise _broken(path, what, fix, exc) from None
+
+
+def _refuse_non_finite(path: Path, key: str, tensor: "torch.Tensor", what: str, fix: str) -> None:
+    import torch
+
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        kind = "NaN" if bool(torch.isnan(tensor).any()) else "infinite"
+        raise BundleError(f"{what} {path} holds {kind} values (tensor {key!r}), so every output made from it would "
+                          f"be {kind} too; {fix}")
 
 
 def model_weight_files(folder: str | os.PathLike[str]) -> list[Path]:
