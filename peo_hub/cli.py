@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", "-o", default=None, help="bundle folder (default: runs/<recipe name>)")
     run.add_argument("--resume", action="store_true", help="keep finished aspects and sweep points")
     run.add_argument("--push", metavar="REPO_ID", default=None, help="push the bundle to this Hub repo")
+    run.add_argument("--overwrite", action="store_true",
+                       help="replace files of an earlier output even where they were edited or not written by "
+                            "peo-hub (files this command does not write are never touched)")
     run.set_defaults(func=_recipe_run)
 
     merge = verbs.add_parser("merge", help="materialise one preference point")
@@ -171,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--max-rank", type=int, default=None, metavar="K",
                        help="--as adapter: cut the adapter to rank K by SVD (for servers with a rank limit) and "
                             "report the logit and judge-score change")
+    merge.add_argument("--overwrite", action="store_true",
+                         help="replace files of an earlier output even where they were edited or not written by "
+                              "peo-hub (files this command does not write are never touched)")
     merge.set_defaults(func=_merge)
 
     export = verbs.add_parser("export", help="write a bundle for another runtime (llama.cpp GGUF)")
@@ -184,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--point", metavar="PRESET|WEIGHTS",
                         help="write one fused point as a model GGUF: a preset name or e.g. helpful=0.7,harmless=0.3")
     export.add_argument("--alpha", type=float, default=0.0, help="with --point WEIGHTS: extrapolation")
+    export.add_argument("--overwrite", action="store_true",
+                          help="replace files of an earlier output even where they were edited or not written by "
+                               "peo-hub (files this command does not write are never touched)")
     export.set_defaults(func=_export)
 
     compose = verbs.add_parser(
@@ -194,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="an aspect and its adapter: user/repo[@revision][:subfolder] or a local folder "
                               "(repeat, two or more)")
     compose.add_argument("--output", "-o", required=True, help="bundle folder to write")
+    compose.add_argument("--overwrite", action="store_true",
+                           help="replace files of an earlier output even where they were edited or not written by "
+                                "peo-hub (files this command does not write are never touched)")
     compose.set_defaults(func=_compose)
 
     evaluate = verbs.add_parser("evaluate", help="sweep an existing (e.g. composed) bundle into a front, in place")
@@ -204,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "(replaces the recipe's)")
     evaluate.add_argument("--prompts", metavar="SOURCE",
                           help="evaluation prompts: a file or Hub dataset with a prompt column (replaces the recipe's)")
+    evaluate.add_argument("--overwrite", action="store_true",
+                            help="replace files of an earlier output even where they were edited or not written by "
+                                 "peo-hub (files this command does not write are never touched)")
     evaluate.set_defaults(func=_evaluate)
 
     push = verbs.add_parser("push", help="push a bundle to the Hugging Face Hub")
@@ -225,8 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    from peo_hub.fsutil import overwriting
+
     try:
-        return func(args)
+        with overwriting(bool(getattr(args, "overwrite", False))):
+            return func(args)
     except PEOError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

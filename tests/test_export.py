@@ -218,3 +218,23 @@ def test_live_fused_adapter_model_and_mergekit_agree_on_smollm2(smol_bundle, tmp
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert_close(logits(AutoModelForCausalLM.from_pretrained(tmp_path / "mk").eval()), want, relative=True)
+
+
+@pytest.mark.parametrize("as_", ["adapter", "model"])
+def test_rewriting_a_merge_output_keeps_the_users_files_and_refuses_edits(bundle, tmp_path, capsys, as_):
+    """Issue: `merge --output DIR` onto an earlier output deleted a user's notes.txt. Now only the
+    files the merge wrote are replaced; one of them edited since is refused unless --overwrite."""
+    import hashlib
+
+    out = tmp_path / "point"
+    assert run_cli(bundle, *point_args(POINTS[0]), "--output", out, "--as", as_) == 0
+    (out / "notes.txt").write_text("my notes\n")
+    assert run_cli(bundle, *point_args(POINTS[3]), "--output", out, "--as", as_) == 0
+    assert (out / "notes.txt").read_text() == "my notes\n"
+    (out / "README.md").write_text("my own card\n")
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*") if p.is_file()}
+    assert cli_error(capsys, bundle, *point_args(POINTS[0]), "--output", out, "--as", as_) != 0
+    message = _one_line_error(capsys, "README.md", "--overwrite")
+    assert before == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*") if p.is_file()}
+    assert run_cli(bundle, *point_args(POINTS[0]), "--output", out, "--as", as_, "--overwrite") == 0
+    assert (out / "README.md").read_text() != "my own card\n" and (out / "notes.txt").read_text() == "my notes\n"
