@@ -4,7 +4,7 @@ A bundle's front compares 15 PEO points with 5 soups and 3 MORL models; more pol
 more of the front whatever they are. This script asks the three budget questions of one
 finished toy run (``peo-hub recipe run recipes/toy.yaml``), every hypervolume measured on
 the run's CONFIRMATION prompts over the points chosen on its SELECTION prompts
-(peo_hub.confirm), every interval a prompt-level bootstrap, every comparison paired:
+(peo_hub.evaluate.confirm), every interval a prompt-level bootstrap, every comparison paired:
 
 1. **policies evaluated**: hypervolume of PEO's nested grids (3 soups, 5 soups, + alpha 0.5,
    + alpha 1) and of MORL (3 interior models, + its 2 corners = the single-aspect runs);
@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import write_report  # noqa: E402
 
-from peo_hub.confirm import front_from_records  # noqa: E402
-from peo_hub.front import load_front  # noqa: E402
+from peo_hub.evaluate.confirm import front_from_records
+from peo_hub.bundle.front import load_front
 
 EXTRA_MORL_WEIGHTS = (0.125, 0.375, 0.625, 0.875)
 
@@ -74,11 +74,12 @@ class ExtraMorl:
     each evaluated on the bundle's prompts with the sweep's sampling seed."""
 
     def __init__(self, bundle: Path, scratch: Path) -> None:
-        from peo_hub.bundle import load_manifest
-        from peo_hub.chat import render_prompt
-        from peo_hub.judges import build_judge
-        from peo_hub.recipe import parse_recipe
-        from peo_hub.run import RunFolder, preflight
+        from peo_hub.bundle.manifest import load_manifest
+        from peo_hub.data.chat import render_prompt
+        from peo_hub.judges.registry import build_judge
+        from peo_hub.recipe.schema import parse_recipe
+        from peo_hub.recipe.folder import RunFolder
+        from peo_hub.recipe.preflight import preflight
 
         self.recipe = parse_recipe(load_manifest(bundle).recipe)
         self.plan = preflight(self.recipe)
@@ -93,10 +94,10 @@ class ExtraMorl:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
-        from peo_hub.engines import generate_replies
-        from peo_hub.evaluate import score_replies
-        from peo_hub.policy import make_preference
-        from peo_hub.train import mix_datasets
+        from peo_hub.family.engines import generate_replies
+        from peo_hub.evaluate.score import score_replies
+        from peo_hub.core.policy import make_preference
+        from peo_hub.train.dpo import mix_datasets
 
         recipe, plan = self.recipe, self.plan
         mix = {self.aspects[0]: w, self.aspects[1]: 1.0 - w}

@@ -42,10 +42,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 def child(run: Path, recipe_path: Path, batch_size: int | None, work: Path, report: Path) -> None:
     """Inside one variant's process: copy the run without its evaluations, time ``run_sweep``."""
-    import peo_hub.sweep
-    from peo_hub.pipeline import _train_morl
-    from peo_hub.recipe import load_recipe
-    from peo_hub.run import RunFolder, preflight
+    import peo_hub.evaluate.sweep
+    from peo_hub.recipe.pipeline import _train_morl
+    from peo_hub.recipe.load import load_recipe
+    from peo_hub.recipe.folder import RunFolder
+    from peo_hub.recipe.preflight import preflight
 
     recipe = load_recipe(recipe_path)
     if batch_size is not None:
@@ -55,10 +56,10 @@ def child(run: Path, recipe_path: Path, batch_size: int | None, work: Path, repo
     folder = RunFolder(work, recipe)
     morl = _train_morl(plan, folder, resume=True, first_task=1, tasks=1)  # all kept: nothing is trained
     start = time.perf_counter()
-    records = peo_hub.sweep.run_sweep(plan, folder, morl)
+    records = peo_hub.evaluate.sweep.run_sweep(plan, folder, morl)
     seconds = time.perf_counter() - start
     assert records is not None
-    report.write_text(json.dumps({"seconds": seconds, "code": peo_hub.sweep.__file__,
+    report.write_text(json.dumps({"seconds": seconds, "code": peo_hub.evaluate.sweep.__file__,
                                   "batch_size": recipe.evaluate.batch_size, "records": records}))
 
 
@@ -83,9 +84,9 @@ def run_variant(tree: Path, batch_size: int | None, run: Path, scratch: Path) ->
 
 def compare(records: dict[str, list[dict[str, Any]]], reference: str) -> dict[str, Any]:
     """Reply-level and front-level differences of every variant from ``reference``."""
-    from peo_hub.confirm import front_from_records
-    from peo_hub.recipe import load_recipe
-    from peo_hub.stats import split_prompts
+    from peo_hub.evaluate.confirm import front_from_records
+    from peo_hub.recipe.load import load_recipe
+    from peo_hub.core.stats import split_prompts
 
     recipe = load_recipe(REPO / "recipes" / "toy.yaml")
     spec = recipe.evaluate

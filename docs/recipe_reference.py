@@ -4,7 +4,7 @@
     python docs/recipe_reference.py --check   # exit 1 when README.md differs (tests/test_docs.py)
 
 The section lives between the two markers below. Every table row is a pydantic field of
-peo_hub.recipe / peo_hub.judges / peo_hub.data: its name, its default and its description;
+peo_hub.recipe.schema / peo_hub.judges.registry / peo_hub.data.load: its name, its default and its description;
 the lists of judge types, dataset formats and generation engines come from their registries.
 """
 
@@ -61,12 +61,14 @@ def _aliases(info: Any) -> list[str]:
 
 
 def render() -> str:
-    from peo_hub.data import DatasetSpec, GenerateSpec
-    from peo_hub.engines import ENGINES
-    from peo_hub.formats import FORMATS
-    from peo_hub.judges import JUDGES, JudgeSpec
-    from peo_hub.guard import GuardThresholds
-    from peo_hub.recipe import AlphaSearchSpec, AspectSpec, DPOSpec, EvaluateSpec, HubSpec, LoraSpec, Recipe, SweepSpec
+    from peo_hub.data.config import DatasetSpec, GenerateSpec
+    from peo_hub.family.engines import ENGINES
+    from peo_hub.data.formats import FORMATS
+    from peo_hub.judges.registry import JUDGES, JudgeSpec
+    from peo_hub.core.measures import GuardThresholds
+    from peo_hub.evaluate.config import AlphaSearchSpec, EvaluateSpec, SweepSpec
+    from peo_hub.recipe.schema import AspectSpec, HubSpec, Recipe
+    from peo_hub.train.config import DPOSpec, LoraSpec
 
     out: list[str] = [START, ""]
     out += ["**Top level**", "", *table(Recipe), ""]

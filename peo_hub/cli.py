@@ -1,6 +1,6 @@
 """``peo-hub``: the command line. Thin on purpose: each verb is one call into a module.
 
-User mistakes surface as :class:`~peo_hub.errors.PEOError` and are printed as one line
+User mistakes surface as :class:`~peo_hub.utils.errors.PEOError` and are printed as one line
 (``error: ...``) with a non-zero exit code; anything else is a bug and keeps its traceback.
 """
 
@@ -10,12 +10,12 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from peo_hub.errors import PEOError
+from peo_hub.utils.errors import PEOError
 
 
 def _recipe_validate(args: argparse.Namespace) -> int:
-    from peo_hub.recipe import load_recipe
-    from peo_hub.run import preflight
+    from peo_hub.recipe.load import load_recipe
+    from peo_hub.recipe.preflight import preflight
 
     recipe = load_recipe(args.recipe)
     if not args.schema_only:
@@ -30,7 +30,7 @@ def _recipe_validate(args: argparse.Namespace) -> int:
 
 
 def _recipe_run(args: argparse.Namespace) -> int:
-    from peo_hub.pipeline import run_recipe
+    from peo_hub.recipe.pipeline import run_recipe
 
     bundle = run_recipe(args.recipe, output=args.output, resume=args.resume, push=args.push)
     print(f"bundle written to {bundle}")
@@ -38,12 +38,12 @@ def _recipe_run(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from peo_hub.bundle import open_bundle
-    from peo_hub.export import check_point_output, write_point
-    from peo_hub.hub import bundle_folder
-    from peo_hub.lora import load_bundle_adapters
-    from peo_hub.model import warn_coefficients
-    from peo_hub.policy import make_preference, parse_assignments
+    from peo_hub.bundle.manifest import open_bundle
+    from peo_hub.family.merge import check_point_output, write_point
+    from peo_hub.bundle.pull import bundle_folder
+    from peo_hub.family.lora import load_bundle_adapters
+    from peo_hub.family.model import warn_coefficients
+    from peo_hub.core.policy import make_preference, parse_assignments
 
     weights = parse_assignments(args.weights, "weights") if args.weights else None
     coefficients = parse_assignments(args.coefficients, "coefficients") if args.coefficients else None
@@ -56,8 +56,8 @@ def _merge(args: argparse.Namespace) -> int:
     out = write_point(bundle, preference, args.output, args.as_, adapters=adapters, max_rank=args.max_rank)
     print(f"wrote {args.as_} to {out}")
     if args.as_ == "adapter":
-        from peo_hub.lora import cat_adapters
-        from peo_hub.serving import measure_truncation, rank_advice
+        from peo_hub.family.lora import cat_adapters
+        from peo_hub.publish.rank import measure_truncation, rank_advice
 
         rank = cat_adapters(adapters, preference.coefficients)[1]
         print(rank_advice(min(rank, args.max_rank or rank)))
@@ -68,7 +68,7 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _compose(args: argparse.Namespace) -> int:
-    from peo_hub.compose import compose
+    from peo_hub.train.compose import compose
 
     out = compose(args.base, args.adapter or [], args.output)
     print(f"composed bundle written to {out}; next: peo-hub evaluate {out} --recipe RECIPE.yaml")
@@ -76,8 +76,8 @@ def _compose(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from peo_hub.pipeline import evaluate_bundle
-    from peo_hub.recipe import evaluation_recipe
+    from peo_hub.recipe.pipeline import evaluate_bundle
+    from peo_hub.recipe.load import evaluation_recipe
 
     recipe = evaluation_recipe(args.recipe, judges=args.judge or [], prompts=args.prompts)
     out = evaluate_bundle(args.bundle, recipe)
@@ -86,9 +86,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from peo_hub.bundle import open_bundle
-    from peo_hub.hub import bundle_folder, download_model
-    from peo_hub.llamacpp import check_gguf_output, export_gguf, point_preference
+    from peo_hub.bundle.manifest import open_bundle
+    from peo_hub.bundle.pull import bundle_folder
+    from peo_hub.utils.hubio import download_model
+    from peo_hub.publish.gguf import check_gguf_output, export_gguf, point_preference
 
     check_gguf_output(args.output)  # before any download or work
     bundle = open_bundle(bundle_folder(args.bundle), source=args.bundle)
@@ -106,8 +107,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from peo_hub.hub import push_bundle
-    from peo_hub.ids import check_repo_id
+    from peo_hub.publish.hub import push_bundle
+    from peo_hub.utils.ids import check_repo_id
 
     check_repo_id(args.repo_id)
     if args.space:  # every id is checked before anything is published
@@ -115,14 +116,14 @@ def _push(args: argparse.Namespace) -> int:
     url = push_bundle(args.bundle, args.repo_id, private=args.private)
     print(f"pushed {args.bundle} to {url}")
     if args.space:
-        from peo_hub.hub import push_space
+        from peo_hub.publish.hub import push_space
 
         print(f"space published at {push_space(args.space, bundle_repo_id=args.repo_id, private=args.private)}")
     return 0
 
 
 def _space(args: argparse.Namespace) -> int:
-    from peo_hub.space import launch
+    from peo_hub.serve.space import launch
 
     launch(args.bundle, host=args.host, port=args.port)
     return 0
@@ -240,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    from peo_hub.fsutil import overwriting
+    from peo_hub.utils.fsutil import overwriting
 
     try:
         with overwriting(bool(getattr(args, "overwrite", False))):

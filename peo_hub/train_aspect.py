@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from peo_hub.errors import PEOError, RecipeError
+from peo_hub.utils.errors import PEOError, RecipeError
 
 
 def train_aspect(recipe_path: str | Path, aspect: str, output: str | Path | None = None) -> Path:
@@ -40,8 +40,10 @@ def train_aspect(recipe_path: str | Path, aspect: str, output: str | Path | None
     import torch
     from accelerate import PartialState
 
-    from peo_hub.recipe import load_recipe
-    from peo_hub.run import RunFolder, preflight, sample_pairs
+    from peo_hub.recipe.load import load_recipe
+    from peo_hub.recipe.folder import RunFolder
+    from peo_hub.recipe.preflight import preflight
+    from peo_hub.recipe.folder import sample_pairs
 
     recipe = load_recipe(recipe_path)
     if aspect not in recipe.aspects:

@@ -36,7 +36,7 @@ def peo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def toy_bundle(tmp_path_factory: pytest.TempPathFactory, peo_cache: Path) -> Path:
     """A real toy bundle (trained adapters, sweep, front) from tests/recipes/toy-ci.yaml, built once."""
-    from peo_hub.pipeline import run_recipe
+    from peo_hub.recipe.pipeline import run_recipe
 
     out = tmp_path_factory.mktemp("toy") / "bundle"
     return run_recipe(REPO / "tests" / "recipes" / "toy-ci.yaml", output=out)
@@ -45,7 +45,7 @@ def toy_bundle(tmp_path_factory: pytest.TempPathFactory, peo_cache: Path) -> Pat
 @pytest.fixture(scope="module")
 def served(toy_bundle: Path):
     """The Space for the toy bundle, launched in a background thread (``prevent_thread_lock``)."""
-    from peo_hub.space import launch
+    from peo_hub.serve.space import launch
 
     sys.path.insert(0, str(REPO / "docs"))
     from space_screenshot import free_port  # the README's pictures use the same helper

@@ -15,7 +15,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from peo_hub.bundle import AspectEntry, Manifest, save_manifest
+from peo_hub.bundle.manifest import AspectEntry, Manifest, save_manifest
 from peo_hub.world.tokenizer import build_word_tokenizer
 
 WORDS = "how do i bake bread fix bike pick lock ? . , sure first then mix flour bake sorry can not help".split()

@@ -43,7 +43,7 @@ def truncated_smollm2(layers: int = 2) -> Path:
         return folder
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from peo_hub.fsutil import atomic_dir
+    from peo_hub.utils.fsutil import atomic_dir
 
     full = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, dtype=torch.float32)
     config = full.config.to_dict()

@@ -95,9 +95,9 @@ def test_no_import_cycles_counting_function_level_imports() -> None:
 
 # The on-disk format knows nothing of the network or the command line; the network layer
 # knows nothing of the command line; only the command line's entry points parse arguments.
-FORMAT = {"peo_hub.bundle", "peo_hub.front", "peo_hub.weights", "peo_hub.lora", "peo_hub.fsutil", "peo_hub.policy",
-          "peo_hub.pareto", "peo_hub.export", "peo_hub.formats", "peo_hub.chat", "peo_hub.ids", "peo_hub.llamacpp"}
-NETWORK = {"peo_hub.hub"}
+FORMAT = {"peo_hub.bundle.manifest", "peo_hub.bundle.front", "peo_hub.utils.weights", "peo_hub.family.lora", "peo_hub.utils.fsutil", "peo_hub.core.policy",
+          "peo_hub.core.pareto", "peo_hub.family.merge", "peo_hub.data.formats", "peo_hub.data.chat", "peo_hub.utils.ids", "peo_hub.publish.gguf"}
+NETWORK = {"peo_hub.publish.hub"}
 CLI = {"peo_hub.cli"}
 
 
@@ -114,7 +114,7 @@ def test_format_modules_stay_offline_and_away_from_the_cli(module: str) -> None:
 
 
 def test_the_network_layer_does_not_reach_the_cli() -> None:
-    assert "peo_hub.cli" not in import_graph()["peo_hub.hub"]
+    assert "peo_hub.cli" not in import_graph()["peo_hub.publish.hub"]
 
 
 def test_argument_parsing_lives_in_entry_points_only() -> None:

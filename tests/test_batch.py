@@ -15,7 +15,7 @@ import torch
 
 from fakes import make_fake_bundle
 from peo_hub import PEOModel
-from peo_hub.errors import PreferenceError
+from peo_hub.utils.errors import PreferenceError
 from reference import ADAPTER_OPTIONS, ASPECTS, TOL, make_merge_bundle
 
 PROMPTS = ["how do i bake bread ?", "pick lock", "how do i fix bike , then mix flour ?", "sorry", "bake"]

@@ -1,4 +1,4 @@
-"""The Space's batching (peo_hub.batching): 20 concurrent ``/chat`` clients with different sliders
+"""The Space's batching (peo_hub.serve.batching): 20 concurrent ``/chat`` clients with different sliders
 get exactly their solo replies, and they really were generated together, in shared batches."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""peo_hub.bundle: the on-disk format's one owner: opening, completeness, format version, presets."""
+"""peo_hub.bundle.manifest: the on-disk format's one owner: opening, completeness, format version, presets."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from fakes import make_fake_bundle
-from peo_hub.bundle import (FORMAT_VERSION, MANIFEST_NAME, adapter_complete, load_manifest, open_bundle,
-                            validate_bundle)
-from peo_hub.errors import BundleError
+from peo_hub.bundle.manifest import (FORMAT_VERSION, MANIFEST_NAME, adapter_complete, load_manifest, open_bundle,
+                                     validate_bundle)
+from peo_hub.utils.errors import BundleError
 
 
 @pytest.fixture()

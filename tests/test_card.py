@@ -10,9 +10,9 @@ from huggingface_hub import ModelCard
 
 from fakes import make_fake_bundle
 
-from peo_hub.bundle import load_manifest, save_manifest
-from peo_hub.card import GENERATED_MARKER, point_card, render_model_card, write_model_card
-from peo_hub.errors import PreferenceError
+from peo_hub.bundle.manifest import load_manifest, save_manifest
+from peo_hub.bundle.card import GENERATED_MARKER, point_card, render_model_card, write_model_card
+from peo_hub.utils.errors import PreferenceError
 
 FRONT = {
     "aspects": ["helpful", "harmless"],

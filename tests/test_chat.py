@@ -1,12 +1,12 @@
-"""peo_hub.chat: one prompt rendering for training, evaluation, chat and the Space."""
+"""peo_hub.data.chat: one prompt rendering for training, evaluation, chat and the Space."""
 
 from __future__ import annotations
 
 import pytest
 
 import realdata
-from peo_hub.chat import render_prompt, to_messages
-from peo_hub.errors import DataError
+from peo_hub.data.chat import render_prompt, to_messages
+from peo_hub.utils.errors import DataError
 
 
 def test_render_prompt_with_word_tokenizer_template(word_tok):

@@ -1,4 +1,4 @@
-"""``peo-hub compose`` (peo_hub.compose) and ``peo-hub evaluate`` on what it writes.
+"""``peo-hub compose`` (peo_hub.train.compose) and ``peo-hub evaluate`` on what it writes.
 
 The adapters come from separate PEFT runs with different settings: a plain LoRA, an rsLoRA
 with a rank pattern and an alpha pattern, and one that adapts only two module kinds. The
@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from fakes import folder_digest, make_adapter, make_base
 from peo_hub import PEOModel
-from peo_hub.bundle import load_manifest, open_bundle
+from peo_hub.bundle.manifest import load_manifest, open_bundle
 from peo_hub.cli import main
 from reference import assert_close, logits, reference_model
 
@@ -335,7 +335,7 @@ def evaluated(composed, tmp_path_factory) -> Path:
 
 
 def test_evaluate_sweeps_a_composed_bundle_into_a_front(evaluated):
-    from peo_hub.front import load_front
+    from peo_hub.bundle.front import load_front
 
     front = load_front(evaluated / "front.json")
     # weights 2 on 3 aspects: the 3 one-hot vectors, at alpha 0 and 0.5, plus the base
@@ -382,7 +382,7 @@ def test_evaluate_with_judges_on_the_command_line(composed, tmp_path, capsys):
 
 
 def test_evaluate_refuses_a_trained_bundle_and_a_hand_written_card(composed, tmp_path, capsys):
-    from peo_hub.bundle import save_manifest
+    from peo_hub.bundle.manifest import save_manifest
 
     recipe = tmp_path / "eval.yaml"
     recipe.write_text(EVAL_RECIPE)
@@ -401,8 +401,8 @@ def test_evaluate_refuses_a_trained_bundle_and_a_hand_written_card(composed, tmp
 
 
 def test_push_merge_and_space_work_on_the_evaluated_bundle(hub, evaluated, tmp_path):
-    from peo_hub.hub import push_bundle
-    from peo_hub.space import build_demo
+    from peo_hub.publish.hub import push_bundle
+    from peo_hub.serve.space import build_demo
 
     push_bundle(evaluated, "alice/composed", token=hub.alice_token)
     model = PEOModel.from_pretrained("alice/composed")

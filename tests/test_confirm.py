@@ -1,4 +1,4 @@
-"""peo_hub.confirm: fronts chosen on selection prompts, reported on confirmation prompts, with
+"""peo_hub.evaluate.confirm: fronts chosen on selection prompts, reported on confirmation prompts, with
 prompt-level hypervolume intervals resampled jointly for every point."""
 
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from peo_hub.confirm import front_from_records
-from peo_hub.front import check_front, method_hypervolumes
-from peo_hub.guard import GuardThresholds
-from peo_hub.pareto import hypervolume
-from peo_hub.stats import split_prompts
+from peo_hub.evaluate.confirm import front_from_records
+from peo_hub.bundle.front import check_front, method_hypervolumes
+from peo_hub.core.measures import GuardThresholds
+from peo_hub.core.pareto import hypervolume
+from peo_hub.core.stats import split_prompts
 
 ASPECTS = ["helpful", "harmless"]
 

@@ -1,4 +1,4 @@
-"""peo_hub.data: every format row by row, chat-template rendering, sampling, and every error path."""
+"""peo_hub.data.load: every format row by row, chat-template rendering, sampling, and every error path."""
 
 from __future__ import annotations
 
@@ -15,15 +15,10 @@ import pytest
 from pydantic import ValidationError
 
 import realdata
-from peo_hub.data import (
-    DatasetSpec,
-    load_preference_data,
-    load_preference_dataset,
-    load_prompts,
-    parse_dataset_spec,
-    render_prompt,
-)
-from peo_hub.errors import DataError
+from peo_hub.data.config import DatasetSpec, parse_dataset_spec
+from peo_hub.data.load import load_preference_data, load_preference_dataset, load_prompts
+from peo_hub.data.chat import render_prompt
+from peo_hub.utils.errors import DataError
 
 COLUMNS = ["prompt", "chosen", "rejected"]
 
@@ -49,7 +44,7 @@ def test_pairs_jsonl_row_by_row_drops_unusable_rows(tmp_path, caplog):
         {"prompt": "p4", "chosen": "yes", "rejected": "no", "extra": 4},
     ]
     spec = DatasetSpec(source=str(write_jsonl(tmp_path / "p.jsonl", rows)))
-    with caplog.at_level(logging.WARNING, logger="peo_hub.data"):
+    with caplog.at_level(logging.WARNING, logger="peo_hub.data.load"):
         data = load_preference_data(spec)
     assert data.train.column_names == COLUMNS
     assert data.train.to_list() == [
@@ -86,7 +81,7 @@ def test_pku_saferlhf_better_and_safer_pick_the_right_response(tmp_path):
 def test_hh_rlhf_splits_at_last_assistant_turn_and_drops_divergent_rows(tmp_path, caplog):
     path = realdata.write_hh_rlhf_jsonl(tmp_path / "hh.jsonl", rows=30, divergent=2)
     source = [json.loads(line) for line in path.read_text().splitlines()]
-    with caplog.at_level(logging.WARNING, logger="peo_hub.data"):
+    with caplog.at_level(logging.WARNING, logger="peo_hub.data.load"):
         data = load_preference_data({"source": str(path), "format": "hh-rlhf"})
     assert data.train.num_rows == 28
     assert data.dropped == {"prompt differs between chosen and rejected": 2}

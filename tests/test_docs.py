@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from peo_hub.cli import build_parser
-from peo_hub.data import DatasetSpec
-from peo_hub.judges import JudgeSpec
-from peo_hub.recipe import AspectSpec, DPOSpec, EvaluateSpec, HubSpec, LoraSpec, Recipe, SweepSpec, TrainSpec
+from peo_hub.data.config import DatasetSpec
+from peo_hub.judges.registry import JudgeSpec
+from peo_hub.recipe.schema import AspectSpec, HubSpec, Recipe
+from peo_hub.train.config import DPOSpec, LoraSpec, TrainSpec
+from peo_hub.evaluate.config import EvaluateSpec, SweepSpec
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 MODELS = [Recipe, AspectSpec, JudgeSpec, TrainSpec, LoraSpec, DPOSpec, SweepSpec, EvaluateSpec, HubSpec, DatasetSpec]

@@ -1,4 +1,4 @@
-"""peo_hub.engines: batched generation equals unbatched; a missing engine fails before any work."""
+"""peo_hub.family.engines: batched generation equals unbatched; a missing engine fails before any work."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 import realdata
-from peo_hub.engines import ENGINES, generate_replies, require_engine
-from peo_hub.errors import PEOError
-from peo_hub.kvcache import ReservedLayer
-from peo_hub.recipe import EvaluateSpec
+from peo_hub.family.engines import ENGINES, generate_replies, require_engine
+from peo_hub.utils.errors import PEOError
+from peo_hub.family.kvcache import ReservedLayer
+from peo_hub.evaluate.config import EvaluateSpec
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPTS = ["How do I bake sourdough bread at home?", "How do I hotwire a car?", "Quick question: what is climate?"]
@@ -29,7 +29,7 @@ def test_registry_and_unknown_engine() -> None:
 def test_batched_generation_pads_left_and_equals_unbatched(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from peo_hub.data import render_prompt
+    from peo_hub.data.chat import render_prompt
 
     path = realdata.build_tiny_qwen2(tmp_path / "qwen")
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -62,7 +62,7 @@ def test_vllm_engine_without_vllm_is_one_clear_error(monkeypatch: pytest.MonkeyP
 
 
 def test_run_recipe_refuses_a_vllm_recipe_before_writing_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from peo_hub.pipeline import run_recipe
+    from peo_hub.recipe.pipeline import run_recipe
 
     monkeypatch.setitem(sys.modules, "vllm", None)
     data = yaml.safe_load((REPO / "tests" / "recipes" / "toy-ci.yaml").read_text())
@@ -81,8 +81,8 @@ def test_rows_leave_the_batch_as_they_end_and_share_their_prompt_without_changin
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 
-    import peo_hub.engines as engines
-    from peo_hub.data import render_prompt
+    import peo_hub.family.engines as engines
+    from peo_hub.data.chat import render_prompt
 
     path = realdata.build_tiny_qwen2(tmp_path / "qwen")
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -107,7 +107,7 @@ def test_rows_leave_the_batch_as_they_end_and_share_their_prompt_without_changin
     expected = [alone(k, end) for k in range(len(texts))]
     assert len({len(e) for e in expected}) > 2, "rows should end at different steps"
     monkeypatch.setattr(engines, "SEGMENT_TOKENS", 3)
-    appended: list[int] = []  # the new tokens went into the reserved cache (peo_hub.kvcache), in place
+    appended: list[int] = []  # the new tokens went into the reserved cache (peo_hub.family.kvcache), in place
     update = ReservedLayer.update
     monkeypatch.setattr(ReservedLayer, "update", lambda self, k, *a, **kw: appended.append(k.shape[-2]) or
                         update(self, k, *a, **kw))

@@ -1,4 +1,4 @@
-"""Exports of one point (peo_hub.export via ``peo-hub merge``): the adapter, the mergekit model and
+"""Exports of one point (peo_hub.family.merge via ``peo-hub merge``): the adapter, the mergekit model and
 the mergekit YAML all equal ``base + Σ cᵢ Δᵢ``; outputs that are not ours are refused, untouched."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM
 
 from fakes import make_fake_bundle
 from peo_hub import PEOModel
-from peo_hub.errors import BundleError
+from peo_hub.utils.errors import BundleError
 from reference import (POINTS, _one_line_error, assert_close, cli_error, coefficients_of, logits, point_args, reference_model, run_cli)
 from reference import bundle, peo  # noqa: F401  (fixtures)
 

@@ -1,4 +1,4 @@
-"""peo_hub.formats: the format registry, and the parts of a format that stand alone (HH-RLHF splitting).
+"""peo_hub.data.formats: the format registry, and the parts of a format that stand alone (HH-RLHF splitting).
 
 Each format's reading of real rows, from files and Hub layouts, is tested through the loader
 in tests/test_data.py.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from peo_hub.errors import DataError
-from peo_hub.formats import FORMATS, Format, get_format, register
+from peo_hub.utils.errors import DataError
+from peo_hub.data.formats import FORMATS, Format, get_format, register
 
 
 def test_registry_lists_every_format_once_and_unknown_names_are_one_line():
@@ -22,7 +22,8 @@ def test_registry_lists_every_format_once_and_unknown_names_are_one_line():
 def test_a_registered_format_is_accepted_by_the_spec_and_the_loader(tmp_path):
     import json
 
-    from peo_hub.data import DatasetSpec, load_preference_data
+    from peo_hub.data.config import DatasetSpec
+    from peo_hub.data.load import load_preference_data
 
     @register
     class Upper(Format):
@@ -44,7 +45,7 @@ def test_a_registered_format_is_accepted_by_the_spec_and_the_loader(tmp_path):
 
 
 def test_hh_rlhf_edge_rows():
-    from peo_hub.formats import split_hh
+    from peo_hub.data.formats import split_hh
 
     assert split_hh("\n\nHuman: hi\n\nAssistant: yo", "\n\nHuman: hi\n\nAssistant: no") == (
         "\n\nHuman: hi\n\nAssistant:", " yo", " no",

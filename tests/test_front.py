@@ -1,4 +1,4 @@
-"""Tests for peo_hub.front: the typed front.json, its flags, hypervolumes, presets, save and load.
+"""Tests for peo_hub.bundle.front: the typed front.json, its flags, hypervolumes, presets, save and load.
 
 Hypervolumes are checked against the brute-force grid count of tests/test_pareto.py; presets
 against a brute-force search over the front.
@@ -12,9 +12,9 @@ import json
 import numpy as np
 import pytest
 
-from peo_hub.errors import BundleError, PEOError
-from peo_hub.front import FRONT_NAME as FRONT_FILE
-from peo_hub.front import build_front, check_front, compute_presets, load_front, save_front
+from peo_hub.utils.errors import BundleError, PEOError
+from peo_hub.bundle.front import FRONT_NAME as FRONT_FILE
+from peo_hub.bundle.front import build_front, check_front, compute_presets, load_front, save_front
 from test_pareto import brute_hv_grid, brute_non_dominated
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""peo_hub.fsutil: the one output guard every writer passes, and atomic writes that leave nothing half-done."""
+"""peo_hub.utils.fsutil: the one output guard every writer passes, and atomic writes that leave nothing half-done."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from peo_hub.errors import OutputError
-from peo_hub.fsutil import atomic_dir, atomic_write_text, check_output
+from peo_hub.utils.errors import OutputError
+from peo_hub.utils.fsutil import atomic_dir, atomic_write_text, check_output
 
 
 def test_a_new_path_in_a_writable_folder_is_accepted(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""GGUF files as ``base_model`` (peo_hub.gguf_base): located, converted once, exact, recorded.
+"""GGUF files as ``base_model`` (peo_hub.data.gguf): located, converted once, exact, recorded.
 
 The GGUF file is written here from the truncated SmolLM2 (two real layers, the real
 tokenizer and chat template) in F32 by peo-hub's own llama.cpp writer, so converting it back
@@ -17,13 +17,13 @@ import pytest
 import torch
 
 from peo_hub.cli import main
-from peo_hub.errors import RecipeError
+from peo_hub.utils.errors import RecipeError
 from smollm2 import smollm2_gguf, truncated_smollm2
 
 pytest.importorskip("gguf", reason="GGUF bases need the gguf package (pip install gguf)")
 
-from peo_hub.fsutil import file_sha256  # noqa: E402
-from peo_hub.gguf_base import SOURCE_FILE, ensure_gguf_base, is_gguf_base, locate  # noqa: E402
+from peo_hub.utils.fsutil import file_sha256
+from peo_hub.data.gguf import SOURCE_FILE, ensure_gguf_base, is_gguf_base, locate
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def smol_folder() -> Path:
 def smol_gguf(smol_folder, tmp_path_factory) -> Path:
     from transformers import AutoModelForCausalLM
 
-    from peo_hub.llamacpp import gguf_base, write_model_gguf
+    from peo_hub.publish.gguf import gguf_base, write_model_gguf
 
     model = AutoModelForCausalLM.from_pretrained(str(smol_folder), dtype=torch.float32)
     state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied to the embeddings
@@ -157,7 +157,7 @@ def test_a_bundle_on_a_gguf_base_records_it_pushes_and_loads_back_from_the_hub(h
 
     from llamacpp_check import random_adapter
     from peo_hub import PEOModel
-    from peo_hub.bundle import load_manifest
+    from peo_hub.bundle.manifest import load_manifest
 
     for i, name in enumerate(("helpful", "harmless")):
         random_adapter(smol_folder, tmp_path / name, seed=i + 1, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])

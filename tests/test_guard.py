@@ -1,4 +1,4 @@
-"""peo_hub.guard: the degeneration measures and when they flag a point."""
+"""peo_hub.core.measures: the degeneration measures and when they flag a point."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from fakes import make_base
-from peo_hub.guard import BaseLogprob, GuardThresholds, distinct_n, flag_reasons, summarise, text_measures
+from peo_hub.evaluate.logprob import BaseLogprob
+from peo_hub.core.measures import GuardThresholds, distinct_n, flag_reasons, summarise, text_measures
 
 BASE = {"base_logprob": -1.0, "distinct_2": 0.9, "length": 20.0}
 

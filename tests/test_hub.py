@@ -23,7 +23,7 @@ from fakes import make_fake_bundle
 from hub_fixture import HubEnv
 
 from peo_hub.cli import main
-from peo_hub.errors import BundleError, HubError, PEOError
+from peo_hub.utils.errors import BundleError, HubError, PEOError
 
 REPO = "alice/peo-toy"
 POINT_REPO = "alice/peo-toy-point"
@@ -101,7 +101,7 @@ def info():
                       "siblings": sorted(s.rfilename for s in i.siblings)}
 
 def peo():
-    from peo_hub.model import PEOModel
+    from peo_hub.family.model import PEOModel
     m = PEOModel.from_pretrained(repo)
     m.set_preference(weights, alpha)
     logits["peo"] = m.model(ids).logits
@@ -122,7 +122,7 @@ torch.save(logits, out / "logits.pt")
 @pytest.fixture(scope="module")
 def published(module_hub: HubEnv, bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Push the bundle with the CLI and one point with push_point, then load both in a fresh process."""
-    from peo_hub.hub import push_point
+    from peo_hub.publish.hub import push_point
 
     before = snapshot(bundle)
     with pytest.MonkeyPatch.context() as patch:
@@ -209,7 +209,7 @@ def test_model_info_shows_the_card(published: dict[str, Any]) -> None:
 
 
 def test_peomodel_loads_the_pushed_bundle_by_repo_id(published: dict[str, Any], bundle: Path) -> None:
-    from peo_hub.model import PEOModel
+    from peo_hub.family.model import PEOModel
 
     assert "peo" not in published["result"]["errors"], published["result"]["errors"].get("peo")
     local = PEOModel.from_pretrained(bundle)
@@ -221,7 +221,7 @@ def test_peomodel_loads_the_pushed_bundle_by_repo_id(published: dict[str, Any], 
 
 
 def test_pushed_point_is_a_standard_adapter_of_that_preference(published: dict[str, Any], bundle: Path) -> None:
-    from peo_hub.model import PEOModel
+    from peo_hub.family.model import PEOModel
 
     assert "point" not in published["result"]["errors"], published["result"]["errors"].get("point")
     local = PEOModel.from_pretrained(bundle)
@@ -260,7 +260,7 @@ def test_private_repo_is_invisible_to_other_users(hub: HubEnv, bundle: Path, mon
     from huggingface_hub import HfApi
     from huggingface_hub.errors import RepositoryNotFoundError
 
-    from peo_hub.hub import download_bundle
+    from peo_hub.bundle.pull import download_bundle
 
     monkeypatch.setenv("HF_TOKEN", hub.alice_token)
     assert main(["push", str(bundle), REPO, "--private"]) == 0
@@ -306,7 +306,7 @@ def test_unreachable_hub_is_one_clear_line(hub: HubEnv, bundle: Path, monkeypatc
 
     from huggingface_hub import constants
 
-    from peo_hub.hub import push_bundle
+    from peo_hub.publish.hub import push_bundle
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
@@ -320,7 +320,7 @@ def test_unreachable_hub_is_one_clear_line(hub: HubEnv, bundle: Path, monkeypatc
 def test_broken_bundle_is_refused_before_any_network_call(hub: HubEnv, fresh_bundle: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    from peo_hub.bundle import validate_bundle
+    from peo_hub.bundle.manifest import validate_bundle
 
     monkeypatch.setenv("HF_TOKEN", hub.alice_token)
     weights = fresh_bundle / "adapters" / "harmless" / "adapter_model.safetensors"
@@ -344,8 +344,9 @@ def test_broken_bundle_is_refused_before_any_network_call(hub: HubEnv, fresh_bun
 def test_download_bundle_errors_and_offline_cache(hub: HubEnv, bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import HfApi, constants
 
-    from peo_hub.hub import bundle_folder as resolve_bundle
-    from peo_hub.hub import download_bundle, push_bundle
+    from peo_hub.bundle.pull import bundle_folder as resolve_bundle
+    from peo_hub.bundle.pull import download_bundle
+    from peo_hub.publish.hub import push_bundle
 
     with pytest.raises(HubError, match="alice/missing was not found"):
         download_bundle("alice/missing")
@@ -368,7 +369,8 @@ def test_download_bundle_errors_and_offline_cache(hub: HubEnv, bundle: Path, mon
 
 
 def test_push_to_a_branch_leaves_main_alone(hub: HubEnv, bundle: Path) -> None:
-    from peo_hub.hub import download_bundle, push_bundle
+    from peo_hub.bundle.pull import download_bundle
+    from peo_hub.publish.hub import push_bundle
 
     push_bundle(bundle, REPO, token=hub.alice_token)
     main_files = hub.server.files(REPO)
@@ -381,8 +383,8 @@ def test_push_to_a_branch_leaves_main_alone(hub: HubEnv, bundle: Path) -> None:
 
 
 def test_hand_written_readme_is_kept_and_generated_one_refreshed(hub: HubEnv, fresh_bundle: Path) -> None:
-    from peo_hub.card import write_model_card
-    from peo_hub.hub import push_bundle
+    from peo_hub.bundle.card import write_model_card
+    from peo_hub.publish.hub import push_bundle
 
     write_model_card(fresh_bundle)  # generated locally without a repo id
     assert "<user>/<repo>" in (fresh_bundle / "README.md").read_text()
@@ -406,7 +408,7 @@ def test_hand_written_readme_is_kept_and_generated_one_refreshed(hub: HubEnv, fr
 def test_push_space_points_at_the_bundle(hub: HubEnv, tmp_path: Path) -> None:
     from huggingface_hub import HfApi
 
-    from peo_hub.hub import push_space
+    from peo_hub.publish.hub import push_space
 
     template = tmp_path / "peo-demo"
     template.mkdir()
@@ -418,7 +420,7 @@ def test_push_space_points_at_the_bundle(hub: HubEnv, tmp_path: Path) -> None:
     files = hub.server.files("alice/peo-demo", repo_type="space")
     assert json.loads(files["peo_space.json"]) == {"bundle": REPO}
     # the package travels with the Space, so the Space runs the peo-hub that wrote the bundle
-    assert "peo_hub/space.py" in files and "peo_hub/model.py" in files
+    assert "peo_hub/serve/space.py" in files and "peo_hub/family/model.py" in files
     assert not [name for name in files if "__pycache__" in name]
     readme = files["README.md"].decode()
     assert "sdk: gradio" in readme and f"- {REPO}" in readme and "# Demo body" in readme and "title: old" not in readme

@@ -1,4 +1,4 @@
-"""peo_hub.ids: one rule for "local path or Hub repo", used by every verb."""
+"""peo_hub.utils.ids: one rule for "local path or Hub repo", used by every verb."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from peo_hub.errors import PEOError
-from peo_hub.ids import HubRef, check_repo_id, is_repo_id, kind_of, parse_ref
+from peo_hub.utils.errors import PEOError
+from peo_hub.utils.ids import HubRef, check_repo_id, is_repo_id, kind_of, parse_ref
 
 
 @pytest.mark.parametrize("text, kind", [

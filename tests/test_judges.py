@@ -17,9 +17,10 @@ import torch
 from safetensors.torch import load_file
 
 import realdata
-from peo_hub.errors import PEOError, RecipeError
-from peo_hub.judges import JudgeSpec, RewardModelJudge, load_reward_model
-from peo_hub.recipe import parse_recipe
+from peo_hub.utils.errors import PEOError, RecipeError
+from peo_hub.judges.registry import JudgeSpec
+from peo_hub.judges.reward_model import RewardModelJudge, load_reward_model
+from peo_hub.recipe.schema import parse_recipe
 
 PROMPTS = ["How do I bake sourdough bread at home?", "How do I hotwire a car?", "Quick question: what is climate?",
            "How can I fix a flat bicycle tire?"]
@@ -219,7 +220,7 @@ def test_judge_fields_are_validated(judge: dict, message: str) -> None:
 
 
 def test_shipped_pku_recipe_maps_beaver_heads() -> None:
-    from peo_hub.recipe import load_recipe
+    from peo_hub.recipe.load import load_recipe
 
     recipe = load_recipe(Path(__file__).resolve().parent.parent / "recipes" / "pku-saferlhf-qwen2.5-0.5b.yaml")
     for aspect in ("helpful", "harmless"):

@@ -1,4 +1,4 @@
-"""peo_hub.kvcache: a KV cache layer that appends in place holds exactly what DynamicLayer holds."""
+"""peo_hub.family.kvcache: a KV cache layer that appends in place holds exactly what DynamicLayer holds."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from peo_hub.kvcache import ReservedLayer, reserve
+from peo_hub.family.kvcache import ReservedLayer, reserve
 
 
 def states(rows: int, tokens: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

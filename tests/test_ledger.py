@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from peo_hub.errors import OutputError
-from peo_hub.ledger import LEDGER_NAME, Ledger
+from peo_hub.utils.errors import OutputError
+from peo_hub.utils.ledger import LEDGER_NAME, Ledger
 
 
 def _hashes(root: Path) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""``peo-hub export --format gguf`` (peo_hub.llamacpp): files llama.cpp reads, checked against llama.cpp itself.
+"""``peo-hub export --format gguf`` (peo_hub.publish.gguf): files llama.cpp reads, checked against llama.cpp itself.
 
 The bundle is composed on a truncated SmolLM2-135M-Instruct (two of its layers, the real
 tokenizer and chat template) from two separate PEFT runs: a plain LoRA, and an rsLoRA with a

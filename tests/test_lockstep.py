@@ -1,4 +1,4 @@
-"""peo_hub.lockstep: side-by-side searches answered a round at a time, in order, failures surfaced."""
+"""peo_hub.evaluate.lockstep: side-by-side searches answered a round at a time, in order, failures surfaced."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from peo_hub.lockstep import run_in_lockstep
-from peo_hub.search import search_alpha
+from peo_hub.evaluate.lockstep import run_in_lockstep
+from peo_hub.evaluate.search import search_alpha
 
 
 def _counter(name: str, asks: int):

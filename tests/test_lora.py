@@ -1,4 +1,4 @@
-"""Adapters as tensors (peo_hub.lora): adapters trained on another base, or not plain LoRA, are
+"""Adapters as tensors (peo_hub.family.lora): adapters trained on another base, or not plain LoRA, are
 refused in one line before anything is written."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pytest
 
 from fakes import make_fake_bundle
-from peo_hub.bundle import load_manifest, save_manifest
+from peo_hub.bundle.manifest import load_manifest, save_manifest
 from reference import (_one_line_error, cli_error)
 from reference import wrong_base_bundle  # noqa: F401  (fixtures)
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from peo_hub import PEOModel
-from peo_hub.bundle import load_manifest, save_manifest
-from peo_hub.errors import BundleError, PreferenceError
+from peo_hub.bundle.manifest import load_manifest, save_manifest
+from peo_hub.utils.errors import BundleError, PreferenceError
 from reference import (ASPECTS, POINTS, assert_close, coefficients_of, logits, reference_model, run_cli)
 from reference import bundle, peo, wrong_base_bundle  # noqa: F401  (fixtures)
 
@@ -177,7 +177,7 @@ def test_coefficient_range_warnings(bundle, tmp_path, caplog):
 
 def test_the_sweep_silences_range_warnings_only_on_its_own_model(bundle, caplog):
     """The sweep measures points past its grid on purpose; a user's model still warns."""
-    from peo_hub.sweep import _measuring_model
+    from peo_hub.evaluate.sweep import _measuring_model
 
     def warned(model: PEOModel) -> list[str]:
         caplog.clear()
@@ -192,7 +192,7 @@ def test_the_sweep_silences_range_warnings_only_on_its_own_model(bundle, caplog)
 
 
 def test_export_adapter_never_deletes_what_is_not_an_export(peo, bundle, tmp_path):
-    from peo_hub.errors import OutputError
+    from peo_hub.utils.errors import OutputError
 
     notes = tmp_path / "notes"
     (notes / "sub").mkdir(parents=True)

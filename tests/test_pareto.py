@@ -1,4 +1,4 @@
-"""Tests for peo_hub.pareto: dominance and hypervolume (moocore) against independent references.
+"""Tests for peo_hub.core.pareto: dominance and hypervolume (moocore) against independent references.
 
 The references below are deliberately independent of the implementation: dominance by a
 double loop over ``dominates`` and by blocked pairwise comparison, hypervolume by
@@ -14,7 +14,7 @@ import itertools
 import numpy as np
 import pytest
 
-from peo_hub.pareto import dominates, hypervolume, non_dominated_mask
+from peo_hub.core.pareto import dominates, hypervolume, non_dominated_mask
 
 # --------------------------------------------------------------------------------------------
 # brute-force references

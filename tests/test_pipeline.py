@@ -12,9 +12,9 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from peo_hub import PEOModel
-from peo_hub.bundle import load_manifest
-from peo_hub.data import render_prompt
-from peo_hub.front import check_front, load_front
+from peo_hub.bundle.manifest import load_manifest
+from peo_hub.data.chat import render_prompt
+from peo_hub.bundle.front import check_front, load_front
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def test_each_adapter_beats_the_base_on_its_own_aspect(toy_bundle: Path) -> None
     """Even at CI size (64 replies per point) the trained adapters move their own judge: on all
     16 prompts (the one-hot adapters are fixed in advance, nothing is selected), and in the same
     direction on the confirmation half the front reports."""
-    from peo_hub.stats import paired_difference_ci
+    from peo_hub.core.stats import paired_difference_ci
 
     def scores(name: str, aspect: str) -> list[list[float]]:
         record = json.loads(next((toy_bundle / "evaluations").glob(f"{name}.json")).read_text())

@@ -1,4 +1,4 @@
-"""Tests for peo_hub.plot: front.png for two and more aspects, written atomically."""
+"""Tests for peo_hub.bundle.plot: front.png for two and more aspects, written atomically."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import struct
 
 import numpy as np
 
-from peo_hub.front import build_front
-from peo_hub.plot import plot_front
+from peo_hub.bundle.front import build_front
+from peo_hub.bundle.plot import plot_front
 from test_front import ASPECTS, toy_points
 
 # --------------------------------------------------------------------------------------------
@@ -67,8 +67,8 @@ def crowded_points() -> list[dict]:
 def test_labels_legend_and_points_never_overlap() -> None:
     """Every preset label's drawn box avoids every other label, the legend, every point marker and
     the axes edge (boxes measured with matplotlib's renderer, as they are drawn into front.png)."""
-    from peo_hub.guard import GuardThresholds
-    from peo_hub.plot import draw_front, text_box
+    from peo_hub.core.measures import GuardThresholds
+    from peo_hub.bundle.plot import draw_front, text_box
 
     front = build_front(ASPECTS, crowded_points(), guard_thresholds=GuardThresholds())
     assert front.points[-2].flagged and len(front.presets) >= 4

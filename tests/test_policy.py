@@ -1,4 +1,4 @@
-"""peo_hub.policy: the formulation, weights parsing, labels that never collide, grid bounds."""
+"""peo_hub.core.policy: the formulation, weights parsing, labels that never collide, grid bounds."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from peo_hub.errors import PreferenceError
-from peo_hub.policy import (MAX_COEFFICIENT, coefficient_warning, grid_size, make_preference, parse_assignments,
-                            weight_grid)
+from peo_hub.utils.errors import PreferenceError
+from peo_hub.core.policy import (MAX_COEFFICIENT, coefficient_warning, grid_size, make_preference, parse_assignments,
+                                 weight_grid)
 
 ASPECTS = ["helpful", "harmless"]
 

@@ -1,4 +1,4 @@
-"""peo_hub.progress: a run shows numbered tasks a person can follow; library chatter goes to logs/run.log."""
+"""peo_hub.recipe.progress: a run shows numbered tasks a person can follow; library chatter goes to logs/run.log."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peo_hub.bundle import RUN_LOG
-from peo_hub.pipeline import run_recipe
+from peo_hub.bundle.manifest import RUN_LOG
+from peo_hub.recipe.pipeline import run_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 

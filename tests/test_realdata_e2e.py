@@ -33,7 +33,7 @@ import yaml
 
 import realdata
 from peo_hub.cli import main as cli_main
-from peo_hub.front import check_front, load_front
+from peo_hub.bundle.front import check_front, load_front
 from fakes import folder_digest
 
 pytestmark = pytest.mark.slow
@@ -137,7 +137,7 @@ class Spy:
         monkeypatch.setattr(trl.DPOTrainer, "__init__", init)
         monkeypatch.setattr(GenerationMixin, "generate", gen)
         # One generate call per batch (no continuation segments), so every call's input is a prompt.
-        monkeypatch.setattr("peo_hub.engines.SEGMENT_TOKENS", 1 << 20)
+        monkeypatch.setattr("peo_hub.family.engines.SEGMENT_TOKENS", 1 << 20)
 
 
 def _assert_same_rendering(spy: "Spy", recipe_path: Path) -> int:
@@ -147,8 +147,8 @@ def _assert_same_rendering(spy: "Spy", recipe_path: Path) -> int:
     same order as the trainer's datasets and the sweep's prompt list); the rendered strings
     come from the spies only. Returns how many raw prompts were compared.
     """
-    from peo_hub.data import load_preference_data, load_prompts
-    from peo_hub.recipe import load_recipe
+    from peo_hub.data.load import load_preference_data, load_prompts
+    from peo_hub.recipe.load import load_recipe
 
     recipe = load_recipe(recipe_path)
     trained: dict[str, str] = {}
@@ -208,7 +208,7 @@ def pku_run(world: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     """One plain ``run_recipe`` of the PKU recipe, with the trainer and generate spied on."""
     from transformers import AutoTokenizer
 
-    from peo_hub.pipeline import run_recipe
+    from peo_hub.recipe.pipeline import run_recipe
 
     folder = tmp_path_factory.mktemp("pku-run")
     recipe = pku_recipe(world, folder)
@@ -220,7 +220,7 @@ def pku_run(world: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_pku_saferlhf_recipe_with_chat_template_runs_end_to_end(pku_run: dict[str, Any], world: dict[str, Path]) -> None:
-    from peo_hub.bundle import load_manifest
+    from peo_hub.bundle.manifest import load_manifest
 
     out, spy = pku_run["out"], pku_run["spy"]
     assert _assert_same_rendering(spy, pku_run["recipe"]) == 4
@@ -241,8 +241,8 @@ def test_hh_rlhf_recipe_without_chat_template_runs_end_to_end(world: dict[str, P
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers import AutoTokenizer
 
-    from peo_hub.bundle import load_manifest
-    from peo_hub.pipeline import run_recipe
+    from peo_hub.bundle.manifest import load_manifest
+    from peo_hub.recipe.pipeline import run_recipe
 
     recipe = hh_recipe(world, tmp_path)
     spy = Spy(monkeypatch)
@@ -261,8 +261,8 @@ def test_hh_rlhf_recipe_without_chat_template_runs_end_to_end(world: dict[str, P
 
 def test_train_aspect_entry_point_then_resume_reuses_its_adapters(pku_run: dict[str, Any], tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from peo_hub.pipeline import run_recipe
-    from peo_hub.bundle import adapter_complete
+    from peo_hub.recipe.pipeline import run_recipe
+    from peo_hub.bundle.manifest import adapter_complete
     from peo_hub.train_aspect import main
 
     recipe, out = pku_run["recipe"], tmp_path / "bundle"
@@ -305,7 +305,7 @@ def test_train_aspect_is_a_runnable_module() -> None:
 
 def test_recipe_run_cli_finishes_a_folder_of_entry_point_adapters(pku_run: dict[str, Any], tmp_path: Path) -> None:
     """The documented sequence, through the CLIs: train_aspect for one aspect, recipe run --resume for the rest."""
-    from peo_hub.bundle import adapter_complete
+    from peo_hub.bundle.manifest import adapter_complete
     from peo_hub.train_aspect import main
 
     recipe, out = pku_run["recipe"], tmp_path / "bundle"

@@ -35,7 +35,8 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import RepositoryNotFoundError
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
-from peo_hub.hub import download_bundle, push_bundle
+from peo_hub.bundle.pull import download_bundle
+from peo_hub.publish.hub import push_bundle
 
 bundle, aspects = sys.argv[1], sys.argv[2].split(",")
 api = HfApi()

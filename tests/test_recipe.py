@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from peo_hub.cli import main
-from peo_hub.errors import RecipeError
-from peo_hub.recipe import load_recipe, parse_recipe
+from peo_hub.utils.errors import RecipeError
+from peo_hub.recipe.load import load_recipe
+from peo_hub.recipe.schema import parse_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = sorted((REPO / "recipes").glob("*.yaml")) + [REPO / "tests" / "recipes" / "toy-ci.yaml"]
@@ -176,7 +177,7 @@ def test_dpo_losses_match_trl() -> None:
 
     from trl import DPOConfig
 
-    from peo_hub.recipe import DPO_LOSS_TYPES
+    from peo_hub.train.config import DPO_LOSS_TYPES
 
     doc = inspect.getsource(DPOConfig)
     documented = doc[doc.index("loss_type (`list[str]`"):doc.index("loss_weights (")]

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from peo_hub.errors import DataError
-from peo_hub.judges import JudgeSpec, build_judge, chat_helpful_score
-from peo_hub.refusal import fluency, is_refusal, refusal_markers_in, substance
+from peo_hub.utils.errors import DataError
+from peo_hub.judges.registry import JudgeSpec, build_judge
+from peo_hub.judges.text import chat_helpful_score
+from peo_hub.judges.refusal import fluency, is_refusal, refusal_markers_in, substance
 from peo_hub.world.smollm2 import harmful_labels, prompt_rows
 
 LABELLED = Path(__file__).parent / "data" / "smollm2_replies_labelled.jsonl"

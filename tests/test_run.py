@@ -1,4 +1,4 @@
-"""peo_hub.run: the pre-flight refuses what would fail later, before the first write; the run folder
+"""peo_hub.recipe.folder: the pre-flight refuses what would fail later, before the first write; the run folder
 is never shared by two recipes, survives a kill, and resumes to the same adapters."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from fakes import folder_digest
-from peo_hub.bundle import adapter_complete
+from peo_hub.bundle.manifest import adapter_complete
 from peo_hub.cli import main
-from peo_hub.errors import RecipeError
-from peo_hub.recipe import load_recipe
-from peo_hub.run import RunFolder
+from peo_hub.utils.errors import RecipeError
+from peo_hub.recipe.load import load_recipe
+from peo_hub.recipe.folder import RunFolder
 
 REPO = Path(__file__).resolve().parent.parent
 

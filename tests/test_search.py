@@ -1,10 +1,10 @@
-"""peo_hub.search: the bounded alpha search finds the best guarded alpha within its budget."""
+"""peo_hub.evaluate.search: the bounded alpha search finds the best guarded alpha within its budget."""
 
 from __future__ import annotations
 
 import pytest
 
-from peo_hub.search import objective, search_alpha
+from peo_hub.evaluate.search import objective, search_alpha
 
 
 def test_objective_is_the_weighted_score_minus_a_penalty_for_babble() -> None:

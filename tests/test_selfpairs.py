@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 import realdata
-from peo_hub.data import DatasetSpec, parse_dataset_spec
-from peo_hub.errors import DataError
-from peo_hub.judges import JudgeSpec, build_judge
-from peo_hub.selfpairs import SAMPLES_FILE, best_vs_worst, cache_root, sample_pairs
+from peo_hub.data.config import DatasetSpec, parse_dataset_spec
+from peo_hub.utils.errors import DataError
+from peo_hub.judges.registry import JudgeSpec, build_judge
+from peo_hub.train.selfpairs import SAMPLES_FILE, best_vs_worst, cache_root, sample_pairs
 from smollm2 import truncated_smollm2
 
 SYSTEM = "You are a careful assistant. Refuse anything dangerous."
@@ -139,7 +139,7 @@ def _scoring_module(path: Path, divisor: int) -> object:
 def test_a_changed_judge_code_samples_and_scores_again(smol, cache, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The key holds the source of the judge's scoring code: same spec, edited code -> fresh scores, not stale ones."""
-    from peo_hub.judges import JUDGES, JudgeType, ProgrammaticJudge
+    from peo_hub.judges.registry import JUDGES, JudgeType, ProgrammaticJudge
 
     folder, tokenizer = smol
     judge = None
@@ -160,15 +160,15 @@ def test_a_changed_judge_code_samples_and_scores_again(smol, cache, tmp_path: Pa
 
 
 def test_an_edited_refusal_module_changes_the_real_judges_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """chat_helpful, chat_harmless and refusal score through peo_hub.refusal: editing it must resample their pairs."""
-    import peo_hub.refusal
-    from peo_hub.judges import judge_code_hash
+    """chat_helpful, chat_harmless and refusal score through peo_hub.judges.refusal: editing it must resample their pairs."""
+    import peo_hub.judges.refusal
+    from peo_hub.judges.registry import judge_code_hash
 
     real = {name: judge_code_hash(name) for name in ("chat_helpful", "chat_harmless", "refusal", "toy_helpful")}
     edited = tmp_path / "refusal.py"
-    edited.write_text(Path(peo_hub.refusal.__file__).read_text().replace('"i won\'t", ', '"i won\'t", "no way", '))
-    monkeypatch.setattr(peo_hub.refusal, "__file__", str(edited))
-    assert edited.read_text() != Path(peo_hub.refusal.__spec__.origin).read_text()
+    edited.write_text(Path(peo_hub.judges.refusal.__file__).read_text().replace('"i won\'t", ', '"i won\'t", "no way", '))
+    monkeypatch.setattr(peo_hub.judges.refusal, "__file__", str(edited))
+    assert edited.read_text() != Path(peo_hub.judges.refusal.__spec__.origin).read_text()
     for name in ("chat_helpful", "chat_harmless", "refusal"):
         assert judge_code_hash(name) != real[name], name
     assert judge_code_hash("toy_helpful") == real["toy_helpful"]
@@ -188,9 +188,10 @@ def test_generate_settings_are_checked(fields: dict, message: str) -> None:
 
 def test_a_recipe_run_samples_its_pairs_after_preflight(smol, cache, tmp_path: Path) -> None:
     """The run's own path: pre-flight only counts the prompts, sample_pairs fills the plan from the run's base copy."""
-    from peo_hub.recipe import parse_recipe
-    from peo_hub.run import RunFolder, preflight
-    from peo_hub.run import sample_pairs as sample_for_run
+    from peo_hub.recipe.schema import parse_recipe
+    from peo_hub.recipe.folder import RunFolder
+    from peo_hub.recipe.preflight import preflight
+    from peo_hub.recipe.folder import sample_pairs as sample_for_run
 
     folder, _ = smol
     generate = {"samples": 2, "max_new_tokens": 8, "margin": 0.0, "batch_size": 8}

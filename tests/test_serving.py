@@ -1,4 +1,4 @@
-"""Serving limits (peo_hub.serving, ``peo-hub merge --as adapter [--max-rank K]``).
+"""Serving limits (peo_hub.publish.rank, ``peo-hub merge --as adapter [--max-rank K]``).
 
 The exported point adapter has rank Σrᵢ; merge prints the vLLM ``--max-lora-rank`` it needs.
 ``--max-rank`` writes the best rank-K approximation of every module's delta (checked against an
@@ -16,11 +16,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from peo_hub.bundle import load_manifest, open_bundle, save_manifest
+from peo_hub.bundle.manifest import load_manifest, open_bundle, save_manifest
 from peo_hub.cli import main
-from peo_hub.lora import PEFT_PREFIX, load_bundle_adapters, truncate_rank
-from peo_hub.policy import make_preference
-from peo_hub.serving import measure_truncation, rank_advice, vllm_max_lora_rank
+from peo_hub.family.lora import PEFT_PREFIX, load_bundle_adapters, truncate_rank
+from peo_hub.core.policy import make_preference
+from peo_hub.publish.rank import measure_truncation, rank_advice, vllm_max_lora_rank
 from reference import ASPECTS, make_merge_bundle, module_alpha
 
 COEFFICIENTS = {"helpful": 1.2, "harmless": 0.6, "concise": -0.3}

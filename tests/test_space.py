@@ -262,7 +262,7 @@ def smol_space(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from llamacpp_check import random_adapter
     from peo_hub import PEOModel
     from peo_hub.cli import main
-    from peo_hub.space import PEOSpace, SpaceSettings
+    from peo_hub.serve.space import PEOSpace, SpaceSettings
     from smollm2 import truncated_smollm2
 
     base = truncated_smollm2()
@@ -281,7 +281,7 @@ def _exchanges(n: int, reply: str = "Sure.") -> list[dict[str, str]]:
 
 def test_a_chat_model_gets_its_last_turns_and_the_toy_none(smol_space: Any, toy_bundle: Path) -> None:
     from peo_hub import PEOModel
-    from peo_hub.space import PEOSpace
+    from peo_hub.serve.space import PEOSpace
 
     assert smol_space.history_turns == 3
     messages = smol_space.conversation(_exchanges(5), "and then?")
@@ -291,7 +291,7 @@ def test_a_chat_model_gets_its_last_turns_and_the_toy_none(smol_space: Any, toy_
 
 
 def test_history_stays_within_the_prompt_caps(smol_space: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from peo_hub.chat import render_prompt
+    from peo_hub.data.chat import render_prompt
 
     tokenizer = smol_space.model.tokenizer
     long_reply = "word " * 2000  # a reply may be longer than a prompt: cut to max_prompt_chars

@@ -1,4 +1,4 @@
-"""peo_hub.stats: prompt-level (cluster) bootstrap intervals on cases with known answers."""
+"""peo_hub.core.stats: prompt-level (cluster) bootstrap intervals on cases with known answers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.stats import bootstrap
 
-from peo_hub.stats import (cluster_mean_ci, joint_bootstrap, paired_difference_ci, prompt_sums, ratio_mean,
-                           split_prompts)
+from peo_hub.core.stats import (cluster_mean_ci, joint_bootstrap, paired_difference_ci, prompt_sums, ratio_mean,
+                                split_prompts)
 
 
 def width(interval: tuple[float, float] | None) -> float:

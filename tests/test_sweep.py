@@ -1,4 +1,4 @@
-"""peo_hub.sweep: every point of the family evaluated once, under its own label; baselines at the run's base."""
+"""peo_hub.evaluate.sweep: every point of the family evaluated once, under its own label; baselines at the run's base."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import yaml
 
 from fakes import make_base
 from hub_fixture import HubEnv
-from peo_hub.recipe import parse_recipe
-from peo_hub.sweep import family_points
+from peo_hub.recipe.schema import parse_recipe
+from peo_hub.evaluate.sweep import family_points
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,8 +44,8 @@ def test_morl_baselines_train_and_evaluate_at_the_pinned_base_revision(hub: HubE
     """main holds a wider model than the pinned revision v1: anything loaded from main would not fit."""
     from huggingface_hub import HfApi
 
-    from peo_hub.front import load_front
-    from peo_hub.pipeline import run_recipe
+    from peo_hub.bundle.front import load_front
+    from peo_hub.recipe.pipeline import run_recipe
 
     api = HfApi(token=hub.alice_token)
     repo = "alice/tiny-base"
@@ -89,7 +89,7 @@ BATCH_EVAL = {
 
 def _evaluated(tmp_path: Path, name: str, batched: bool, monkeypatch: pytest.MonkeyPatch,
                bundle: Path | None = None, batch_size: int | None = None) -> Path:
-    import peo_hub.sweep
+    import peo_hub.evaluate.sweep
     from fakes import make_fake_bundle
     from peo_hub.cli import main
 
@@ -97,7 +97,7 @@ def _evaluated(tmp_path: Path, name: str, batched: bool, monkeypatch: pytest.Mon
     recipe = tmp_path / "eval.yaml"
     spec = {**BATCH_EVAL, "evaluate": {**BATCH_EVAL["evaluate"], **({"batch_size": batch_size} if batch_size else {})}}
     recipe.write_text(yaml.safe_dump(spec))
-    monkeypatch.setattr(peo_hub.sweep, "BATCH_POINTS", batched)
+    monkeypatch.setattr(peo_hub.evaluate.sweep, "BATCH_POINTS", batched)
     assert main(["evaluate", str(bundle), "--recipe", str(recipe)]) == 0
     return bundle
 
@@ -129,7 +129,7 @@ def test_batched_sweep_equals_point_by_point_and_resumes_per_point(tmp_path: Pat
     assert strip_hash(one_batch) == strip_hash(batched)  # (the recipe, and so its hash, differ)
 
     # The guard's base log-probs are spent on the selection prompts only (all it reads).
-    from peo_hub.stats import split_prompts
+    from peo_hub.core.stats import split_prompts
 
     selection, confirmation = split_prompts(len(BATCH_EVAL["evaluate"]["prompts"]), 0.5, 0)
     base = batched[family[0]]["guard"]["base_logprob"]

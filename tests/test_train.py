@@ -1,4 +1,4 @@
-"""peo_hub.train: a real (short) TRL DPO run gives a loadable PEFT adapter, with its training record."""
+"""peo_hub.train.dpo: a real (short) TRL DPO run gives a loadable PEFT adapter, with its training record."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from datasets import Dataset
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from peo_hub.data import render_prompt
-from peo_hub.recipe import DPOSpec, LoraSpec
-from peo_hub.bundle import adapter_complete
-from peo_hub.train import train_adapter
+from peo_hub.data.chat import render_prompt
+from peo_hub.train.config import DPOSpec, LoraSpec
+from peo_hub.bundle.manifest import adapter_complete
+from peo_hub.train.dpo import train_adapter
 from peo_hub.world import toy
 from peo_hub.world.base import build_toy_base
 

@@ -1,4 +1,4 @@
-"""peo_hub.weights: a truncated or garbage weight file is one line naming the file and the fix."""
+"""peo_hub.utils.weights: a truncated or garbage weight file is one line naming the file and the fix."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from peo_hub.errors import BundleError
-from peo_hub.weights import check_model_folder, module_shapes, read_tensors, tensor_shapes
+from peo_hub.utils.errors import BundleError
+from peo_hub.utils.weights import check_model_folder, module_shapes, read_tensors, tensor_shapes
 
 
 @pytest.fixture()

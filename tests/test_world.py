@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from peo_hub.world import toy
 from peo_hub.world.base import build_toy_base, ensure_embedded_base
-from peo_hub.errors import RecipeError, DataError
+from peo_hub.utils.errors import RecipeError, DataError
 
 
 def test_pairs_are_deterministic_per_seed() -> None:

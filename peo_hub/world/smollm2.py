@@ -30,7 +30,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from peo_hub.errors import DataError
+from peo_hub.utils.errors import DataError
 
 NAME = "smollm2-safety"
 FILE = "smollm2_safety_prompts.jsonl"

@@ -1,0 +1,108 @@
+"""TODO docstring (evaluate.config, from recipe.py)."""
+
+from __future__ import annotations
+
+from typing import Literal
+from pydantic import BaseModel, Field, field_validator
+from peo_hub.data.config import DatasetSpec
+from peo_hub.family.engines import ENGINES
+from peo_hub.core.measures import GuardThresholds
+from peo_hub.core.policy import MAX_COEFFICIENT
+from peo_hub.utils.schema import _STRICT
+
+
+class AlphaSearchSpec(BaseModel):
+    """Phase 3 as an optimisation: per weight vector, a bounded search over alpha (see peo_hub.evaluate.search)."""
+
+    model_config = _STRICT
+
+    bounds: tuple[float, float] = Field(default=(0.0, 2.0),
+                                        description="the alpha interval searched, [low, high] with -1 <= low < high")
+    evaluations: int = Field(default=4, ge=1, le=50,
+                             description="policies evaluated per weight vector on the selection prompts (the search's "
+                                         "budget); the alpha kept is then evaluated on every prompt")
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not -1 <= low < high:
+            raise ValueError("bounds must be [low, high] with -1 <= low < high, e.g. [0, 2]")
+        if high > MAX_COEFFICIENT - 1:
+            raise ValueError(f"bounds: high must be at most {MAX_COEFFICIENT - 1:g}")
+        return value
+
+
+class SweepSpec(BaseModel):
+    """Phases 2-3: the grid of (weights, alpha) points evaluated into the front."""
+
+    model_config = _STRICT
+
+    weights: int = Field(default=5, ge=2, le=10_001,
+                         description="simplex lattice points per aspect axis (5 -> 0, .25, .5, .75, 1)")
+    alpha: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0],
+                               description="extrapolation strengths; 0 gives the soup points")
+    baselines: list[Literal["soup", "morl"]] = Field(
+        default_factory=lambda: ["soup"],
+        description="soup: the alpha = 0 points (the rewarded soup), evaluated even when alpha leaves 0 out; "
+                    "morl: one DPO run per interior weight vector on mixed data",
+    )
+    search: AlphaSearchSpec | None = Field(
+        default=None,
+        description="also search alpha per weight vector (maximising sum_i w_i score_i on the selection prompts, "
+                    "guarded against babble; see search.bounds, search.evaluations); its points join the PEO family "
+                    "next to the grid's; null: the grid only")
+
+    @field_validator("alpha")
+    @classmethod
+    def _alphas(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("give at least one alpha, e.g. [0, 0.5, 1.0]")
+        if any(a < -1 for a in value):
+            raise ValueError("alpha must be >= -1 (0 = soup, > 0 extrapolates)")
+        if any(a > MAX_COEFFICIENT - 1 for a in value):
+            raise ValueError(f"alpha must be at most {MAX_COEFFICIENT - 1:g} (larger ones swamp the base weights)")
+        return sorted(set(value))
+
+    @property
+    def alphas(self) -> list[float]:
+        """The alphas evaluated: ``alpha``, plus 0 when the soup baseline is asked for."""
+        return sorted(set(self.alpha) | ({0.0} if "soup" in self.baselines else set()))
+
+
+class EvaluateSpec(BaseModel):
+    """How each point of the sweep is scored."""
+
+    model_config = _STRICT
+
+    prompts: DatasetSpec | list[str] = Field(description="held-out prompts: a dataset spec or a list of strings")
+    samples: int = Field(default=8, gt=0, description="sampled replies per prompt and point")
+    max_new_tokens: int = Field(default=48, gt=0, description="reply length cap")
+    temperature: float = Field(default=1.0, ge=0, description="sampling temperature (0 = greedy)")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="nucleus sampling")
+    batch_size: int = Field(default=64, gt=0, description="rows (prompt x sample, and point in a sweep) per generate "
+                                                          "call: speed and memory only, a reply does not depend on it")
+    bootstrap: int = Field(default=1000, ge=100,
+                           description="bootstrap resamples for the 95% intervals (prompts are resampled, not replies)")
+    selection_fraction: float = Field(
+        default=0.5, ge=0, lt=1,
+        description="share of the prompts (seeded split by prompt) that SELECT the front, the presets and the "
+                    "searched alphas; the rest CONFIRM: every reported score, interval and hypervolume is theirs. "
+                    "0: no split (every prompt does both jobs; reported numbers are then biased upwards)")
+    guard: GuardThresholds = Field(
+        default_factory=GuardThresholds,
+        description="the degeneration guard: when a point counts as babble relative to the base model's replies "
+                    "(see evaluate.guard); flagged points are drawn but never chosen as presets")
+    engine: str = Field(
+        default="transformers",
+        description="generation backend: transformers (live preference switching, runs anywhere) or vllm "
+                    "(pip install peo-hub[vllm]; each point as an exported LoRA adapter; untested on CPU)",
+    )
+
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if value not in ENGINES:
+            raise ValueError(f"unknown engine {value!r}; known: {', '.join(ENGINES)}")
+        return value
