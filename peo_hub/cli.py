@@ -62,7 +62,11 @@ def _merge(args: argparse.Namespace) -> int:
         rank = cat_adapters(adapters, preference.coefficients)[1]
         print(rank_advice(min(rank, args.max_rank or rank)))
         if args.max_rank is not None and args.max_rank < rank:
-            for line in measure_truncation(bundle, adapters, preference, args.max_rank, echo=print).lines():
+            from peo_hub.recipe.schema import evaluation_of
+
+            evaluation = evaluation_of(bundle.manifest.recipe)
+            for line in measure_truncation(bundle, adapters, preference, args.max_rank, evaluation=evaluation,
+                                           echo=print).lines():
                 print(line)
     return 0
 

@@ -20,6 +20,7 @@ from peo_hub.bundle.manifest import load_manifest, open_bundle, save_manifest
 from peo_hub.cli import main
 from peo_hub.family.lora import PEFT_PREFIX, load_bundle_adapters, truncate_rank
 from peo_hub.core.policy import make_preference
+from peo_hub.recipe.schema import evaluation_of
 from peo_hub.publish.rank import measure_truncation, rank_advice, vllm_max_lora_rank
 from reference import ASPECTS, make_merge_bundle, module_alpha
 
@@ -125,10 +126,11 @@ def test_the_measurement_sees_nothing_when_nothing_is_cut_and_something_at_rank_
     opened = open_bundle(bundle)
     adapters = load_bundle_adapters(opened)
     preference = make_preference(opened.aspects, coefficients=COEFFICIENTS)
-    full = measure_truncation(opened, adapters, preference, max_rank=_ranks(bundle))
+    evaluation = evaluation_of(opened.manifest.recipe)
+    full = measure_truncation(opened, adapters, preference, max_rank=_ranks(bundle), evaluation=evaluation)
     assert full.logit_max < 1e-4 and full.top1_agreement == 1.0
     assert all(exact == cut for exact, cut in full.judges.values()) and full.replies == 4  # same seed, same replies
-    one = measure_truncation(opened, adapters, preference, max_rank=1)
+    one = measure_truncation(opened, adapters, preference, max_rank=1, evaluation=evaluation)
     assert one.logit_max > 1e-3 and one.positions == full.positions and max(one.module_error.values()) > 0.1
 
 

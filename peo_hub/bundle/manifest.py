@@ -20,6 +20,7 @@ broken one. It works on local folders only: turning a Hub repo id into a folder 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ from peo_hub.utils.ledger import LEDGER_NAME, Ledger
 from peo_hub.utils.weights import check_finite, check_model_folder
 
 MANIFEST_NAME = "peo_config.json"
+#: An aspect name is a folder name of the bundle (adapters/<aspect>/) and a key of its manifest.
+ASPECT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: Bumped when a reader of this version could misread a newer bundle.
 FORMAT_VERSION = 1
 BASE_DIR = "base"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Sequence
 
-from peo_hub.utils.errors import DataError
+from peo_hub.utils.errors import DataError, first_line
 
 HUMAN = "\n\nHuman:"
 ASSISTANT = "\n\nAssistant:"
@@ -116,7 +116,7 @@ def render_prompt(tokenizer: Any, prompt: str | Sequence[Mapping[str, Any]]) -> 
     try:
         rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     except Exception as exc:  # jinja errors (e.g. role alternation rules) are data/template mismatches
-        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        line = first_line(exc)
         raise DataError(
             f"the tokenizer's chat template cannot render prompt {_short(messages)}: {line}; "
             "fix the prompt's roles or use a tokenizer whose template accepts them"

@@ -7,26 +7,13 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from peo_hub.data.chat import render_prompt, to_messages
 from peo_hub.utils.errors import DataError, validation_message
-from peo_hub.data.formats import FORMATS, Purpose, split_hh
+from peo_hub.data.formats import FORMATS, Purpose
 from peo_hub.utils.ids import looks_local
 if TYPE_CHECKING:
     pass
-__all__ = [
-    "DatasetSpec",
-    "GenerateSpec",
-    "PreferenceData",
-    "load_preference_data",
-    "load_preference_dataset",
-    "load_prompts",
-    "load_rows",
-    "pairs_dataset",
-    "parse_dataset_spec",
-    "render_prompt",
-    "split_hh",
-    "to_messages",
-]
+__all__ = ["DatasetSpec", "GenerateSpec", "parse_dataset_spec"]
+
 logger = logging.getLogger(__name__)
 
 

@@ -17,15 +17,28 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Sequence
+from typing import Any, ClassVar, Literal, Mapping, Protocol, Sequence
 
 from peo_hub.data.chat import ASSISTANT, HUMAN, check_messages
 from peo_hub.utils.errors import DataError
 
-if TYPE_CHECKING:
-    from peo_hub.data.config import DatasetSpec
-
 Purpose = Literal["pairs", "prompts"]
+
+
+class DatasetSpec(Protocol):
+    """What a format reads of a recipe's ``dataset:`` (:class:`peo_hub.data.config.DatasetSpec`).
+
+    A protocol, not an import: the spec's validation asks the formats what they accept, so
+    the formats must not depend on the spec in turn.
+    """
+
+    @property
+    def label(self) -> str | None: ...
+
+    @property
+    def columns(self) -> Mapping[str, str] | None: ...
+
+    def describe(self) -> str: ...
 
 # Drop reasons, as they appear in logs and in PreferenceData.dropped.
 MISSING_TEXT = "missing or empty text"
@@ -94,19 +107,19 @@ class Format:
     #: Whether the spec's ``label`` picks something in this format.
     uses_label: ClassVar[bool] = False
 
-    def check_spec(self, spec: "DatasetSpec", purpose: Purpose | None) -> None:
+    def check_spec(self, spec: DatasetSpec, purpose: Purpose | None) -> None:
         """Raise ``ValueError("field: problem; fix")`` when the spec cannot be read this way.
 
         ``purpose`` is ``None`` at parse time (checks that always hold), ``"pairs"`` for an
         aspect's training data, ``"prompts"`` for evaluation prompts.
         """
 
-    def columns(self, spec: "DatasetSpec", names: Sequence[str], purpose: Purpose) -> dict[str, str | None]:
+    def columns(self, spec: DatasetSpec, names: Sequence[str], purpose: Purpose) -> dict[str, str | None]:
         """Role -> source column; ``None`` marks an optional column that is absent."""
         mapping: dict[str, str | None] = {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}
         return {"prompt": mapping["prompt"]} if purpose == "prompts" else mapping
 
-    def pairs(self, data: Mapping[str, list], mapping: Mapping[str, str | None], spec: "DatasetSpec") -> Rows:
+    def pairs(self, data: Mapping[str, list], mapping: Mapping[str, str | None], spec: DatasetSpec) -> Rows:
         rows = Rows()
         where = spec.describe()
         for i, (prompt, good, bad) in enumerate(zip(*(data[str(mapping[r])] for r in ("prompt", "chosen", "rejected")))):
@@ -114,7 +127,7 @@ class Format:
                      completion(bad, f"{where} row {i} rejected"))
         return rows
 
-    def prompts(self, data: Mapping[str, list], mapping: Mapping[str, str | None], spec: "DatasetSpec") -> list[Any]:
+    def prompts(self, data: Mapping[str, list], mapping: Mapping[str, str | None], spec: DatasetSpec) -> list[Any]:
         return [prompt_value(value, f"{spec.describe()} row {i} prompt")
                 for i, value in enumerate(data[str(mapping["prompt"])])]
 
@@ -149,19 +162,19 @@ class PKUSafeRLHF(Format):
     summary = "PKU-Alignment/PKU-SafeRLHF: label better (helpful) or safer (harmless) picks the chosen response"
     uses_label = True
 
-    def check_spec(self, spec: "DatasetSpec", purpose: Purpose | None) -> None:
+    def check_spec(self, spec: DatasetSpec, purpose: Purpose | None) -> None:
         if spec.label is not None and spec.label not in PKU_LABELS:
             raise ValueError(f"label: format pku-saferlhf takes label: better or label: safer, not label {spec.label!r}")
         if purpose == "pairs" and spec.label is None:
             raise ValueError("label: format pku-saferlhf needs label: better or label: safer to pick the chosen response")
 
-    def columns(self, spec: "DatasetSpec", names: Sequence[str], purpose: Purpose) -> dict[str, str | None]:
+    def columns(self, spec: DatasetSpec, names: Sequence[str], purpose: Purpose) -> dict[str, str | None]:
         if purpose == "prompts":
             return {"prompt": "prompt"}
         return {"prompt": "prompt", "response_0": "response_0", "response_1": "response_1",
                 "id": PKU_LABELS[str(spec.label)]}
 
-    def pairs(self, data: Mapping[str, list], mapping: Mapping[str, str | None], spec: "DatasetSpec") -> Rows:
+    def pairs(self, data: Mapping[str, list], mapping: Mapping[str, str | None], spec: DatasetSpec) -> Rows:
         rows = Rows()
         column = lambda role: data[str(mapping[role])]  # noqa: E731
         for i, (prompt, r0, r1, pick) in enumerate(zip(column("prompt"), column("response_0"), column("response_1"),
@@ -200,10 +213,10 @@ class HHRLHF(Format):
     name = "hh-rlhf"
     summary = "Anthropic/hh-rlhf: chosen/rejected full dialogues; the prompt is the text up to the last Assistant:"
 
-    def columns(self, spec: "DatasetSpec", names: Sequence[str], purpose: Purpose) -> dict[str, str | None]:
+    def columns(self, spec: DatasetSpec, names: Sequence[str], purpose: Purpose) -> dict[str, str | None]:
         return {"chosen": "chosen"} if purpose == "prompts" else {"chosen": "chosen", "rejected": "rejected"}
 
-    def pairs(self, data: Mapping[str, list], mapping: Mapping[str, str | None], spec: "DatasetSpec") -> Rows:
+    def pairs(self, data: Mapping[str, list], mapping: Mapping[str, str | None], spec: DatasetSpec) -> Rows:
         rows = Rows()
         for i, (good, bad) in enumerate(zip(data[str(mapping["chosen"])], data[str(mapping["rejected"])])):
             if (good is not None and not isinstance(good, str)) or (bad is not None and not isinstance(bad, str)):
@@ -219,7 +232,7 @@ class HHRLHF(Format):
                 rows.add(*parts)
         return rows
 
-    def prompts(self, data: Mapping[str, list], mapping: Mapping[str, str | None], spec: "DatasetSpec") -> list[Any]:
+    def prompts(self, data: Mapping[str, list], mapping: Mapping[str, str | None], spec: DatasetSpec) -> list[Any]:
         return [value[: value.rfind(ASSISTANT) + len(ASSISTANT)] for value in data[str(mapping["chosen"])]
                 if isinstance(value, str) and ASSISTANT in value]
 
@@ -230,13 +243,13 @@ class Conversational(Format):
     summary = ("TRL's conversational format: message lists, with a prompt column or an implicit prompt "
                "(the shared turns before the final assistant message)")
 
-    def columns(self, spec: "DatasetSpec", names: Sequence[str], purpose: Purpose) -> dict[str, str | None]:
+    def columns(self, spec: DatasetSpec, names: Sequence[str], purpose: Purpose) -> dict[str, str | None]:
         prompt = "prompt" if "prompt" in names else None
         if purpose == "prompts":
             return {"prompt": prompt} if prompt else {"chosen": "chosen"}
         return {"prompt": prompt, "chosen": "chosen", "rejected": "rejected"}
 
-    def pairs(self, data: Mapping[str, list], mapping: Mapping[str, str | None], spec: "DatasetSpec") -> Rows:
+    def pairs(self, data: Mapping[str, list], mapping: Mapping[str, str | None], spec: DatasetSpec) -> Rows:
         if mapping["prompt"] is not None:
             return super().pairs(data, mapping, spec)
         rows = Rows()
@@ -256,7 +269,7 @@ class Conversational(Format):
                 rows.add(good_m[:-1], good_m[-1]["content"], bad_m[-1]["content"])
         return rows
 
-    def prompts(self, data: Mapping[str, list], mapping: Mapping[str, str | None], spec: "DatasetSpec") -> list[Any]:
+    def prompts(self, data: Mapping[str, list], mapping: Mapping[str, str | None], spec: DatasetSpec) -> list[Any]:
         if mapping.get("prompt") is not None:
             return super().prompts(data, mapping, spec)
         values = []
@@ -273,7 +286,7 @@ class Columns(Format):
     name = "columns"
     summary = "pairs under other column names: columns: {prompt: q, chosen: good, rejected: bad}"
 
-    def check_spec(self, spec: "DatasetSpec", purpose: Purpose | None) -> None:
+    def check_spec(self, spec: DatasetSpec, purpose: Purpose | None) -> None:
         keys = set(spec.columns or {})
         if keys != {"prompt", "chosen", "rejected"}:
             missing = sorted({"prompt", "chosen", "rejected"} - keys)
@@ -282,6 +295,6 @@ class Columns(Format):
             raise ValueError(f"columns: format columns needs a mapping with exactly prompt, chosen and rejected "
                              f"({detail}), e.g. columns: {{prompt: question, chosen: good, rejected: bad}}")
 
-    def columns(self, spec: "DatasetSpec", names: Sequence[str], purpose: Purpose) -> dict[str, str | None]:
+    def columns(self, spec: DatasetSpec, names: Sequence[str], purpose: Purpose) -> dict[str, str | None]:
         mapping = dict(spec.columns or {})
         return {"prompt": mapping["prompt"]} if purpose == "prompts" else mapping

@@ -30,37 +30,23 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
-from peo_hub.data.chat import _short, has_chat_template, render_prompt, to_messages
-from peo_hub.utils.errors import DataError
-from peo_hub.data.formats import FORMATS, Purpose, Rows, split_hh
+from peo_hub.data.chat import _short, has_chat_template, render_prompt
+from peo_hub.utils.errors import DataError, first_line
+from peo_hub.data.formats import FORMATS, Purpose, Rows
 from peo_hub.utils.ids import is_repo_id
 from peo_hub.data.config import DatasetSpec, EMBEDDED_PREFIX, SMOLLM2_PROMPTS, _split_name, file_builder, parse_dataset_spec
 if TYPE_CHECKING:
     from datasets import Dataset
-__all__ = [
-    "DatasetSpec",
-    "GenerateSpec",
-    "PreferenceData",
-    "load_preference_data",
-    "load_preference_dataset",
-    "load_prompts",
-    "load_rows",
-    "pairs_dataset",
-    "parse_dataset_spec",
-    "render_prompt",
-    "split_hh",
-    "to_messages",
-]
+__all__ = ["PreferenceData", "load_preference_data", "load_preference_dataset", "load_prompts", "load_rows",
+           "pairs_dataset"]
+
 logger = logging.getLogger(__name__)
 
 
-def _first_line(exc: BaseException) -> str:
-    """The most specific one-line reason: `datasets` wraps parse errors in a generic one."""
-    while exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__):
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__).rstrip(".")
 
+def _reason(exc: BaseException) -> str:
+    """The most specific one-line reason: ``datasets`` wraps parse errors in a generic one."""
+    return first_line(exc, innermost=True).rstrip(".")
 
 def _load_raw(spec: DatasetSpec, split: str) -> "Dataset":
     """The source's rows for ``split`` as a ``datasets.Dataset``, or a one-line DataError."""
@@ -91,7 +77,7 @@ def _load_raw(spec: DatasetSpec, split: str) -> "Dataset":
             return datasets.load_dataset(builder, data_files={_split_name(split): str(path)}, split=split)
         except Exception as exc:  # pyarrow/json/csv parse errors all mean "not a readable data file"
             raise DataError(
-                f"cannot read {path} as {builder}: {_first_line(exc)}; check that the file is valid {builder} "
+                f"cannot read {path} as {builder}: {_reason(exc)}; check that the file is valid {builder} "
                 "with one preference row per record"
             ) from None
     if kind == "folder":
@@ -114,7 +100,7 @@ def _load_saved(path: Path, split: str) -> "Dataset":
     try:
         loaded = datasets.load_from_disk(str(path))
     except Exception as exc:
-        raise DataError(f"cannot read saved dataset {path}: {_first_line(exc)}; re-save it with save_to_disk") from None
+        raise DataError(f"cannot read saved dataset {path}: {_reason(exc)}; re-save it with save_to_disk") from None
     if isinstance(loaded, datasets.DatasetDict):
         name = _split_name(split)
         if name not in loaded:
@@ -140,11 +126,11 @@ def _load_builder(path_or_id: str, spec: DatasetSpec, split: str, where: str) ->
         ) from None
     except ConnectionError as exc:
         raise DataError(
-            f"cannot reach the Hub for {where} and it is not in the local cache ({_first_line(exc)}); "
+            f"cannot reach the Hub for {where} and it is not in the local cache ({_reason(exc)}); "
             "connect and unset HF_HUB_OFFLINE/HF_DATASETS_OFFLINE, or download it once, or use a local file"
         ) from None
     except ValueError as exc:  # unknown split, unknown config name, bad data_dir
-        text = _first_line(exc)
+        text = _reason(exc)
         if "split" in text.lower():
             fix = "set split (or eval_split) to one of the splits listed"
         elif "config" in text.lower() or "name" in text.lower():
@@ -153,9 +139,9 @@ def _load_builder(path_or_id: str, spec: DatasetSpec, split: str, where: str) ->
             fix = "check subset, data_dir and split"
         raise DataError(f"{where}: {text}; {fix}") from None
     except FileNotFoundError as exc:
-        raise DataError(f"{where}: {_first_line(exc)}; check data_dir and split") from None
+        raise DataError(f"{where}: {_reason(exc)}; check data_dir and split") from None
     except Exception as exc:  # a data file `datasets` cannot parse (pyarrow, json, csv errors)
-        raise DataError(f"cannot read {where}: {_first_line(exc)}; check that every data file in it is valid "
+        raise DataError(f"cannot read {where}: {_reason(exc)}; check that every data file in it is valid "
                         "parquet, jsonl, json or csv") from None
 
 
@@ -177,7 +163,7 @@ def _load_embedded(spec: DatasetSpec, split: str) -> "Dataset":
         raise
     except (KeyError, ValueError) as exc:
         raise DataError(
-            f"embedded dataset {name!r} (split {split!r}, label {spec.label!r}): {_first_line(exc)}; "
+            f"embedded dataset {name!r} (split {split!r}, label {spec.label!r}): {_reason(exc)}; "
             "check the embedded name, split and label"
         ) from None
     return datasets.Dataset.from_list(list(rows))

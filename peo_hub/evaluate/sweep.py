@@ -17,34 +17,66 @@ it keeps is evaluated on every prompt like a grid point (``source: search``).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
+
 from tqdm.auto import tqdm
-from peo_hub.utils.fsutil import atomic_write_json
-from peo_hub.evaluate.logprob import BaseLogprob
+
 from peo_hub.core.measures import flag_reasons, summarise, text_measures
 from peo_hub.core.policy import Preference, make_preference, weight_grid
-from peo_hub.recipe.schema import Recipe
-from peo_hub.evaluate.search import search_alpha, trials_json
 from peo_hub.core.stats import prompt_sums, ratio_mean, split_prompts
-from peo_hub.evaluate.records import _record, read_evaluation
+from peo_hub.evaluate.config import EvaluateSpec, SweepSpec
+from peo_hub.evaluate.logprob import BaseLogprob
+from peo_hub.evaluate.records import RecordStore, make_record
+from peo_hub.evaluate.search import search_alpha, trials_json
+
 if TYPE_CHECKING:
     from peo_hub.family.model import PEOModel
-    from peo_hub.recipe.preflight import Plan
-    from peo_hub.recipe.folder import RunFolder
-
+    from peo_hub.judges.registry import JudgeSpec
 
 BATCH_POINTS = True  # many points per generate call (False: point by point, as before; benchmarks compare both)
 
 
-def family_points(recipe: Recipe) -> list[tuple[str, Preference]]:
+class Grid(Protocol):
+    """What the family's grid is made of: the aspects (in order) and the sweep settings."""
+
+    @property
+    def aspects(self) -> Mapping[str, Any]: ...
+
+    @property
+    def sweep(self) -> SweepSpec: ...
+
+
+@dataclass
+class SweepJob:
+    """One sweep, in the evaluate stage's own terms: what to evaluate, where, and how.
+
+    Whoever runs a sweep (``recipe run``, ``peo-hub evaluate``, a benchmark) builds one; the
+    sweep knows nothing of the recipe or the run folder it came from.
+    """
+
+    bundle: Path  # the bundle whose adapters make the family (loaded live, as PEOModel)
+    records: RecordStore  # evaluations/: one record per point, the resume state
+    aspects: dict[str, "JudgeSpec"]  # aspect -> its judge, in the bundle's order
+    sweep: SweepSpec
+    evaluate: EvaluateSpec
+    seed: int
+    prompts: list[Any]  # the evaluation prompts, unrendered
+    tokenizer: Any
+    base: str  # the base model (a folder or Hub id): the guard's reference and the baselines' base
+    base_revision: str | None = None
+    stamp: str = ""  # the evaluation's hash, written into every record (mixing two evaluations is refused)
+    morl: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> {adapter (relative), weights, ...}
+
+
+def family_points(grid: Grid) -> list[tuple[str, Preference]]:
     """(method, preference) for the base, every soup point and every extrapolated point."""
-    aspects = list(recipe.aspects)
+    aspects = list(grid.aspects)
     points: list[tuple[str, Preference]] = [("base", make_preference(aspects, coefficients={a: 0.0 for a in aspects}))]
-    for alpha in recipe.sweep.alphas:
-        for weights in weight_grid(aspects, recipe.sweep.weights):
+    for alpha in grid.sweep.alphas:
+        for weights in weight_grid(aspects, grid.sweep.weights):
             points.append(("soup" if alpha == 0 else "peo", make_preference(aspects, weights, alpha=alpha)))
     return points
 
@@ -58,8 +90,7 @@ def _measuring_model(bundle: Path, device: str | None) -> "PEOModel":
     return model
 
 
-def run_sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any]]
-              ) -> list[dict[str, Any]] | None:
+def run_sweep(job: SweepJob) -> list[dict[str, Any]] | None:
     """Evaluate all points (resuming from ``evaluations/``); returns their evaluation records.
 
     Under ``accelerate launch`` (or ``torchrun``) with N processes, process r evaluates the
@@ -69,12 +100,12 @@ def run_sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, 
     """
     shard = _shard()
     if shard is None:
-        return _sweep(plan, run, morl_records)
-    _sweep(plan, run, morl_records, shard=shard)
+        return _sweep(job)
+    _sweep(job, shard=shard)
     shard.barrier()
     if shard.rank != 0:
         return None
-    return _sweep(plan, run, morl_records)  # every record is on disk now: this only reads them
+    return _sweep(job)  # every record is on disk now: this only reads them
 
 
 @dataclass
@@ -108,30 +139,27 @@ def _shard() -> Shard | None:
     return Shard(state.process_index, state.num_processes, device, lambda: dist.barrier(group=group))
 
 
-def _sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any]],
-           shard: Shard | None = None) -> list[dict[str, Any]]:
+def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
     """Evaluate every point (or only ``shard``'s share), resuming from ``evaluations/``."""
     from peo_hub.data.chat import render_prompt
     from peo_hub.family.engines import generate_replies
     from peo_hub.evaluate.score import score_replies
     from peo_hub.judges.registry import build_judge
 
-    recipe, tokenizer, out = plan.recipe, plan.tokenizer, run.root
-    spec = recipe.evaluate
-    raw_prompts = plan.prompts
+    tokenizer, store, spec = job.tokenizer, job.records, job.evaluate
+    raw_prompts = job.prompts
     rendered = [render_prompt(tokenizer, p) for p in raw_prompts]
-    judges = {aspect: build_judge(a.judge) for aspect, a in recipe.aspects.items()}
-    folder = run.evaluations
-    folder.mkdir(parents=True, exist_ok=True)
+    judges = {aspect: build_judge(judge) for aspect, judge in job.aspects.items()}
+    store.folder.mkdir(parents=True, exist_ok=True)
     base_logprob: list[BaseLogprob] = []  # built on first use: a resumed sweep may need none
-    selection, _ = split_prompts(len(raw_prompts), spec.selection_fraction, recipe.seed)
+    selection, _ = split_prompts(len(raw_prompts), spec.selection_fraction, job.seed)
     selected = set(selection)
     device = _device() if shard is None else shard.device
     loaded: list[PEOModel] = []  # the bundle's live model, loaded on first need
 
     def live() -> "PEOModel":
         if not loaded:
-            loaded.append(_measuring_model(out, device))
+            loaded.append(_measuring_model(job.bundle, device))
         return loaded[0]
 
     def at(preference: Preference) -> Callable[[], Any]:
@@ -149,19 +177,19 @@ def _sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any
 
         ``replies`` are the point's replies when a batched pass already generated them.
         """
-        path = folder / f"{prefix or method}-{label}.json"
-        if run.finished(path):
-            return read_evaluation(path)
+        kind = prefix or method
+        if store.finished(kind, label):
+            return store.read(kind, label)
         keep = range(len(raw_prompts)) if only is None else only
         prompts, texts = [raw_prompts[i] for i in keep], [rendered[i] for i in keep]
         if replies is None:
             if callable(generate_with) and not hasattr(generate_with, "generate"):
                 generate_with = generate_with()  # a lazy policy: loaded only when something is generated
-            replies = generate_replies(generate_with, tokenizer, texts, spec, seed=recipe.seed)
-        metrics = score_replies(prompts, replies, judges, spec.bootstrap, seed=recipe.seed)
-        record = _record(method, label, preference, metrics, prompts, replies, extra)
+            replies = generate_replies(generate_with, tokenizer, texts, spec, seed=job.seed)
+        metrics = score_replies(prompts, replies, judges, spec.bootstrap, seed=job.seed)
+        record = make_record(method, label, preference, metrics, prompts, replies, extra)
         if not base_logprob:
-            base_logprob.append(BaseLogprob(run.base_path(plan.base), plan.base.revision, tokenizer, device))
+            base_logprob.append(BaseLogprob(job.base, job.base_revision, tokenizer, device))
         # The guard reads the selection prompts only (it helps choose, like the front): the
         # base model's forward over every reply is spent there, and null elsewhere.
         guarded = [pos for pos, i in enumerate(keep) if i in selected]
@@ -170,8 +198,8 @@ def _sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any
         for pos, values in zip(guarded, scored):
             logprob[pos] = values
         record["guard"] = {**text_measures(tokenizer, replies), "base_logprob": logprob}
-        record["recipe_hash"] = run.fingerprint_hash
-        atomic_write_json(path, record)
+        record["recipe_hash"] = job.stamp
+        store.write(kind, label, record)
         return record
 
     def evaluate_points(points: list[tuple[str, Preference, dict[str, Any] | None]], only: list[int] | None = None,
@@ -184,10 +212,10 @@ def _sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any
         """
         keep = list(range(len(raw_prompts))) if only is None else only
         todo = [k for k, (method, preference, _) in enumerate(points)
-                if not run.finished(folder / f"{prefix or method}-{preference.label()}.json")]
+                if not store.finished(prefix or method, preference.label())]
         if len(todo) > 1 and batched_points(spec):
             texts = [rendered[i] for i in keep]
-            for k, replies in point_replies(live(), tokenizer, texts, [points[t][1] for t in todo], spec, recipe.seed):
+            for k, replies in point_replies(live(), tokenizer, texts, [points[t][1] for t in todo], spec, job.seed):
                 method, preference, extra = points[todo[k]]
                 bar.set_postfix_str(f"{prefix or method} {preference.label()}")
                 evaluate(None, method, preference.label(), preference, extra, only=only, prefix=prefix,
@@ -204,31 +232,30 @@ def _sweep(plan: "Plan", run: "RunFolder", morl_records: dict[str, dict[str, Any
                 bar.update(1)
         return records
 
-    family = family_points(recipe)
+    family = family_points(job)
     mine = [i for i in range(len(family)) if shard is None or shard.owns(i)]
-    searched = [] if recipe.sweep.search is None else \
-        [j for j in range(len(weight_grid(list(recipe.aspects), recipe.sweep.weights))) if shard is None or shard.owns(j)]
-    trials = 0 if recipe.sweep.search is None else recipe.sweep.search.evaluations
-    bar = tqdm(total=len(mine) + len(searched) * (trials + 1) + len(morl_records), desc="sweep", unit="point",
+    search = job.sweep.search
+    searched = [] if search is None else \
+        [j for j in range(len(weight_grid(list(job.aspects), job.sweep.weights))) if shard is None or shard.owns(j)]
+    trials = 0 if search is None else search.evaluations
+    bar = tqdm(total=len(mine) + len(searched) * (trials + 1) + len(job.morl), desc="sweep", unit="point",
                disable=bool(shard and shard.rank))
     records = evaluate_points([(*family[i], None) for i in mine])
     if shard is not None:
         shard.barrier()  # the search compares with the base point's record, which one process wrote
-        records = [read_evaluation(folder / f"base-{family[0][1].label()}.json")]
-    if recipe.sweep.search is not None:
-        records += _search(recipe, records[0], selection, evaluate_points, searched)
+        records = [store.read("base", family[0][1].label())]
+    if search is not None:
+        records += _search(job, records[0], selection, evaluate_points, searched)
     bar.update(len(mine) + len(searched) * (trials + 1) - bar.n)  # a search may stop short of its budget
     loaded.clear()  # free the live model before the MORL baselines load theirs
 
-    for j, (label, info) in enumerate(morl_records.items()):
+    for j, (label, info) in enumerate(job.morl.items()):
         if shard is not None and not shard.owns(j):
             continue
         bar.set_postfix_str(f"morl {label}")
-        loader: Callable[[], Any] = lambda info=info: _load_peft(run.base_path(plan.base), plan.base.revision,
-                                                                 out / info["adapter"], device)
-        path = folder / f"morl-{label}.json"
-        generator = None if run.finished(path) else loader()
-        preference = make_preference(list(recipe.aspects), info["weights"])
+        generator = None if store.finished("morl", label) else \
+            _load_peft(job.base, job.base_revision, job.bundle / info["adapter"], device)
+        preference = make_preference(list(job.aspects), info["weights"])
         record = evaluate(generator, "morl", label, preference,
                           {"train_seconds": info.get("train_seconds"), "adapter": info["adapter"]})
         # A MORL policy is its own model: its weights say what it was trained for, not a mix of adapters.
@@ -269,7 +296,7 @@ def point_replies(model: Any, tokenizer: Any, rendered: list[str], points: list[
             done += 1
 
 
-def _search(recipe: Recipe, base: dict[str, Any], selection: list[int],
+def _search(job: SweepJob, base: dict[str, Any], selection: list[int],
             evaluate_points: Callable[..., list[dict[str, Any]]], vectors: list[int]) -> list[dict[str, Any]]:
     """Per weight vector (those ``vectors`` index): search alpha on the selection prompts, keep the best.
 
@@ -282,10 +309,10 @@ def _search(recipe: Recipe, base: dict[str, Any], selection: list[int],
     """
     from peo_hub.evaluate.lockstep import run_in_lockstep
 
-    assert recipe.sweep.search is not None
-    bounds, budget = recipe.sweep.search.bounds, recipe.sweep.search.evaluations
-    aspects = list(recipe.aspects)
-    grid = weight_grid(aspects, recipe.sweep.weights)
+    assert job.sweep.search is not None
+    bounds, budget = job.sweep.search.bounds, job.sweep.search.evaluations
+    aspects = list(job.aspects)
+    grid = weight_grid(aspects, job.sweep.weights)
     local = list(range(len(selection)))  # a trial record holds the selection prompts only, in order
     base_guard = summarise(base["guard"], selection)
 
@@ -297,7 +324,7 @@ def _search(recipe: Recipe, base: dict[str, Any], selection: list[int],
         """One round of trials (one per searching vector), evaluated together."""
         records = evaluate_points([point(w, a) for w, a in requests], only=selection, prefix="search-trial")
         return [({a: ratio_mean(*prompt_sums(r["metrics"][a]["scores"])) for a in aspects},
-                 bool(flag_reasons(summarise(r["guard"], local), base_guard, recipe.evaluate.guard)))
+                 bool(flag_reasons(summarise(r["guard"], local), base_guard, job.evaluate.guard)))
                 for r in records]
 
     def searcher(weights: dict[str, float]) -> Callable[[Callable[[Any], Any]], Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from peo_hub.data.chat import to_messages
-from peo_hub.utils.errors import PEOError
+from peo_hub.utils.errors import PEOError, first_line
 from peo_hub.judges.registry import JudgeSpec, register_judge
 if TYPE_CHECKING:
     import torch
@@ -126,7 +126,7 @@ def load_reward_model(spec: JudgeSpec) -> tuple[Any, Any]:
         model, info = AutoModelForSequenceClassification.from_pretrained(spec.model, output_loading_info=True, **kwargs)
     except OSError as exc:
         raise PEOError(
-            f"cannot load reward model {spec.model!r}: {str(exc).splitlines()[0]}; check the id or path "
+            f"cannot load reward model {spec.model!r}: {first_line(exc)}; check the id or path "
             "(offline runs need it in the local cache)"
         ) from None
     except RuntimeError as exc:

@@ -112,22 +112,26 @@ class _Switch:
             weight.copy_((self.original[module] + deltas[module]).to(weight.dtype))
 
 
-def _prompts(bundle: "Bundle", limit: int) -> tuple[list[str], str, Any]:
-    """(prompts, where they came from, the recorded evaluation or None)."""
+def _prompts(evaluation: Any, limit: int) -> tuple[list[str], str]:
+    """(prompts, where they came from): the recorded evaluation's prompts, else built-in ones."""
     from peo_hub.data.load import load_prompts
-    from peo_hub.recipe.schema import evaluation_of
 
-    evaluation = evaluation_of(bundle.manifest.recipe)
     if evaluation is None:
-        return list(DEFAULT_PROMPTS), "built-in", None
-    return load_prompts(evaluation.evaluate.prompts)[:limit], "evaluation", evaluation
+        return list(DEFAULT_PROMPTS), "built-in"
+    return load_prompts(evaluation.evaluate.prompts)[:limit], "evaluation"
 
 
 @torch.no_grad()
 def measure_truncation(bundle: "Bundle", adapters: Sequence["Adapter"], preference: "Preference", max_rank: int,
-                       prompt_limit: int = PROMPT_LIMIT, echo: Callable[[str], None] = lambda line: None
-                       ) -> TruncationReport:
-    """Exact point vs its rank-``max_rank`` cut: module errors, logits and (with a recipe) judge scores."""
+                       evaluation: Any = None, prompt_limit: int = PROMPT_LIMIT,
+                       echo: Callable[[str], None] = lambda line: None) -> TruncationReport:
+    """Exact point vs its rank-``max_rank`` cut: module errors, logits and (with an evaluation) judge scores.
+
+    ``evaluation`` is the evaluation the bundle records (``aspects`` with their judges,
+    ``evaluate`` settings, ``seed``; :func:`peo_hub.recipe.schema.evaluation_of` reads it from a
+    manifest): its prompts and judges measure the cut; without one, built-in prompts and
+    logits only.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from peo_hub.data.chat import render_prompt
@@ -142,7 +146,7 @@ def measure_truncation(bundle: "Bundle", adapters: Sequence["Adapter"], preferen
     model = AutoModelForCausalLM.from_pretrained(bundle.base, revision=bundle.base_revision,
                                                  dtype=torch.float32).eval()
     switch = _Switch(model, list(exact))
-    prompts, report.prompt_source, evaluation = _prompts(bundle, prompt_limit)
+    prompts, report.prompt_source = _prompts(evaluation, prompt_limit)
     report.prompts = len(prompts)
     rendered = [render_prompt(tokenizer, p) for p in prompts]
     echo(f"measuring the truncation on {len(prompts)} {report.prompt_source} prompts ...")

@@ -222,19 +222,10 @@ class RunFolder:
                       or (rel.startswith("merges/") and rel.removeprefix("merges/").removesuffix(".yaml") in labels))
 
     def intact(self, path: Path) -> bool:
-        """Whether every file at ``path`` (a file or a folder) that the ledger lists is still as
-        written. Only reached with ``--overwrite`` (otherwise :meth:`prepare` refused the damage):
-        a damaged artefact is then made again."""
-        ledger = self.ledger
-        if not ledger.exists():
-            return True
-        rel = path.absolute().relative_to(self.root.absolute()).as_posix()
-        owned = [key for key in ledger.owned() if key == rel or key.startswith(rel + "/")]
-        return not ledger.conflicts(owned)
-
-    def finished(self, record: Path) -> bool:
-        """Whether an evaluation record is on disk and whole (else the point is evaluated again)."""
-        return record.is_file() and self.intact(record)
+        """Whether every file at ``path`` that this run wrote is still as written. Only reached
+        with ``--overwrite`` (otherwise :meth:`prepare` refused the damage): a damaged artefact
+        is then made again."""
+        return self.ledger.intact(path)
 
     def check_may_take_adapters(self) -> bool:
         """For the ``accelerate`` entry point: same rules as ``--resume``; True when the record must be written."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 import yaml
 from pydantic import ValidationError
-from peo_hub.utils.errors import RecipeError, validation_message
+from peo_hub.utils.errors import RecipeError, first_line, validation_message
 from peo_hub.recipe.schema import EvaluationRecipe, JUDGE_ARG_HELP, Recipe, _evaluation_part, _field_names, _is_training_recipe, judge_from_arg, parse_recipe
 
 
@@ -88,6 +88,6 @@ def _read_yaml(path: Path) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise RecipeError(f"{path} is not valid YAML{where}: {problem}; fix the syntax") from None
     return data

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
@@ -40,6 +40,9 @@ from peo_hub.recipe.preflight import Plan, preflight
 from peo_hub.recipe.folder import sample_pairs
 from peo_hub.recipe.folder import RunFolder
 from peo_hub.core.stats import split_prompts
+
+if TYPE_CHECKING:
+    from peo_hub.evaluate.sweep import SweepJob
 
 logger = logging.getLogger(__name__)
 
@@ -149,11 +152,24 @@ def _run_phases(plan: Plan, folder: RunFolder, resume: bool) -> bool:
     # Phases 2-3: the sweep.
     from peo_hub.evaluate.sweep import run_sweep
 
-    evaluations = run_sweep(plan, folder, morl_records)
+    evaluations = run_sweep(sweep_job(plan, folder, morl_records))
     if evaluations is None:
         return False
-    _finish(recipe, folder, manifest, evaluations, records, morl_records)
+    _finish(recipe, folder.root, manifest, evaluations, records, morl_records)
     return True
+
+
+def sweep_job(plan: Plan, folder: RunFolder, morl_records: dict[str, dict[str, Any]]) -> "SweepJob":
+    """The sweep of a recipe's run, in the evaluate stage's terms (the base copied into the run if it ships inside)."""
+    from peo_hub.evaluate.records import RecordStore
+    from peo_hub.evaluate.sweep import SweepJob
+
+    recipe = plan.recipe
+    return SweepJob(bundle=folder.root, records=RecordStore(folder.evaluations),
+                    aspects={aspect: spec.judge for aspect, spec in recipe.aspects.items()},
+                    sweep=recipe.sweep, evaluate=recipe.evaluate, seed=recipe.seed, prompts=plan.prompts,
+                    tokenizer=plan.tokenizer, base=folder.base_path(plan.base), base_revision=plan.base.revision,
+                    stamp=folder.fingerprint_hash, morl=morl_records)
 
 
 def _train_morl(plan: Plan, folder: RunFolder, resume: bool, first_task: int, tasks: int
@@ -198,7 +214,7 @@ def evaluation_cost(evaluations: list[dict[str, Any]], samples: int) -> dict[str
     return cost
 
 
-def _finish(recipe: Recipe, folder: RunFolder, manifest: Manifest, evaluations: list[dict[str, Any]],
+def _finish(recipe: Recipe | EvaluationRecipe, out: Path, manifest: Manifest, evaluations: list[dict[str, Any]],
             records: dict[str, dict[str, Any]], morl_records: dict[str, dict[str, Any]]) -> None:
     """front.json/png, merges for the front, the card, the manifest summary."""
     from peo_hub.bundle.manifest import open_bundle
@@ -206,7 +222,6 @@ def _finish(recipe: Recipe, folder: RunFolder, manifest: Manifest, evaluations: 
     from peo_hub.family.merge import mergekit_config, mergekit_yaml
     from peo_hub.bundle.plot import plot_front
 
-    out = folder.root
     aspects = list(recipe.aspects)
     training_seconds = {
         "peo": round(sum(r.get("train_seconds", 0.0) for r in records.values()), 2),
@@ -266,8 +281,10 @@ def evaluate_bundle(bundle_dir: str | os.PathLike[str], recipe: EvaluationRecipe
     from peo_hub.family.engines import require_engine
     from peo_hub.utils.fsutil import ledger_of, read_json
     from peo_hub.family.lora import load_bundle_adapters
-    from peo_hub.data.base import Base
-    from peo_hub.evaluate.sweep import run_sweep
+    from peo_hub.bundle.manifest import EVALUATIONS_DIR
+    from peo_hub.evaluate.records import RecordStore
+    from peo_hub.evaluate.sweep import SweepJob, run_sweep
+    from peo_hub.recipe.folder import fingerprint_hash, recipe_fingerprint
 
     bundle = open_bundle(bundle_dir)
     root, manifest = bundle.root, bundle.manifest
@@ -290,21 +307,22 @@ def evaluate_bundle(bundle_dir: str | os.PathLike[str], recipe: EvaluationRecipe
     require_engine(recipe.evaluate.engine)
     prompts = load_prompts(recipe.evaluate.prompts)
     tokenizer = AutoTokenizer.from_pretrained(bundle.base, revision=bundle.base_revision)
-    # name = the folder itself: the base is used where it is, never copied (Base.ships_inside).
-    base = Base(source=bundle.base, name=bundle.base, revision=bundle.base_revision)
-    plan = Plan(recipe=recipe, base=base, tokenizer=tokenizer, prompts=prompts)  # type: ignore[arg-type]
-    folder = RunFolder(root, recipe)  # type: ignore[arg-type]  # paths and the evaluation's hash
-    for record in sorted(folder.evaluations.glob("*.json")):
-        stamp = read_json(record, f"delete {folder.evaluations} and evaluate again")
-        if not isinstance(stamp, dict) or stamp.get("recipe_hash") != folder.fingerprint_hash:
+    store = RecordStore(root / EVALUATIONS_DIR)
+    stamp = fingerprint_hash(recipe_fingerprint(recipe))
+    for record in store.paths():
+        found = read_json(record, f"delete {store.folder} and evaluate again")
+        if not isinstance(found, dict) or found.get("recipe_hash") != stamp:
             raise RecipeError(f"{record} comes from another evaluation (or another recipe); delete "
-                              f"{folder.evaluations} to evaluate this bundle again with this recipe")
-
-    evaluations = run_sweep(plan, folder, {})
+                              f"{store.folder} to evaluate this bundle again with this recipe")
+    # The base is used where it is (a bundle's base/ folder or a Hub id), never copied.
+    job = SweepJob(bundle=root, records=store, aspects={aspect: spec.judge for aspect, spec in recipe.aspects.items()},
+                   sweep=recipe.sweep, evaluate=recipe.evaluate, seed=recipe.seed, prompts=prompts,
+                   tokenizer=tokenizer, base=bundle.base, base_revision=bundle.base_revision, stamp=stamp)
+    evaluations = run_sweep(job)
     if evaluations is None:  # one of several `accelerate launch` processes: process 0 writes the front
         return root
     for aspect, spec in recipe.aspects.items():
         manifest.aspects[aspect].judge = spec.judge.model_dump(mode="json", exclude_none=True)
     manifest.recipe = recipe.model_dump(mode="json")
-    _finish(recipe, folder, manifest, evaluations, {}, {})  # type: ignore[arg-type]
+    _finish(recipe, root, manifest, evaluations, {}, {})
     return root

@@ -5,9 +5,9 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
-from peo_hub.utils.errors import RecipeError
+from peo_hub.utils.errors import RecipeError, first_line
 from peo_hub.recipe.schema import Recipe
-from peo_hub.data.base import Base, resolve_base
+from peo_hub.data.base import Base, meta_model, resolve_base
 
 
 @dataclass
@@ -29,11 +29,8 @@ def _check_target_modules(recipe: Recipe, base: Base) -> None:
         return
     import torch
     from peft.tuners.tuners_utils import check_target_module_exists
-    from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(base.source, revision=base.revision)
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(config)
+    skeleton = meta_model(base)
     names = [name for name, _ in skeleton.named_modules() if name]
     wanted = [target] if isinstance(target, str) else list(target)
     for one in wanted:
@@ -53,7 +50,7 @@ def _check_dpo(recipe: Recipe) -> None:
         try:
             dpo_config(recipe.train.dpo, scratch, recipe.seed)
         except (ValueError, TypeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise RecipeError(f"train.dpo: TRL refuses these settings: {first}") from None
 
 
@@ -67,7 +64,7 @@ def _check_judges(recipe: Recipe) -> None:
         try:
             AutoConfig.from_pretrained(spec.judge.model, revision=spec.judge.revision)
         except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise RecipeError(f"aspects.{aspect}.judge.model: cannot load {spec.judge.model!r} ({first}); check the "
                               "id or path (offline, it must be in the HF cache)") from None
 
@@ -80,7 +77,7 @@ def preflight(recipe: Recipe) -> Plan:
     from peo_hub.family.engines import require_engine
 
     require_engine(recipe.evaluate.engine)
-    base = resolve_base(recipe)
+    base = resolve_base(recipe.base_model, recipe.base_model_revision, seed=recipe.seed)
     tokenizer = AutoTokenizer.from_pretrained(base.source, revision=base.revision)
     plan = Plan(recipe=recipe, base=base, tokenizer=tokenizer)
     for aspect, spec in recipe.aspects.items():

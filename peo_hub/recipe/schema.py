@@ -27,16 +27,10 @@ from peo_hub.core.policy import MAX_GRID_POINTS, grid_size
 from peo_hub.evaluate.config import AlphaSearchSpec, EvaluateSpec, SweepSpec
 from peo_hub.train.config import DPOSpec, LoraSpec, TrainSpec
 from peo_hub.utils.schema import _STRICT
+from peo_hub.bundle.manifest import ASPECT_NAME
 
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
-
-
-_ASPECT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-#: An aspect name is a folder name of the bundle (adapters/<aspect>/).
-ASPECT_NAME = _ASPECT_NAME
 
 
 class AspectSpec(BaseModel):
@@ -92,7 +86,7 @@ class Recipe(BaseModel):
         if len(value) < 2:
             raise ValueError("PEO needs two or more aspects (e.g. helpful and harmless)")
         for name in value:
-            if not _ASPECT_NAME.match(name):
+            if not ASPECT_NAME.match(name):
                 raise ValueError(f"aspect name {name!r} must be letters, digits, '-' or '_' (it names a folder)")
         return value
 

@@ -31,38 +31,20 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from peo_hub import __version__
-from peo_hub.bundle.manifest import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERS_DIR, BASE_DIR, MANIFEST_NAME,
-                                     AspectEntry, Manifest, save_manifest)
+from peo_hub.bundle.manifest import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERS_DIR, ASPECT_NAME, BASE_DIR,
+                                     MANIFEST_NAME, AspectEntry, Manifest, save_manifest)
 from peo_hub.bundle.card import write_model_card
 from peo_hub.utils.errors import BundleError, PEOError
 from peo_hub.utils.fsutil import atomic_dir, check_output, file_sha256
 from peo_hub.bundle.pull import download_adapter
-from peo_hub.utils.hubio import download_model
+from peo_hub.data.base import Base, meta_model, resolve_base
 from peo_hub.utils.ids import HubRef, is_repo_id, parse_ref
 from peo_hub.family.lora import (Adapter, base_shapes_from_model, check_adapters, partial_modules, read_adapter,
                                  scale_groups)
-from peo_hub.recipe.schema import ASPECT_NAME
-from peo_hub.utils.weights import check_model_folder
 
 OWNER = "compose"  # the ledger's writer name for composed bundles (peo_hub.utils.ledger)
 
 Echo = Callable[[str], None]
-
-
-@dataclass
-class ComposeBase:
-    """The base model composed over: a local folder (copied into the bundle) or a Hub id."""
-
-    given: str  # as the user wrote it
-    location: str  # absolute local folder, or the Hub id
-    revision: str | None
-    commit: str | None  # the Hub commit the revision resolved to
-    shapes: dict[str, tuple[int, ...]]
-    source: dict[str, Any] | None = None  # a GGUF file the folder was converted from
-
-    @property
-    def local(self) -> bool:
-        return Path(self.location).is_dir()
 
 
 @dataclass
@@ -112,50 +94,22 @@ def parse_adapter_args(values: Sequence[str]) -> list[tuple[str, HubRef]]:
     return pairs
 
 
-def _meta_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
-    """Module -> weight shape of the model ``folder/config.json`` describes, built on the meta device."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    try:
-        config = AutoConfig.from_pretrained(str(folder))
-        with torch.device("meta"):
-            skeleton = AutoModelForCausalLM.from_config(config)
-    except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BundleError(f"cannot read the base model's config in {folder} ({first}); give a causal LM "
-                          "folder or Hub id") from None
-    return base_shapes_from_model(skeleton)
-
-
-def resolve_base(text: str) -> ComposeBase:
+def resolve_compose_base(text: str) -> Base:
     """``BASE`` as a local folder, ``embedded:<name>``, a GGUF file (see :mod:`peo_hub.data.gguf`), or
-    ``user/repo[@revision]`` (only its config is fetched)."""
-    from peo_hub.data.gguf import ensure_gguf_base, is_gguf_base
-    from peo_hub.world.base import ensure_embedded_base, is_embedded
+    ``user/repo[@revision]`` (only its config is fetched, and the commit it resolved to recorded)."""
+    from peo_hub.data.gguf import is_gguf_base
+    from peo_hub.world.base import is_embedded
 
-    if is_gguf_base(text):
-        folder, source = ensure_gguf_base(text, what="base model")
-        return ComposeBase(given=text, location=str(folder.resolve()), revision=None, commit=None,
-                           shapes=_meta_shapes(folder), source=source)
-
-    if is_embedded(text):
-        folder = ensure_embedded_base(text)
-        return ComposeBase(given=text, location=str(folder.resolve()), revision=None, commit=None,
-                           shapes=_meta_shapes(folder))
+    if is_embedded(text) or is_gguf_base(text):
+        return resolve_base(text, what="base model")
     ref = parse_ref(text)
     if ref.is_local:
-        folder = Path(ref.repo).expanduser()
-        if not folder.is_dir():
-            raise PEOError(f"base model folder {text} does not exist; give a model folder or a Hub id user/repo[@revision]")
-        check_model_folder(folder, "base model")
-        return ComposeBase(given=text, location=str(folder.resolve()), revision=None, commit=None,
-                           shapes=_meta_shapes(folder))
+        return resolve_base(text, what="base model")
     if ref.subfolder:
         raise PEOError(f"base model {text!r}: a base is a whole repo, give user/repo[@revision] without ':subfolder'")
-    snapshot, commit = download_model(ref.repo, ref.revision, config_only=True)
-    return ComposeBase(given=text, location=ref.repo, revision=ref.revision, commit=commit,
-                       shapes=_meta_shapes(snapshot))
+    base = resolve_base(ref.repo, ref.revision, what="base model", pin_commit=True)
+    base.given = text
+    return base
 
 
 def resolve_adapters(pairs: Sequence[tuple[str, HubRef]]) -> list[AdapterInput]:
@@ -195,22 +149,22 @@ def _declared(adapter: Adapter) -> tuple[str | None, str | None]:
     return adapter.base_model_name, adapter.config.get("revision")
 
 
-def _check_declared_base(adapter: Adapter, base: ComposeBase, report: Report) -> bool:
+def _check_declared_base(adapter: Adapter, base: Base, report: Report) -> bool:
     """Same base id and revision as the base composed over, where both are known; False when refused."""
     declared, revision = _declared(adapter)
     hub_declared = is_repo_id(declared or "", namespace=True) and not Path(declared or "").exists()
     shown = f"{declared or 'none'}" + (f"@{revision}" if revision else "")
-    if base.local:
+    if base.ships_inside:
         report.lines.append(f"    declared base {shown}; composing over a local folder, so checked by module shapes")
         return True
-    if hub_declared and declared.lower() != base.location.lower():  # type: ignore[union-attr]
-        report.refuse(f"adapter {adapter.name!r} was trained on {declared}, not on {base.location}; compose it over "
-                      f"{declared}, or use an adapter trained on {base.location}")
+    if hub_declared and declared.lower() != base.source.lower():  # type: ignore[union-attr]
+        report.refuse(f"adapter {adapter.name!r} was trained on {declared}, not on {base.source}; compose it over "
+                      f"{declared}, or use an adapter trained on {base.source}")
         return False
     wanted = base.revision or "main"
     if revision and revision != wanted and revision != base.commit:
-        report.refuse(f"adapter {adapter.name!r} was trained on {base.location} revision {revision}, but the base "
-                      f"is composed at {wanted}; write the base as {base.location}@{revision}")
+        report.refuse(f"adapter {adapter.name!r} was trained on {base.source} revision {revision}, but the base "
+                      f"is composed at {wanted}; write the base as {base.source}@{revision}")
         return False
     if not hub_declared:
         report.lines.append(f"    declared base {shown}; not a Hub id, so checked by module shapes only")
@@ -235,16 +189,16 @@ def _check_same_declared_base(adapters: Sequence[Adapter], report: Report) -> No
                       "adapters of one revision")
 
 
-def compatibility(base: ComposeBase, inputs: Sequence[AdapterInput]) -> Report:
+def compatibility(base: Base, shapes: dict[str, tuple[int, ...]], inputs: Sequence[AdapterInput]) -> Report:
     """Read every adapter and check it against the base and the others; nothing is written.
 
     Every problem is collected (so the printed report shows all of them at once), then
     :func:`compose` refuses with the first one as its one-line error.
     """
     report = Report()
-    where = base.given if base.local else base.location + (f"@{base.revision}" if base.revision else "")
+    where = base.given if base.ships_inside else base.source + (f"@{base.revision}" if base.revision else "")
     commit = f" (commit {base.commit[:12]})" if base.commit else ""
-    report.lines.append(f"base: {where}{commit}, {len(base.shapes)} weight matrices")
+    report.lines.append(f"base: {where}{commit}, {len(shapes)} weight matrices")
     for item in inputs:
         source = str(item.ref) + (f" (commit {item.commit[:12]})" if item.commit else "")
         report.lines.append(f"  {item.name}: {source}")
@@ -259,7 +213,7 @@ def compatibility(base: ComposeBase, inputs: Sequence[AdapterInput]) -> Report:
         if not _check_declared_base(adapter, base, report):
             continue
         try:
-            check_adapters([adapter], base.location, base.shapes)
+            check_adapters([adapter], base.source, shapes)
         except BundleError as exc:
             report.refuse(str(exc))
             continue
@@ -268,7 +222,7 @@ def compatibility(base: ComposeBase, inputs: Sequence[AdapterInput]) -> Report:
         return report
     _check_same_declared_base(report.adapters, report)
     try:
-        check_adapters(report.adapters, base.location, base.shapes)
+        check_adapters(report.adapters, base.source, shapes)
     except BundleError as exc:
         report.refuse(str(exc))
     report.partial = partial_modules(report.adapters)
@@ -309,12 +263,12 @@ def _entry(item: AdapterInput, adapter: Adapter) -> AspectEntry:
     return AspectEntry(adapter=f"{ADAPTERS_DIR}/{item.name}", source=source)
 
 
-def write_composed(out: Path, base: ComposeBase, inputs: Sequence[AdapterInput], report: Report) -> Path:
+def write_composed(out: Path, base: Base, inputs: Sequence[AdapterInput], report: Report) -> Path:
     """The bundle folder, built in a temporary sibling and renamed into place."""
     adapters = {a.name: a for a in report.adapters}
     with atomic_dir(out, owner=OWNER) as tmp:
-        if base.local:
-            shutil.copytree(base.location, tmp / BASE_DIR, ignore=shutil.ignore_patterns(".*"))
+        if base.ships_inside:
+            shutil.copytree(base.source, tmp / BASE_DIR, ignore=shutil.ignore_patterns(".*"))
         for item in inputs:
             target = tmp / ADAPTERS_DIR / item.name
             target.mkdir(parents=True)
@@ -322,9 +276,9 @@ def write_composed(out: Path, base: ComposeBase, inputs: Sequence[AdapterInput],
                 shutil.copy2(item.folder / name, target / name)
         manifest = Manifest(
             peo_hub_version=__version__,
-            base_model=BASE_DIR if base.local else base.location,
-            base_model_revision=None if base.local else base.revision,
-            base_source=base.source,
+            base_model=BASE_DIR if base.ships_inside else base.source,
+            base_model_revision=None if base.ships_inside else base.revision,
+            base_source=base.provenance,
             aspects={item.name: _entry(item, adapters[item.name]) for item in inputs},
             composed={"base": base.given, "base_commit": base.commit, "partial_modules": report.partial,
                       "report": report.lines},
@@ -338,9 +292,10 @@ def compose(base: str, adapters: Sequence[str], output: str | os.PathLike[str], 
     """Check, report, then write a bundle of existing adapters (see the module docstring)."""
     pairs = parse_adapter_args(adapters)
     out = check_output(output, "folder", ours=is_composed_output, what="--output", owner=OWNER)
-    resolved_base = resolve_base(base)
+    resolved_base = resolve_compose_base(base)
+    shapes = base_shapes_from_model(meta_model(resolved_base))
     inputs = resolve_adapters(pairs)
-    report = compatibility(resolved_base, inputs)
+    report = compatibility(resolved_base, shapes, inputs)
     for line in report.lines:
         echo(line)
     if report.problems:

@@ -60,6 +60,20 @@ class HubError(PEOError):
 _INTERNAL_LOC = re.compile(r"[\[\](),]|^(list|dict|str|int|float|bool|function-\w+|tagged-union)\b")
 
 
+def first_line(exc: BaseException, innermost: bool = False) -> str:
+    """One line of an exception for a one-line error: the first non-empty line of its message
+    (a Hub server's own message first), or its type's name when it has none.
+
+    ``innermost`` follows ``__cause__``/``__context__`` down to the most specific exception:
+    libraries such as ``datasets`` wrap a parse error in a generic one.
+    """
+    if innermost:
+        while exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__):
+            exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    text = (getattr(exc, "server_message", None) or str(exc)).strip()
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+
+
 def _user_loc(loc: Iterable[object]) -> str:
     parts = [str(p) for p in loc if not (isinstance(p, str) and _INTERNAL_LOC.search(p))]
     return ".".join(parts)

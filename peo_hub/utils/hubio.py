@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 from typing import Iterator
-from peo_hub.utils.errors import BundleError, HubError, PEOError
+from peo_hub.utils.errors import BundleError, HubError, PEOError, first_line
 
 
 TOKEN_HELP = "run `hf auth login` or set HF_TOKEN"
@@ -15,12 +15,6 @@ def _endpoint() -> str:
     from huggingface_hub import constants
 
     return constants.ENDPOINT
-
-
-def _first_line(exc: BaseException) -> str:
-    server = getattr(exc, "server_message", None)
-    text = (server or str(exc) or type(exc).__name__).strip()
-    return next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
 
 
 def _network_cause(exc: BaseException) -> BaseException | None:
@@ -63,7 +57,7 @@ def hub_errors(action: str, repo_id: str, revision: str | None = None, writing: 
     except LocalTokenNotFoundError:
         raise HubError(f"cannot {action}: no Hugging Face token found; {TOKEN_HELP}") from None
     except HFValidationError as exc:
-        raise HubError(f"cannot {action}: {repo_id!r} is not a valid repo id ({_first_line(exc)}); "
+        raise HubError(f"cannot {action}: {repo_id!r} is not a valid repo id ({first_line(exc)}); "
                        "use namespace/name, e.g. alice/peo-toy") from None
     except OfflineModeIsEnabled:
         raise HubError(f"cannot {action}: HF_HUB_OFFLINE=1 is set; unset it to reach the Hub") from None
@@ -84,9 +78,9 @@ def hub_errors(action: str, repo_id: str, revision: str | None = None, writing: 
         if status == 403:
             namespace = repo_id.split("/")[0]
             raise HubError(f"cannot {action}: no permission to write to {repo_id} (403 Forbidden: "
-                           f"{_first_line(exc)}); use a token with write access to '{namespace}', "
+                           f"{first_line(exc)}); use a token with write access to '{namespace}', "
                            "or push to your own namespace") from None
-        raise HubError(f"cannot {action}: the Hub answered {status}: {_first_line(exc)}{nothing}") from None
+        raise HubError(f"cannot {action}: the Hub answered {status}: {first_line(exc)}{nothing}") from None
     except LocalEntryNotFoundError as exc:
         from huggingface_hub import constants
 
@@ -99,7 +93,7 @@ def hub_errors(action: str, repo_id: str, revision: str | None = None, writing: 
                        "check your connection or HF_ENDPOINT") from None
     except Exception as exc:
         if writing and isinstance(exc, OSError) and _network_cause(exc) is None:
-            raise BundleError(f"cannot {action}: reading a file to upload failed ({_first_line(exc)}); a file changed "
+            raise BundleError(f"cannot {action}: reading a file to upload failed ({first_line(exc)}); a file changed "
                               f"or disappeared during the push{nothing}, when nothing else writes to the "
                               "folder") from None
         if isinstance(exc, ValueError) and "Invalid metadata in README.md" in str(exc):
@@ -111,7 +105,7 @@ def hub_errors(action: str, repo_id: str, revision: str | None = None, writing: 
         if cause is None:
             raise
         raise HubError(f"cannot {action}: network failure talking to {where} ({type(cause).__name__}: "
-                       f"{_first_line(cause)}){nothing or '; check your connection or HF_ENDPOINT and retry'}"
+                       f"{first_line(cause)}){nothing or '; check your connection or HF_ENDPOINT and retry'}"
                        ) from None
 
 

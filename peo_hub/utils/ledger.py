@@ -167,6 +167,15 @@ class Ledger:
         versions = self._read().files.get(rel)
         return bool(versions) and any(v.matches(self.root / rel) for v in versions)
 
+    def intact(self, path: str | os.PathLike[str]) -> bool:
+        """Whether every file at ``path`` (a file or a folder inside the output) that the ledger
+        lists is still as it was written; True where there is no ledger to tell."""
+        if not self.exists():
+            return True
+        rel = Path(path).absolute().relative_to(self.root.absolute()).as_posix()
+        owned = [key for key in self.owned() if key == rel or key.startswith(rel + "/")]
+        return not self.conflicts(owned)
+
     def interrupted(self) -> bool:
         """Whether the last write into this folder was killed before it finished."""
         return self._read().writing

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from peo_hub.utils.errors import BundleError
+from peo_hub.utils.errors import BundleError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -27,7 +27,7 @@ BIN_INDEX = "pytorch_model.bin.index.json"
 
 
 def _broken(path: Path, what: str, fix: str, exc: BaseException) -> BundleError:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    reason = first_line(exc)
     reason = reason.removeprefix("Error while deserializing header: ")
     return BundleError(f"{what} {path} is truncated or corrupt ({reason}); {fix}")
 
