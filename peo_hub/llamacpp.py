@@ -385,6 +385,19 @@ def fused_state(base: GgufBase, adapters: Sequence["Adapter"], coefficients: Map
     return state
 
 
+def write_point_gguf(base: GgufBase, adapters: Sequence["Adapter"], point: Preference, folder: Path,
+                     dtype: str) -> dict[str, Any]:
+    """One preference fused into one model GGUF, ``point-<label>.gguf`` in ``folder``; what to record of it."""
+    name = f"point-{point.label()}.gguf"
+    state = fused_state(base, adapters, point.coefficients)
+    if not all(bool(torch.isfinite(t).all()) for t in state.values()):
+        raise MergeError(f"the coefficients {point.coefficients} overflow the weights; use smaller ones")
+    write_model_gguf(base, state, folder / name, dtype, f"peo point {point.label()}",
+                     extra={"peo.coefficients": json.dumps(point.coefficients)})
+    return {"model": name, "dtype": dtype, "coefficients": point.coefficients, "weights": point.weights,
+            "alpha": point.alpha, "formula": "base + sum_i coefficients[i] * delta_i, fused"}
+
+
 # --------------------------------------------------------------------------- presets
 
 
@@ -477,14 +490,7 @@ def export_gguf(bundle: Bundle, output: str | os.PathLike[str], base_folder: str
                             "source": {"bundle": bundle.source, "base_model": bundle.base_reference}}
     with atomic_dir(out, owner=OWNER) as tmp:
         if point is not None:
-            name = f"point-{point.label()}.gguf"
-            state = fused_state(base, adapters, point.coefficients)
-            if not all(bool(torch.isfinite(t).all()) for t in state.values()):
-                raise MergeError(f"the coefficients {point.coefficients} overflow the weights; use smaller ones")
-            write_model_gguf(base, state, tmp / name, dtype, f"peo point {point.label()}",
-                             extra={"peo.coefficients": json.dumps(point.coefficients)})
-            meta.update({"model": name, "dtype": dtype, "coefficients": point.coefficients, "weights": point.weights,
-                         "alpha": point.alpha, "formula": "base + sum_i coefficients[i] * delta_i, fused"})
+            meta.update(write_point_gguf(base, adapters, point, tmp, dtype))
             atomic_write_json(tmp / METADATA_NAME, meta)
         else:
             files: dict[str, Any] = {"base": None, "adapters": []}
