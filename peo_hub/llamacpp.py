@@ -167,7 +167,8 @@ def _check_tokenizer(folder: Path) -> str:
     pre = detect_pre_tokenizer(folder)
     if pre is None:
         raise MergeError("the base's BPE pre-tokenizer is not one llama.cpp knows by hash (known: "
-                         f"{', '.join(sorted(set(KNOWN_PRE_TOKENIZERS.values())))}); {fix}")
+                         f"{', '.join(sorted(set(KNOWN_PRE_TOKENIZERS.values())))}) nor GPT-2's plain byte-level "
+                         f"split; {fix}")
     return pre
 
 
