@@ -94,7 +94,13 @@ def _export(args: argparse.Namespace) -> int:
     from peo_hub.bundle.pull import bundle_folder
     from peo_hub.utils.hubio import download_model
     from peo_hub.publish.gguf import check_gguf_output, export_gguf, point_preference
+    from peo_hub.utils.errors import MergeError
 
+    if args.format == "ollama":
+        return _export_ollama(args)
+    if args.all_presets:
+        raise MergeError("--all-presets writes one Ollama model per preset; use it with --format ollama, or give "
+                         "--point PRESET with --format gguf")
     check_gguf_output(args.output)  # before any download or work
     bundle = open_bundle(bundle_folder(args.bundle), source=args.bundle)
     point = point_preference(bundle, args.point, args.alpha) if args.point else None
@@ -107,6 +113,38 @@ def _export(args: argparse.Namespace) -> int:
         print(f"wrote the fused point {point.label()} ({args.dtype}) to {out}")
     else:
         print(f"wrote llama.cpp files to {out}; serve them with the command in {out}/README.md")
+    return 0
+
+
+def _export_ollama(args: argparse.Namespace) -> int:
+    from peo_hub.bundle.manifest import open_bundle
+    from peo_hub.bundle.pull import bundle_folder
+    from peo_hub.publish.gguf import point_preference
+    from peo_hub.publish.ollama import check_ollama_output, export_ollama
+    from peo_hub.utils.errors import MergeError
+    from peo_hub.utils.hubio import download_model
+
+    if args.base == "none":
+        raise MergeError("--format ollama writes the fused model itself; drop --base none")
+    if bool(args.point) == bool(args.all_presets):
+        raise MergeError("--format ollama needs one of --point PRESET|WEIGHTS (one model) or --all-presets "
+                         "(one model per preset of the bundle's front)")
+    check_ollama_output(args.output)  # before any download or work
+    bundle = open_bundle(bundle_folder(args.bundle), source=args.bundle)
+    if args.all_presets:
+        if not bundle.presets:
+            raise MergeError("--all-presets: the bundle has no presets (its front was not evaluated); run "
+                             "`peo-hub evaluate BUNDLE --recipe RECIPE.yaml` first, or give --point WEIGHTS")
+        points = {name: point_preference(bundle, name) for name in bundle.presets}
+    else:
+        point = point_preference(bundle, args.point, args.alpha)
+        points = {args.point if args.point in bundle.presets else point.label(): point}
+    base = bundle.base
+    if not bundle.base_is_local:
+        base = str(download_model(bundle.base, bundle.base_revision)[0])
+    out = export_ollama(bundle, args.output, base, points, dtype=args.dtype, subfolders=bool(args.all_presets))
+    print(f"wrote {len(points)} Ollama model{'s' if len(points) > 1 else ''} to {out}; create "
+          f"{'them' if len(points) > 1 else 'it'} with the commands in {out}/README.md")
     return 0
 
 
@@ -184,17 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
                               "peo-hub (files this command does not write are never touched)")
     merge.set_defaults(func=_merge)
 
-    export = verbs.add_parser("export", help="write a bundle for another runtime (llama.cpp GGUF)")
+    export = verbs.add_parser("export", help="write a bundle for another runtime (llama.cpp GGUF, Ollama)")
     export.add_argument("bundle", help="bundle folder or Hub repo id")
-    export.add_argument("--format", required=True, choices=["gguf"], help="gguf: llama.cpp / llama-server")
+    export.add_argument("--format", required=True, choices=["gguf", "ollama"],
+                        help="gguf: llama.cpp / llama-server; ollama: a fused GGUF and a Modelfile per point")
     export.add_argument("--output", "-o", required=True, help="output folder")
     export.add_argument("--dtype", choices=["f32", "f16"], default="f32",
                         help="base (or point) weights: f32 reproduces transformers exactly, f16 is half the size")
     export.add_argument("--base", choices=["write", "none"], default="write",
                         help="none: adapters only, for a base GGUF you already have (same weights)")
     export.add_argument("--point", metavar="PRESET|WEIGHTS",
-                        help="write one fused point as a model GGUF: a preset name or e.g. helpful=0.7,harmless=0.3")
+                        help="write one fused point as a model GGUF (with --format ollama: and its Modelfile): a preset name "
+                             "or e.g. helpful=0.7,harmless=0.3")
     export.add_argument("--alpha", type=float, default=0.0, help="with --point WEIGHTS: extrapolation")
+    export.add_argument("--all-presets", action="store_true",
+                        help="--format ollama: one sub-folder (GGUF + Modelfile) per preset of the bundle's front")
     export.add_argument("--overwrite", action="store_true",
                           help="replace files of an earlier output even where they were edited or not written by "
                                "peo-hub (files this command does not write are never touched)")

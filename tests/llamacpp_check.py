@@ -33,6 +33,17 @@ def random_adapter(base: Path, out: Path, seed: int, relative: float = 0.1, save
     model.save_pretrained(str(out), save_embedding_layers=save_embedding_layers)
 
 
+def llamacpp_order(rows: np.ndarray, heads: int) -> np.ndarray:
+    """Rows in llama.cpp's Q/K order, by index arithmetic: head h's row i·d/2 + j goes to 2j + i."""
+    d = rows.shape[0] // heads
+    out = np.empty_like(rows)
+    for h in range(heads):
+        for i in range(2):
+            for j in range(d // 2):
+                out[h * d + 2 * j + i] = rows[h * d + i * d // 2 + j]
+    return out
+
+
 class LlamaCpp:
     """llama-cpp-python with several LoRA adapters at their own scales (F32 KV cache by default: tight logits)."""
 

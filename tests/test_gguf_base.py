@@ -1,4 +1,4 @@
-"""GGUF files as ``base_model`` (peo_hub.data.gguf): located, converted once, exact, recorded.
+"""GGUF files as ``base_model`` (peo_hub.data.load.gguf): located, converted once, exact, recorded.
 
 The GGUF file is written here from the truncated SmolLM2 (two real layers, the real
 tokenizer and chat template) in F32 by peo-hub's own llama.cpp writer, so converting it back

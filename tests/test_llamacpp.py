@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from fakes import folder_digest, make_fake_bundle
-from llamacpp_check import LlamaCpp, random_adapter, transformers_greedy
+from llamacpp_check import LlamaCpp, llamacpp_order, random_adapter, transformers_greedy
 from peo_hub.cli import main
 from reference import _one_line_error, module_alpha
 from smollm2 import truncated_smollm2
@@ -76,17 +76,6 @@ def _tensors(path: Path) -> dict[str, np.ndarray]:
 
 def _field(path: Path, key: str) -> Any:
     return gguf.GGUFReader(str(path)).fields[key].contents()
-
-
-def llamacpp_order(rows: np.ndarray, heads: int) -> np.ndarray:
-    """Rows in llama.cpp's Q/K order, by index arithmetic: head h's row i·d/2 + j goes to 2j + i."""
-    d = rows.shape[0] // heads
-    out = np.empty_like(rows)
-    for h in range(heads):
-        for i in range(2):
-            for j in range(d // 2):
-                out[h * d + 2 * j + i] = rows[h * d + i * d // 2 + j]
-    return out
 
 
 def _config(bundle: Path) -> dict[str, Any]:
@@ -206,12 +195,15 @@ def test_a_word_level_tokenizer_is_refused_in_one_line(tmp_path, capsys):
 
 
 def test_other_architectures_and_tied_embedding_adapters_are_refused(smol_bundle, tmp_path, capsys):
-    bundle = make_fake_bundle(tmp_path / "qwen")
+    bundle = make_fake_bundle(tmp_path / "neox")
     config = json.loads((bundle / "base" / "config.json").read_text())
-    (bundle / "base" / "config.json").write_text(json.dumps({**config, "model_type": "qwen2"}))
+    (bundle / "base" / "config.json").write_text(json.dumps({**config, "model_type": "gpt_neox"}))
     capsys.readouterr()
     assert main(["export", str(bundle), "--format", "gguf", "--output", str(tmp_path / "o"), "--base", "none"]) == 2
-    _one_line_error(capsys, "Llama-architecture", "'qwen2'")
+    _one_line_error(capsys, "'gpt_neox'", "'gptneox'", "RoPE row order and metadata", "peo-hub merge")
+    (bundle / "base" / "config.json").write_text(json.dumps({**config, "model_type": "no_such_model"}))
+    assert main(["export", str(bundle), "--format", "gguf", "--output", str(tmp_path / "o"), "--base", "none"]) == 2
+    _one_line_error(capsys, "'no_such_model'", "no architecture")
     embed = tmp_path / "embed"
     random_adapter(smol_bundle / "base", embed, seed=5, r=2, lora_alpha=4, target_modules=["embed_tokens"],
                    save_embedding_layers=True)

@@ -12,13 +12,15 @@ scale of adapter i is exactly the PEO coefficient ``cᵢ``::
 
     W x + Σᵢ cᵢ · (sᵢ Bᵢ)(Aᵢ x)  =  (W + Σᵢ cᵢ Δᵢ) x
 
-Files (written with the ``gguf`` package's ``GGUFWriter``; names and layout as llama.cpp's
-converters write them for Llama):
+Files (written with the ``gguf`` package's ``GGUFWriter``; tensor names from
+``gguf.get_tensor_name_map`` for the base's architecture, metadata as llama.cpp's converters
+write it; which architectures and why each needs what: :mod:`peo_hub.publish.gguf_arch`):
 
 * ``lora-<aspect>.gguf``: one adapter per aspect (``general.type = adapter``), F32 tensors
   ``blk.N.attn_q.weight.lora_a`` = A (r, in) and ``.lora_b`` = sB (out, r), B's rows of
-  ``attn_q``/``attn_k`` permuted like the base weights (llama.cpp's RoPE pairs adjacent
-  dimensions, Hugging Face's pairs the two halves of each head);
+  ``attn_q``/``attn_k`` permuted like the base weights where the architecture needs it
+  (Llama's RoPE in llama.cpp pairs adjacent dimensions, Hugging Face's pairs the two halves
+  of each head; Qwen2's pairs them as Hugging Face does, so nothing moves);
 * ``base-f32.gguf`` (or f16): the base model with its tokenizer and chat template;
 * ``peo_llamacpp.json``: the server command and, for every evaluated front point and every
   preset, the ``"lora": [{"id": i, "scale": cᵢ}]`` list a request sends (ids in the order of
@@ -26,9 +28,11 @@ converters write them for Llama):
 * with a point: ``point-<label>.gguf``, one model with ``W + Σ cᵢ Δᵢ`` fused in (float64
   sums, then the chosen dtype).
 
-Bases are Llama-architecture models with a byte-level BPE tokenizer llama.cpp knows
-(SmolLM/SmolLM2, Llama 3, GPT-2 style); anything else is refused in one line before a
-file is written (the toy world's word-level tokenizer, for one).
+Bases are the architectures :data:`peo_hub.publish.gguf_arch.ARCHITECTURES` names (Llama, Mistral,
+Qwen2, Qwen3, Phi-3, Gemma 2) with a byte-level BPE tokenizer llama.cpp knows (SmolLM2,
+Llama 3, Qwen2, GPT-2 style); anything else is refused in one line before a file is written
+(the toy world's word-level tokenizer, for one). The vocabulary's special tokens, merges,
+``add_bos``/``add_eos`` and chat template are read by the ``gguf`` package's ``SpecialVocab``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import torch
 
 from peo_hub.bundle.manifest import Bundle
 from peo_hub.utils.errors import MergeError
+from peo_hub.publish.gguf_arch import CONVERT_FIX, Architecture, _gguf, architecture_of, normalise_config, write_hyperparameters
 from peo_hub.utils.fsutil import atomic_dir, atomic_write_json, atomic_write_text, check_output, read_json
 from peo_hub.family.lora import LoraModule, load_bundle_adapters
 from peo_hub.core.policy import Preference, make_preference, parse_assignments
@@ -53,19 +58,10 @@ from peo_hub.utils.weights import model_weight_files, read_tensors
 if TYPE_CHECKING:
     from peo_hub.family.lora import Adapter
 
-ARCH = "llama"
 METADATA_NAME = "peo_llamacpp.json"
 DTYPES = ("f32", "f16")
 PEFT_CONVERTER_NOTE = ("adapter.lora.alpha is 0 and each module's PEFT scale is folded into lora_b, so the "
                        "per-request scale of adapter i is the PEO coefficient c_i")
-
-# HF module path -> llama.cpp tensor base name (gguf's MODEL_TENSOR names for LLAMA).
-_BLOCK_MAP = {
-    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
-}
-_TOP_MAP = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
 
 # llama.cpp names its BPE pre-tokenizer from a hash of the token ids of a fixed text
 # (convert_hf_to_gguf.py get_vocab_base_pre); the text and hashes below are that table's data.
@@ -88,31 +84,35 @@ KNOWN_PRE_TOKENIZERS = {
 }
 
 
-def _gguf() -> Any:
-    try:
-        import gguf
-    except ImportError:
-        raise MergeError("the GGUF export needs the gguf package; pip install gguf") from None
-    return gguf
-
-
 # --------------------------------------------------------------------------- the base
 
 
 @dataclass
 class GgufBase:
-    """A local Llama model folder, checked for what llama.cpp needs, with its config read."""
+    """A local base model folder, checked for what llama.cpp needs, with its config and architecture read."""
 
     folder: Path
     config: dict[str, Any]
     pre_tokenizer: str | None  # None when only adapters are written (the tokenizer is then not needed)
+    arch: Architecture
+    names: Any = None  # gguf's TensorNameMap for this architecture and block count
+
+    def __post_init__(self) -> None:
+        if self.names is None:
+            self.names = self.arch.tensor_names(int(self.config["num_hidden_layers"]))
 
     @property
     def tied(self) -> bool:
-        return bool(self.config.get("tie_word_embeddings", False))
+        return self.arch.tied_output or bool(self.config.get("tie_word_embeddings", False))
+
+    def tensor_name(self, module: str) -> str | None:
+        """``model.layers.3.self_attn.q_proj`` -> ``blk.3.attn_q`` (llama.cpp's name, without ``.weight``)."""
+        return self.names.get_name(module)
 
     def heads_of(self, module: str) -> int | None:
         """The head count whose Q/K row permutation ``module``'s output rows need, else None."""
+        if not self.arch.permute_qk:
+            return None
         if module.endswith("self_attn.q_proj"):
             return int(self.config["num_attention_heads"])
         if module.endswith("self_attn.k_proj"):
@@ -120,30 +120,31 @@ class GgufBase:
         return None
 
 
-def _llama_config(folder: Path) -> dict[str, Any]:
+def _base_config(folder: Path) -> dict[str, Any]:
     raw = read_json(folder / "config.json", "re-save the base model with save_pretrained")
     if not isinstance(raw, dict):
         raise MergeError(f"{folder / 'config.json'} is not a JSON object; re-save the base model")
-    config = {**raw, **(raw.get("text_config") or {})}
-    if config.get("model_type") != "llama":
-        raise MergeError(f"the GGUF export writes Llama-architecture bases (SmolLM2, Llama 3, ...); this base is "
-                         f"{config.get('model_type')!r}; convert it with llama.cpp's convert_hf_to_gguf.py")
-    config.setdefault("num_key_value_heads", config["num_attention_heads"])
-    config["head_dim"] = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-    rope = {**(config.get("rope_parameters") or {}), **(config.get("rope_scaling") or {})}
-    kind = (rope.get("rope_type") or rope.get("type") or "default").lower()
-    if kind not in ("default", "linear"):
-        raise MergeError(f"the base uses rope scaling {kind!r}, which this export does not write; convert the base "
-                         "with llama.cpp's convert_hf_to_gguf.py and export with --base none")
-    return config
+    return normalise_config(raw)
 
 
 def detect_pre_tokenizer(folder: Path) -> str | None:
-    """llama.cpp's pre-tokenizer name for ``folder/tokenizer.json`` (hash of fixed ids), or None."""
+    """llama.cpp's pre-tokenizer name for ``folder/tokenizer.json``, or None.
+
+    First llama.cpp's own test: the hash of the ids of a fixed text. A tokenizer trained
+    afresh has a vocabulary no table knows; when its pre-tokenizer is GPT-2's own (a plain
+    byte-level split with GPT-2's regex, no prefix space), llama.cpp's ``gpt-2``
+    pre-tokenizer splits text the same way whatever the vocabulary, so that is its name.
+    """
     from tokenizers import Tokenizer
 
     ids = Tokenizer.from_file(str(folder / "tokenizer.json")).encode(_CHKTXT).ids
-    return KNOWN_PRE_TOKENIZERS.get(hashlib.sha256(str(ids).encode()).hexdigest())
+    known = KNOWN_PRE_TOKENIZERS.get(hashlib.sha256(str(ids).encode()).hexdigest())
+    if known is not None:
+        return known
+    pre = read_json(folder / "tokenizer.json", "re-save the tokenizer with save_pretrained").get("pre_tokenizer") or {}
+    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space", False):
+        return "gpt-2"
+    return None
 
 
 def _check_tokenizer(folder: Path) -> str:
@@ -159,32 +160,28 @@ def _check_tokenizer(folder: Path) -> str:
         raise MergeError(f"the base's tokenizer is a {kind or 'unknown'} tokenizer; llama.cpp reads byte-level BPE "
                          "(GPT-2 style, e.g. SmolLM2, Llama 3) from this export, and a word-level vocabulary such as "
                          f"the toy world's has no llama.cpp tokenizer at all; {fix}")
+    if model.get("byte_fallback"):
+        raise MergeError("the base's tokenizer is a SentencePiece-style BPE (byte_fallback: Llama 2, Mistral 7B, "
+                         "Gemma, Phi-3), which llama.cpp reads as its 'llama' vocabulary with scores; this export writes "
+                         f"byte-level BPE vocabularies only; {fix}")
     pre = detect_pre_tokenizer(folder)
     if pre is None:
         raise MergeError("the base's BPE pre-tokenizer is not one llama.cpp knows by hash (known: "
-                         f"{', '.join(sorted(set(KNOWN_PRE_TOKENIZERS.values())))}); {fix}")
+                         f"{', '.join(sorted(set(KNOWN_PRE_TOKENIZERS.values())))}) nor GPT-2's plain byte-level "
+                         f"split; {fix}")
     return pre
 
 
 def gguf_base(folder: str | os.PathLike[str], with_tokenizer: bool = True) -> GgufBase:
     """Check a local base folder for a GGUF export (architecture, rope, tokenizer); one line if not."""
     folder = Path(folder)
-    config = _llama_config(folder)
-    return GgufBase(folder=folder, config=config, pre_tokenizer=_check_tokenizer(folder) if with_tokenizer else None)
+    config = _base_config(folder)
+    arch = architecture_of(config)
+    return GgufBase(folder=folder, config=config, pre_tokenizer=_check_tokenizer(folder) if with_tokenizer else None,
+                    arch=arch)
 
 
 # --------------------------------------------------------------------------- tensors
-
-
-def tensor_name(module: str) -> str | None:
-    """``model.layers.3.self_attn.q_proj`` -> ``blk.3.attn_q`` (llama.cpp's name, without ``.weight``)."""
-    if module in _TOP_MAP:
-        return _TOP_MAP[module]
-    parts = module.split(".")
-    if len(parts) >= 4 and parts[:2] == ["model", "layers"] and parts[2].isdigit():
-        block = _BLOCK_MAP.get(".".join(parts[3:]))
-        return f"blk.{parts[2]}.{block}" if block else None
-    return None
 
 
 def permute_rows(weight: torch.Tensor, heads: int) -> torch.Tensor:
@@ -204,10 +201,11 @@ def _array(tensor: torch.Tensor, dtype: str) -> np.ndarray:
 
 
 def _check_module(adapter: "Adapter", module: str, lora: LoraModule, base: GgufBase) -> str:
-    name = tensor_name(module)
+    name = base.tensor_name(module)
     if name is None:
-        raise MergeError(f"adapter {adapter.name!r} adapts {module}, which llama.cpp cannot adapt (it adapts "
-                         "attention and MLP projections, embeddings and an untied lm_head)")
+        raise MergeError(f"adapter {adapter.name!r} adapts {module}, which has no tensor in llama.cpp's "
+                         f"{base.arch.name} architecture (it adapts attention and MLP projections, embeddings and "
+                         "an untied lm_head)")
     if base.tied and (module == "lm_head" or lora.kind == "embedding"):
         raise MergeError(f"adapter {adapter.name!r} adapts {module} of a base whose embeddings are tied to its "
                          "output layer; llama.cpp would apply it to both (one shared tensor), so it cannot be exported")
@@ -224,7 +222,7 @@ def check_adapters_for_gguf(adapters: Sequence["Adapter"], base: GgufBase) -> No
 def write_adapter_gguf(adapter: "Adapter", base: GgufBase, path: Path) -> dict[str, Any]:
     """One aspect adapter as a llama.cpp LoRA GGUF: PEFT scale folded into B, alpha 0 (see the module docstring)."""
     gguf = _gguf()
-    writer = gguf.GGUFWriter(str(path), ARCH)
+    writer = gguf.GGUFWriter(str(path), base.arch.name)
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, 0.0)
@@ -262,17 +260,14 @@ def _natural(text: str) -> list[Any]:
 # --------------------------------------------------------------------------- tokenizer and model
 
 
-def _token_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.get("content") if isinstance(value, dict) else str(value)
+def special_vocab(folder: Path, size: int | None = None) -> Any:
+    """gguf's reading of a tokenizer's merges, special token ids, ``add_bos``/``add_eos`` and chat template."""
+    return _gguf().SpecialVocab(folder, load_merges=True, n_vocab=size)
 
 
-def _chat_template(folder: Path, tokenizer_config: Mapping[str, Any]) -> str | None:
-    jinja = folder / "chat_template.jinja"  # transformers 5 saves the template beside the config
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    template = tokenizer_config.get("chat_template")
+def chat_template(folder: Path) -> str | None:
+    """The base's default Jinja chat template (a named list's ``default``), as ``SpecialVocab`` finds it."""
+    template = special_vocab(folder).chat_template
     if isinstance(template, list):  # [{"name": "default", "template": ...}, ...]
         named = {d.get("name"): d.get("template") for d in template}
         return named.get("default") or next(iter(named.values()), None)
@@ -280,15 +275,20 @@ def _chat_template(folder: Path, tokenizer_config: Mapping[str, Any]) -> str | N
 
 
 def _add_tokenizer(writer: Any, base: GgufBase) -> None:
-    """Vocabulary, merges, token types, special ids and the chat template, as llama.cpp's converter writes them."""
+    """Vocabulary, merges, token types, special ids and the chat template, as llama.cpp's converter writes them.
+
+    The token list and types are built here, not with gguf's ``BpeVocab``: that class types an
+    added token that is also in the base vocabulary (all of SmolLM2's) as NORMAL, so llama.cpp
+    would split ``<|im_start|>`` into pieces; here an added token is CONTROL when special, else
+    USER_DEFINED, as ``convert_hf_to_gguf.py`` types them. Everything else is ``SpecialVocab``'s.
+    """
     gguf = _gguf()
     folder = base.folder
     data = read_json(folder / "tokenizer.json", "re-save the tokenizer with save_pretrained")
     tokenizer_config: dict[str, Any] = {}
     if (folder / "tokenizer_config.json").is_file():
         tokenizer_config = read_json(folder / "tokenizer_config.json", "re-save the tokenizer with save_pretrained")
-    model = data["model"]
-    vocab: dict[str, int] = dict(model["vocab"])
+    vocab: dict[str, int] = dict(data["model"]["vocab"])
     added = {t["id"]: t for t in data.get("added_tokens", [])}
     for token_id, token in added.items():
         vocab[token["content"]] = token_id
@@ -309,33 +309,21 @@ def _add_tokenizer(writer: Any, base: GgufBase) -> None:
             types.append(gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED)
         else:
             types.append(gguf.TokenType.NORMAL)
+    specials = special_vocab(folder, size)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(base.pre_tokenizer)
     writer.add_token_list(tokens)
     writer.add_token_types([int(t) for t in types])
-    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])])
-    ids: dict[str, int] = {}
-    for role in ("bos", "eos", "unk", "pad"):
-        text = _token_text(tokenizer_config.get(f"{role}_token"))
-        token_id = vocab.get(text) if text is not None else None
-        if token_id is None and isinstance(base.config.get(f"{role}_token_id"), int):
-            token_id = base.config[f"{role}_token_id"]
-        if token_id is not None:
-            ids[role] = int(token_id)
-            getattr(writer, f"add_{role}_token_id")(int(token_id))
-    add_bos = tokenizer_config.get("add_bos_token")
-    if add_bos is None:  # Llama-3 style: the post-processor template prepends BOS
-        single = (data.get("post_processor") or {}).get("single") or []
-        first = single[0].get("SpecialToken") if single and isinstance(single[0], dict) else None
-        add_bos = bool(first) and "bos" in ids and vocab.get(first.get("id")) == ids["bos"]
-    # Written explicitly: llama.cpp's default per pre-tokenizer is often true.
-    writer.add_add_bos_token(bool(add_bos))
-    writer.add_add_eos_token(bool(tokenizer_config.get("add_eos_token", False)))
+    writer.add_token_merges(specials.merges)
+    for role, token_id in specials.special_token_ids.items():
+        getattr(writer, f"add_{role}_token_id")(int(token_id))
+    # Written explicitly, false unless the tokenizer says so: llama.cpp's default per pre-tokenizer is often true.
+    writer.add_add_bos_token(bool(specials.add_special_token.get("bos", False)))
+    writer.add_add_eos_token(bool(specials.add_special_token.get("eos", False)))
     if tokenizer_config.get("add_prefix_space") is not None:
         writer.add_add_space_prefix(bool(tokenizer_config["add_prefix_space"]))
-    template = _chat_template(folder, tokenizer_config)
-    if template:
-        writer.add_chat_template(template)
+    if specials.chat_template:
+        writer.add_chat_template(specials.chat_template)
 
 
 def base_state(base: GgufBase) -> dict[str, torch.Tensor]:
@@ -351,29 +339,12 @@ def base_state(base: GgufBase) -> dict[str, torch.Tensor]:
 
 def write_model_gguf(base: GgufBase, state: Mapping[str, torch.Tensor], path: Path, dtype: str, name: str,
                      extra: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """A Llama model GGUF (2-D weights in ``dtype``, norms in F32, Q/K rows permuted, tokenizer included)."""
+    """A model GGUF (2-D weights in ``dtype``, norms in F32, Q/K rows as the architecture needs, tokenizer included)."""
     gguf = _gguf()
-    config = base.config
-    rope = {**(config.get("rope_parameters") or {}), **(config.get("rope_scaling") or {})}
-    writer = gguf.GGUFWriter(str(path), ARCH)
+    writer = gguf.GGUFWriter(str(path), base.arch.name)
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(name)
-    writer.add_block_count(config["num_hidden_layers"])
-    writer.add_context_length(config.get("max_position_embeddings", 2048))
-    writer.add_embedding_length(config["hidden_size"])
-    writer.add_feed_forward_length(config["intermediate_size"])
-    writer.add_head_count(config["num_attention_heads"])
-    writer.add_head_count_kv(config["num_key_value_heads"])
-    writer.add_rope_freq_base(float(config.get("rope_theta", rope.get("rope_theta", 10000.0))))
-    writer.add_layer_norm_rms_eps(config.get("rms_norm_eps", 1e-6))
-    writer.add_vocab_size(config["vocab_size"])
-    writer.add_rope_dimension_count(config["head_dim"])
-    if config["head_dim"] != config["hidden_size"] // config["num_attention_heads"]:
-        writer.add_key_length(config["head_dim"])
-        writer.add_value_length(config["head_dim"])
-    if (rope.get("rope_type") or rope.get("type") or "default").lower() == "linear":
-        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        writer.add_rope_scaling_factor(float(rope["factor"]))
+    write_hyperparameters(writer, base.arch, base.config)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     for key, value in (extra or {}).items():
@@ -384,14 +355,16 @@ def write_model_gguf(base: GgufBase, state: Mapping[str, torch.Tensor], path: Pa
         module, _, leaf = key.rpartition(".")
         if key.endswith("rotary_emb.inv_freq") or (module == "lm_head" and base.tied):
             continue  # llama.cpp computes RoPE itself; a tied output layer is token_embd
-        name = tensor_name(module)
+        name = base.tensor_name(module)
         if name is None or leaf not in ("weight", "bias"):
-            raise MergeError(f"the base holds {key}, which has no llama.cpp tensor; convert it with llama.cpp's "
-                             "convert_hf_to_gguf.py")
+            raise MergeError(f"the base holds {key}, which has no tensor in llama.cpp's {base.arch.name} "
+                             f"architecture; {CONVERT_FIX}")
         tensor = state[key]
         heads = base.heads_of(module)
         if heads is not None:
             tensor = permute_rows(tensor, heads)
+        if base.arch.norm_shift and key.endswith("norm.weight"):
+            tensor = tensor.double() + base.arch.norm_shift
         writer.add_tensor(f"{name}.{leaf}", _array(tensor, "f32" if tensor.dim() == 1 else dtype))
         count += 1
     _finish(writer)
@@ -411,6 +384,19 @@ def fused_state(base: GgufBase, adapters: Sequence["Adapter"], coefficients: Map
             delta = lora.scale * (lora.B.double() @ lora.A.double())
             state[key] = (state[key].double() + c * (delta.T if lora.kind == "embedding" else delta)).float()
     return state
+
+
+def write_point_gguf(base: GgufBase, adapters: Sequence["Adapter"], point: Preference, folder: Path,
+                     dtype: str) -> dict[str, Any]:
+    """One preference fused into one model GGUF, ``point-<label>.gguf`` in ``folder``; what to record of it."""
+    name = f"point-{point.label()}.gguf"
+    state = fused_state(base, adapters, point.coefficients)
+    if not all(bool(torch.isfinite(t).all()) for t in state.values()):
+        raise MergeError(f"the coefficients {point.coefficients} overflow the weights; use smaller ones")
+    write_model_gguf(base, state, folder / name, dtype, f"peo point {point.label()}",
+                     extra={"peo.coefficients": json.dumps(point.coefficients)})
+    return {"model": name, "dtype": dtype, "coefficients": point.coefficients, "weights": point.weights,
+            "alpha": point.alpha, "formula": "base + sum_i coefficients[i] * delta_i, fused"}
 
 
 # --------------------------------------------------------------------------- presets
@@ -505,14 +491,7 @@ def export_gguf(bundle: Bundle, output: str | os.PathLike[str], base_folder: str
                             "source": {"bundle": bundle.source, "base_model": bundle.base_reference}}
     with atomic_dir(out, owner=OWNER) as tmp:
         if point is not None:
-            name = f"point-{point.label()}.gguf"
-            state = fused_state(base, adapters, point.coefficients)
-            if not all(bool(torch.isfinite(t).all()) for t in state.values()):
-                raise MergeError(f"the coefficients {point.coefficients} overflow the weights; use smaller ones")
-            write_model_gguf(base, state, tmp / name, dtype, f"peo point {point.label()}",
-                             extra={"peo.coefficients": json.dumps(point.coefficients)})
-            meta.update({"model": name, "dtype": dtype, "coefficients": point.coefficients, "weights": point.weights,
-                         "alpha": point.alpha, "formula": "base + sum_i coefficients[i] * delta_i, fused"})
+            meta.update(write_point_gguf(base, adapters, point, tmp, dtype))
             atomic_write_json(tmp / METADATA_NAME, meta)
         else:
             files: dict[str, Any] = {"base": None, "adapters": []}
