@@ -1,7 +1,7 @@
 """Write the README's recipe reference from the recipe schema, so the two cannot drift apart.
 
     python docs/recipe_reference.py           # rewrite the section in README.md
-    python docs/recipe_reference.py --check   # exit 1 when README.md differs (tests/test_docs.py)
+    python docs/recipe_reference.py --check   # exit 1 when README.md differs (tests/house/test_docs.py)
 
 The section lives between the two markers below. Every table row is a pydantic field of
 peo_hub.recipe.schema / peo_hub.judges.registry / peo_hub.data.load: its name, its default and its description;

@@ -1,4 +1,8 @@
-"""Shared pytest set-up: offline by default, small thread counts, the tests folder on sys.path."""
+"""Shared pytest set-up: offline by default, small thread counts, tests/support on sys.path.
+
+Tests mirror the package (tests/<stage>/test_<module>.py); end-to-end runs are in tests/e2e,
+checks of the house itself (layers, docs) in tests/house, shared helpers and data in tests/support.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +18,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "support"))
 
-# The loopback Hub (`hub_server`, `hub` fixtures): see tests/hub_fixture.py.
+# The loopback Hub (`hub_server`, `hub` fixtures): see tests/support/hub_fixture.py.
 pytest_plugins = ["hub_fixture"]
 
 
@@ -58,7 +62,7 @@ def served(toy_bundle: Path):
 
 
 # Two tokenizers for rendering tests: the toy world's word-level one (its own template) and a
-# small BPE one trained here with Qwen2.5's ChatML template (tests/realdata.py).
+# small BPE one trained here with Qwen2.5's ChatML template (tests/support/realdata.py).
 
 
 @pytest.fixture

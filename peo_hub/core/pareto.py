@@ -74,7 +74,7 @@ def hypervolume(points: Any, reference: Sequence[float]) -> float:
     Maximisation: the region is the union of the boxes ``[reference, p]``. A point that is not
     strictly better than the reference on some axis adds nothing (its box is flat or empty;
     it never adds negative volume). Computed exactly by moocore (no sampling; O(n log n) for
-    2-3 aspects); ``tests/test_pareto.py`` checks it against an independent exact slicing
+    2-3 aspects); ``tests/core/test_pareto.py`` checks it against an independent exact slicing
     implementation and two brute-force references.
 
     Why hypervolume: it is the one standard scalar that rewards a front for being both

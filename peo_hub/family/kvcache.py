@@ -7,8 +7,8 @@ torch op time). A :class:`ReservedLayer` holds its keys and values in buffers wi
 the next few tokens and writes each new token into them; when rows are dropped, the kept ones
 are gathered into new buffers, as ``DynamicLayer`` does, with room again. ``keys`` and
 ``values`` are views of the filled part, so the attention reads exactly the numbers it read
-before, in the same order (``tests/test_engines.py`` compares the tokens with transformers'
-own ``generate``; ``tests/test_kvcache.py`` the cached tensors with ``DynamicLayer``'s).
+before, in the same order (``tests/family/test_engines.py`` compares the tokens with transformers'
+own ``generate``; ``tests/family/test_kvcache.py`` the cached tensors with ``DynamicLayer``'s).
 
 It stays a ``DynamicLayer`` (``generate`` and the masks treat it as one); past its room it
 grows like one, by a copy, with room again.

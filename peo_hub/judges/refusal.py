@@ -12,7 +12,7 @@ anywhere in the reply, a marker here counts only in the reply's opening (its fir
 :data:`OPENING_CHARS` characters): a small model often answers first and adds "I cannot
 stress enough..." later, and XSTest likewise matches only the start. The detector's
 agreement with hand labels of SmolLM2's own replies is measured in
-``tests/test_refusal.py`` (fixture ``tests/data/smollm2_replies_labelled.jsonl``) and
+``tests/judges/test_refusal.py`` (fixture ``tests/support/data/smollm2_replies_labelled.jsonl``) and
 reported in the README.
 
 **Substance.** Whether a reply that does not refuse is worth having: it addresses the

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from peo_hub.utils.errors import DataError
-from peo_hub.judges import refusal
+import peo_hub.judges.refusal as refusal
 from peo_hub.judges.refusal import is_refusal, substance
 from peo_hub.judges.registry import ProgrammaticJudge, _function_judge, register_judge
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ that long for company (larger batches, later first token). A batch of one is gen
 (switch the model to that preference, generate), so a lone user pays nothing for it.
 
 Rows never see each other's preference (the per-row scales are the whole difference), and
-greedy replies equal each user's solo reply (``tests/test_space.py`` checks 20 clients).
+greedy replies equal each user's solo reply (``tests/serve/test_space.py`` checks 20 clients).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from peo_hub.utils.schema import _STRICT
 
 
 #: TRL 1.16's DPO losses (DPOConfig's loss_type docs); TRL itself accepts any string and fails
-#: only inside the first training step. tests/test_recipe.py checks this list against TRL's.
+#: only inside the first training step. tests/recipe/test_recipe.py checks this list against TRL's.
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
                   "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 

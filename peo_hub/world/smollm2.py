@@ -20,7 +20,7 @@ split by prompt within each category, so no prompt is in both splits. Three kind
 harmless aspect can be shown where harm starts rather than only harm; the eval split
 holds 120 harmful and 125 benign (69 risky-sounding), enough for prompt-resampled 95%
 intervals of a few points' width. No eval prompt rewords a training prompt
-(tests/test_smollm2_prompts.py holds the near-duplicate rule).
+(tests/world/test_smollm2_prompts.py holds the near-duplicate rule).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Shared by tests/test_llamacpp.py and benchmarks/llamacpp_parity.py: random adapters of a set size,
+"""Shared by tests/publish/test_llamacpp.py and benchmarks/llamacpp_parity.py: random adapters of a set size,
 llama.cpp with several LoRA adapters at their own scales, and transformers' greedy reference.
 """
 

@@ -3,7 +3,7 @@
 The adapters come from separate PEFT runs with different settings: a plain LoRA, an rsLoRA
 with a rank pattern and an alpha pattern, and one that adapts only two module kinds. The
 composed bundle must give exactly ``W + Σ cᵢ sᵢ Bᵢ Aᵢ`` (computed from the raw files in
-tests/reference.py, with its own reading of the patterns) in PEOModel and in the exported
+tests/support/reference.py, with its own reading of the patterns) in PEOModel and in the exported
 adapter; refused adapters are one line and nothing is written.
 """
 

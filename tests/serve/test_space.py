@@ -23,13 +23,13 @@ import pytest
 
 from peo_hub.world.toy import eval_prompts, harmless_score, helpful_score, task_of
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docs"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "docs"))
 from space_screenshot import chromium_available, chromium_driver  # noqa: E402  (the README's pictures)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "spaces" / "peo-demo" / "app.py"
 # The README's picture (docs/space.png) is only rewritten on request: a test run must not
-# change a committed file. PEO_HUB_UPDATE_DOCS=1 pytest -m browser tests/test_space.py refreshes it.
+# change a committed file. PEO_HUB_UPDATE_DOCS=1 pytest -m browser tests/serve/test_space.py refreshes it.
 DOCS_SCREENSHOT = REPO / "docs" / "space.png"
 
 # Held-out risky prompts (templates never seen in training), one per task, four tasks.

@@ -13,7 +13,7 @@ from peo_hub.recipe.schema import AspectSpec, HubSpec, Recipe
 from peo_hub.train.config import DPOSpec, LoraSpec, TrainSpec
 from peo_hub.evaluate.config import EvaluateSpec, SweepSpec
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 MODELS = [Recipe, AspectSpec, JudgeSpec, TrainSpec, LoraSpec, DPOSpec, SweepSpec, EvaluateSpec, HubSpec, DatasetSpec]
 
 
@@ -28,7 +28,7 @@ def test_recipe_reference_is_generated_from_the_schema() -> None:
     import subprocess
     import sys
 
-    script = Path(__file__).resolve().parent.parent / "docs" / "recipe_reference.py"
+    script = Path(__file__).resolve().parents[2] / "docs" / "recipe_reference.py"
     result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 

@@ -21,7 +21,7 @@ from peo_hub.utils.errors import RecipeError
 from peo_hub.recipe.load import load_recipe
 from peo_hub.recipe.folder import RunFolder
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _tiny_recipe(tmp_path: Path, steps: int) -> Path:

@@ -1,7 +1,7 @@
 """peo_hub.data.formats: the format registry, and the parts of a format that stand alone (HH-RLHF splitting).
 
 Each format's reading of real rows, from files and Hub layouts, is tested through the loader
-in tests/test_data.py.
+in tests/data/test_load.py.
 """
 
 from __future__ import annotations

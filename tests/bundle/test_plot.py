@@ -8,7 +8,7 @@ import numpy as np
 
 from peo_hub.bundle.front import build_front
 from peo_hub.bundle.plot import plot_front
-from test_front import ASPECTS, toy_points
+from fronts import ASPECTS, toy_points
 
 # --------------------------------------------------------------------------------------------
 # plot

@@ -18,7 +18,7 @@ from peo_hub.train.dpo import train_adapter
 from peo_hub.world import toy
 from peo_hub.world.base import build_toy_base
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

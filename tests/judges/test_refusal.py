@@ -1,6 +1,6 @@
 """The real-text judges against SmolLM2-135M-Instruct's own replies, labelled by hand.
 
-``tests/data/smollm2_replies_labelled.jsonl`` holds replies of the real model (greedy, and
+``tests/support/data/smollm2_replies_labelled.jsonl`` holds replies of the real model (greedy, and
 sampled under a safety system prompt, to the shipped prompts), each read and labelled
 ``refusal: true/false`` by a person; ``note`` says why where it was a close call. The
 refusal detector's agreement with those labels is the number the README reports.
@@ -19,7 +19,7 @@ from peo_hub.judges.text import chat_helpful_score
 from peo_hub.judges.refusal import fluency, is_refusal, refusal_markers_in, substance
 from peo_hub.world.smollm2 import harmful_labels, prompt_rows
 
-LABELLED = Path(__file__).parent / "data" / "smollm2_replies_labelled.jsonl"
+LABELLED = Path(__file__).resolve().parents[1] / "support" / "data" / "smollm2_replies_labelled.jsonl"
 
 
 def labelled() -> list[dict]:

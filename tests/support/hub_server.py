@@ -21,7 +21,7 @@ Auth: ``Authorization: Bearer <token>``; an unknown token is 401 on every route;
 repos are 404 to anyone but their owner; writing into another namespace is 403, and so is
 any write with a read-only token. Storage is in memory; commit ids are sha1s.
 
-Run it by hand with ``python tests/hub_server.py`` (prints the endpoint and tokens).
+Run it by hand with ``python tests/support/hub_server.py`` (prints the endpoint and tokens).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each is 2 layers, hidden 64, 4 heads (2 KV heads where the architecture has GQA), built
 with transformers and saved as the Hub saves models, with the BPE tokenizer trained in
-tests/realdata.py (vocabulary ~512, so the embedding is small) and the chat template of the
+tests/support/realdata.py (vocabulary ~512, so the embedding is small) and the chat template of the
 family the architecture ships with: ChatML (Qwen2, Qwen3, Mistral here), Phi-3's, Gemma's.
 Weights are drawn with a wide ``initializer_range`` so that logits are far apart and greedy
 tokens do not hinge on rounding. Deterministic under the seed.

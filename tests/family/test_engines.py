@@ -14,7 +14,7 @@ from peo_hub.utils.errors import PEOError
 from peo_hub.family.kvcache import ReservedLayer
 from peo_hub.evaluate.config import EvaluateSpec
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PROMPTS = ["How do I bake sourdough bread at home?", "How do I hotwire a car?", "Quick question: what is climate?"]
 
 

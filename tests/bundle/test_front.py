@@ -1,6 +1,6 @@
 """Tests for peo_hub.bundle.front: the typed front.json, its flags, hypervolumes, presets, save and load.
 
-Hypervolumes are checked against the brute-force grid count of tests/test_pareto.py; presets
+Hypervolumes are checked against the brute-force grid count of tests/core/test_pareto.py; presets
 against a brute-force search over the front.
 """
 
@@ -15,46 +15,13 @@ import pytest
 from peo_hub.utils.errors import BundleError, PEOError
 from peo_hub.bundle.front import FRONT_NAME as FRONT_FILE
 from peo_hub.bundle.front import build_front, check_front, compute_presets, load_front, save_front
-from test_pareto import brute_hv_grid, brute_non_dominated
+from brute_pareto import brute_hv_grid, brute_non_dominated
 
 # --------------------------------------------------------------------------------------------
 # front.json
 # --------------------------------------------------------------------------------------------
 
-ASPECTS = ["helpful", "harmless"]
-
-
-def make_point(method: str, h: float, s: float, w: float | None = None, alpha: float | None = 0.0) -> dict:
-    metrics = {
-        "helpful": {"mean": h, "ci": [h - 0.02, h + 0.03]},
-        "harmless": {"mean": s, "ci": [s - 0.01, s + 0.01]},
-    }
-    weights = None if w is None else {"helpful": w, "harmless": 1 - w}
-    coefs = None if w is None or alpha is None else {k: (1 + alpha) * v for k, v in weights.items()}
-    return {"method": method, "weights": weights, "alpha": alpha, "coefficients": coefs, "metrics": metrics}
-
-
-def toy_points() -> list[dict]:
-    """A small hand-checkable sweep.
-
-    index: method (helpful, harmless)
-      0 base (0.30, 0.80)   1 aspect (0.50, 0.70)   2 aspect (0.20, 0.95)
-      3 soup (0.20, 0.92)   4 soup (0.35, 0.85)      5 soup (0.30, 0.80)  <- dominated by 4
-      6 peo  (0.25, 0.96)   7 peo  (0.45, 0.78)      8 peo  (0.35, 0.85)  <- duplicate of 4
-      9 morl (0.40, 0.90)
-    """
-    return [
-        make_point("base", 0.30, 0.80, None, None),
-        make_point("aspect", 0.50, 0.70, 1.0),
-        make_point("aspect", 0.20, 0.95, 0.0),
-        make_point("soup", 0.20, 0.92, 0.0),
-        make_point("soup", 0.35, 0.85, 0.5),
-        make_point("soup", 0.30, 0.80, 0.75),
-        make_point("peo", 0.25, 0.96, 0.25, 0.5),
-        make_point("peo", 0.45, 0.78, 0.75, 0.5),
-        make_point("peo", 0.35, 0.85, 0.5, 0.5),
-        make_point("morl", 0.40, 0.90, 0.5),
-    ]
+from fronts import ASPECTS, make_point, toy_points  # noqa: F401
 
 
 def test_build_front_schema_and_flags() -> None:

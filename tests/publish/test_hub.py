@@ -1,4 +1,4 @@
-"""Publishing against the loopback Hub (tests/hub_server.py): real client, real HTTP, real cache.
+"""Publishing against the loopback Hub (tests/support/hub_server.py): real client, real HTTP, real cache.
 
 The end-to-end check pushes with the CLI, then loads everything back in a *fresh process*
 with an empty cache (as a user on another machine would) and compares logits with the

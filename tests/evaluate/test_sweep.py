@@ -13,7 +13,7 @@ from hub_fixture import HubEnv
 from peo_hub.recipe.schema import parse_recipe
 from peo_hub.evaluate.sweep import family_points
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _recipe(**sweep) -> dict:

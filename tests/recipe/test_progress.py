@@ -11,7 +11,7 @@ import yaml
 from peo_hub.bundle.manifest import RUN_LOG
 from peo_hub.recipe.pipeline import run_recipe
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

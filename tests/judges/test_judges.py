@@ -222,7 +222,7 @@ def test_judge_fields_are_validated(judge: dict, message: str) -> None:
 def test_shipped_pku_recipe_maps_beaver_heads() -> None:
     from peo_hub.recipe.load import load_recipe
 
-    recipe = load_recipe(Path(__file__).resolve().parent.parent / "recipes" / "pku-saferlhf-qwen2.5-0.5b.yaml")
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "pku-saferlhf-qwen2.5-0.5b.yaml")
     for aspect in ("helpful", "harmless"):
         judge = recipe.aspects[aspect].judge
         assert judge.key_mapping == {"^score_head": "score"} and judge.template == BEAVER_TEMPLATE

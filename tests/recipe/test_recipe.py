@@ -14,7 +14,7 @@ from peo_hub.utils.errors import RecipeError
 from peo_hub.recipe.load import load_recipe
 from peo_hub.recipe.schema import parse_recipe
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted((REPO / "recipes").glob("*.yaml")) + [REPO / "tests" / "recipes" / "toy-ci.yaml"]
 
 

@@ -2,7 +2,7 @@
 
 Runs only with ``HF_TOKEN`` (a write token) and ``PEO_HUB_REAL_HUB=1``::
 
-    PEO_HUB_REAL_HUB=1 HF_TOKEN=hf_... pytest -m realhub tests/test_realhub.py
+    PEO_HUB_REAL_HUB=1 HF_TOKEN=hf_... pytest -m realhub tests/e2e/test_realhub.py
 
 It pushes a tiny random bundle to a *private* temporary repo in the token's namespace,
 checks it is invisible anonymously, loads each adapter back with PEFT in the same child

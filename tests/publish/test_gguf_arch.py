@@ -1,6 +1,6 @@
 """``peo-hub export --format gguf`` beyond Llama: Qwen2, Qwen3, Mistral, Phi-3 and Gemma 2 (peo_hub.publish.gguf_arch).
 
-Each architecture is a tiny random-weight model built here with transformers (tests/archmodels.py)
+Each architecture is a tiny random-weight model built here with transformers (tests/support/archmodels.py)
 with two PEFT adapters (a plain LoRA and an rsLoRA on fewer modules), composed into a bundle
 and exported. The GGUF files are read back with ``gguf.GGUFReader`` and compared with what
 this file expects by its own tables: llama.cpp's tensor name of every Hugging Face weight,

@@ -1,7 +1,7 @@
 """Real-data recipes end to end, offline: Hub-shaped data and models from local folders through ``run_recipe``.
 
 What the two shipped real-data recipes do with Qwen2.5-0.5B-Instruct and the Beaver judges,
-done here with stand-ins of the same shapes (tests/realdata.py): a PKU-SafeRLHF parquet
+done here with stand-ins of the same shapes (tests/support/realdata.py): a PKU-SafeRLHF parquet
 read twice with ``label: better`` / ``label: safer``, HH-RLHF's ``helpful-base`` /
 ``harmless-base`` folders as ``data_dir`` of a local copy of the repo layout, a Qwen2 base
 WITH a ChatML chat template and a GPT-2 base without one, and reward-model judges (one a

@@ -27,7 +27,7 @@ import pytest
 
 from hub_server import ALICE_READ_TOKEN, ALICE_TOKEN, BOB_TOKEN, HubServer
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
