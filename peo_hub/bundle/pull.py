@@ -1,13 +1,20 @@
-"""TODO docstring (bundle.pull, from hub.py)."""
+"""A bundle or an adapter from the Hub as a local folder: what ``PEOModel.from_pretrained("user/repo")``,
+``merge``, ``export``, ``compose`` and the Space read.
+
+A bundle is a Hub repo holding ``peo_config.json`` (see :mod:`peo_hub.bundle.manifest`);
+:func:`bundle_folder` accepts either a local folder or a repo id, so every verb takes both.
+Downloads go to the HF cache and work offline once cached.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from peo_hub.bundle.manifest import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST_NAME)
+
+from peo_hub.bundle.manifest import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST_NAME
 from peo_hub.utils.errors import BundleError
-from peo_hub.utils.ids import HubRef, kind_of
 from peo_hub.utils.hubio import _commit_of, hub_errors
+from peo_hub.utils.ids import HubRef, kind_of
 
 
 def download_bundle(repo_id: str, revision: str | None = None, token: str | None = None) -> Path:

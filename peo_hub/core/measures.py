@@ -19,16 +19,16 @@ tokenizer and judge): see :class:`GuardThresholds`. Flagged points stay in ``fro
 (and in the plot, drawn with a cross) but no preset ever picks one, and the alpha search
 treats them as worse than any unflagged point.
 
-This module is pure Python/numpy apart from :class:`BaseLogprob`, which imports torch only
-when it is built.
+This module is pure Python/numpy; ``base_logprob`` itself is computed by
+:class:`peo_hub.evaluate.logprob.BaseLogprob`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-
 
 #: Per-reply measures the sweep records for every point (names are front.json keys).
 MEASURES: tuple[str, ...] = ("base_logprob", "distinct_2", "length")

@@ -1,17 +1,25 @@
-"""TODO docstring (data.config, from data.py)."""
+"""The recipe's ``dataset:`` section: where preference pairs or prompts come from, and how to read them.
+
+:class:`DatasetSpec` names a source (a Hub dataset, a local file or folder, or ``embedded:``
+data shipped with peo-hub), a format (:data:`peo_hub.data.formats.FORMATS`), a split and a
+sample size; :class:`GenerateSpec` asks for pairs sampled from the base model itself and
+labelled by the aspect's judge. Validation asks the formats what they accept, so a wrong
+column or label is refused when the recipe is read, not when the data is.
+"""
 
 from __future__ import annotations
 
 import difflib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
+
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from peo_hub.utils.errors import DataError, validation_message
+
 from peo_hub.data.formats import FORMATS, Purpose
+from peo_hub.utils.errors import DataError, validation_message
 from peo_hub.utils.ids import looks_local
-if TYPE_CHECKING:
-    pass
+
 __all__ = ["DatasetSpec", "GenerateSpec", "parse_dataset_spec"]
 
 logger = logging.getLogger(__name__)

@@ -30,11 +30,20 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
 from peo_hub.data.chat import _short, has_chat_template, render_prompt
-from peo_hub.utils.errors import DataError, first_line
+from peo_hub.data.config import (
+    EMBEDDED_PREFIX,
+    SMOLLM2_PROMPTS,
+    DatasetSpec,
+    _split_name,
+    file_builder,
+    parse_dataset_spec,
+)
 from peo_hub.data.formats import FORMATS, Purpose, Rows
+from peo_hub.utils.errors import DataError, first_line
 from peo_hub.utils.ids import is_repo_id
-from peo_hub.data.config import DatasetSpec, EMBEDDED_PREFIX, SMOLLM2_PROMPTS, _split_name, file_builder, parse_dataset_spec
+
 if TYPE_CHECKING:
     from datasets import Dataset
 __all__ = ["PreferenceData", "load_preference_data", "load_preference_dataset", "load_prompts", "load_rows",

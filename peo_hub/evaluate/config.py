@@ -1,20 +1,27 @@
-"""TODO docstring (evaluate.config, from recipe.py)."""
+"""The recipe's ``sweep:`` and ``evaluate:`` sections: which points of the family are evaluated, and how.
+
+``sweep`` is the grid (weight vectors x alphas), the baselines and the optional alpha
+search; ``evaluate`` is the prompts, the sampling, the batching, the engine, the bootstrap,
+the selection/confirmation split and the degeneration guard's thresholds.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
+
 from pydantic import BaseModel, Field, field_validator
-from peo_hub.data.config import DatasetSpec
-from peo_hub.family.engines import ENGINES
+
 from peo_hub.core.measures import GuardThresholds
 from peo_hub.core.policy import MAX_COEFFICIENT
-from peo_hub.utils.schema import _STRICT
+from peo_hub.data.config import DatasetSpec
+from peo_hub.family.engines import ENGINES
+from peo_hub.utils.schema import STRICT
 
 
 class AlphaSearchSpec(BaseModel):
     """Phase 3 as an optimisation: per weight vector, a bounded search over alpha (see peo_hub.evaluate.search)."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
     bounds: tuple[float, float] = Field(default=(0.0, 2.0),
                                         description="the alpha interval searched, [low, high] with -1 <= low < high")
@@ -36,7 +43,7 @@ class AlphaSearchSpec(BaseModel):
 class SweepSpec(BaseModel):
     """Phases 2-3: the grid of (weights, alpha) points evaluated into the front."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
     weights: int = Field(default=5, ge=2, le=10_001,
                          description="simplex lattice points per aspect axis (5 -> 0, .25, .5, .75, 1)")
@@ -73,7 +80,7 @@ class SweepSpec(BaseModel):
 class EvaluateSpec(BaseModel):
     """How each point of the sweep is scored."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
     prompts: DatasetSpec | list[str] = Field(description="held-out prompts: a dataset spec or a list of strings")
     samples: int = Field(default=8, gt=0, description="sampled replies per prompt and point")

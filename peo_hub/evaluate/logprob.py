@@ -1,10 +1,16 @@
-"""TODO docstring (evaluate.logprob, from guard.py)."""
+"""The degeneration guard's reference: how likely the base model finds each reply.
+
+A point whose replies the base model finds very unlikely has drifted into text no base
+would write (babbling, loops), whatever a judge says of it. The sweep scores the replies of
+the selection prompts only (the guard helps choose the front, like the selection prompts
+do), with a second copy of the base weights; the measures themselves and the flagging rule
+are :mod:`peo_hub.core.measures`.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any, Mapping, Sequence
-
 
 #: Logit values one scoring batch may hold (rows x width x vocabulary): 2**28 floats is 1 GiB.
 LOGITS_BUDGET = 1 << 28

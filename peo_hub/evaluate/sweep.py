@@ -142,8 +142,8 @@ def _shard() -> Shard | None:
 def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
     """Evaluate every point (or only ``shard``'s share), resuming from ``evaluations/``."""
     from peo_hub.data.chat import render_prompt
-    from peo_hub.family.engines import generate_replies
     from peo_hub.evaluate.score import score_replies
+    from peo_hub.family.engines import generate_replies
     from peo_hub.judges.registry import build_judge
 
     tokenizer, store, spec = job.tokenizer, job.records, job.evaluate

@@ -1,16 +1,18 @@
-"""Judges: what an aspect's score of a reply is. A registry, so a recipe names a judge by type.
+"""The judge registry: what an aspect's score of a reply is, found by ``type`` in a recipe.
 
-A judge maps (prompt, reply) pairs to scores in [0, 1], higher is better. Two kinds ship:
+A judge maps (prompt, reply) pairs to scores in [0, 1], higher is better. Two kinds ship,
+each registering itself in its own module (imported by :mod:`peo_hub.judges`):
 
 * **programmatic** judges, plain Python functions of the text (the toy world's
-  ``toy_helpful`` / ``toy_harmless``; the real-text judges ``refusal``, ``chat_helpful``
-  and ``chat_harmless``, built on :mod:`peo_hub.judges.refusal`);
-* **reward models** (``type: reward_model``): a sequence-classification model, cost models
-  negated, foreign checkpoints such as safe-rlhf's Beaver loaded through ``key_mapping``
-  and a text ``template``.
+  ``toy_helpful`` / ``toy_harmless`` in :mod:`peo_hub.judges.toy`; the real-text judges
+  ``refusal``, ``chat_helpful`` and ``chat_harmless`` in :mod:`peo_hub.judges.text`, built on
+  :mod:`peo_hub.judges.refusal`);
+* **reward models** (``type: reward_model``, :mod:`peo_hub.judges.reward_model`): a
+  sequence-classification model, cost models negated, foreign checkpoints such as
+  safe-rlhf's Beaver loaded through ``key_mapping`` and a text ``template``.
 
 Adding a judge is one :func:`register_judge` call; the recipe schema (:class:`JudgeSpec`),
-the README's list and :func:`build_judge` all read :data:`JUDGES`. ``prompts`` given to a
+the docs' list and :func:`build_judge` all read :data:`JUDGES`. ``prompts`` given to a
 judge are the raw, unrendered prompts.
 """
 
@@ -22,7 +24,9 @@ import inspect
 import string
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, Sequence
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
 if TYPE_CHECKING:
     pass
 

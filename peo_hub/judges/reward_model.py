@@ -1,12 +1,15 @@
-"""TODO docstring (judges.reward_model, from judges.py)."""
+"""``type: reward_model``: a sequence-classification reward or cost model as an aspect's judge.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
 from peo_hub.data.chat import to_messages
-from peo_hub.utils.errors import PEOError, first_line
 from peo_hub.judges.registry import JudgeSpec, register_judge
+from peo_hub.utils.errors import PEOError, first_line
+
 if TYPE_CHECKING:
     import torch
 

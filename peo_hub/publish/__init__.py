@@ -1,1 +1,2 @@
-"""TODO."""
+"""Out to where people run models: the Hub (bundle, point, Space), llama.cpp GGUF and Ollama, serving rank limits.
+"""

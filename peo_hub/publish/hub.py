@@ -1,4 +1,4 @@
-"""Hub publishing: push a bundle (one commit), pull it back, export one point, deploy the Space.
+"""Hub publishing: push a bundle (one commit), push one point, deploy the Space.
 
 Why one commit: a bundle is only usable whole (manifest + every adapter + base), so a push
 that dies half way must leave the repo exactly as it was. ``HfApi.create_commit`` uploads
@@ -8,7 +8,8 @@ before that commit, the repo's history is unchanged.
 Why the local bundle is never written: pushing must work from a read-only copy and must
 not change what the user has on disk. The model card is generated in memory and added to
 the commit; a README.md that a person wrote (without peo-hub's marker) is uploaded as it is.
-Use :func:`peo_hub.bundle.card.write_model_card` to write the card locally.
+Use :func:`peo_hub.bundle.card.write_model_card` to write the card locally. Pulling a bundle
+back is :mod:`peo_hub.bundle.pull`.
 
 Every Hub failure becomes one :class:`~peo_hub.utils.errors.HubError` line (exit code 3) that
 names the problem and the fix.
@@ -21,13 +22,12 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
-from peo_hub.bundle.manifest import (CARD_NAME, open_bundle,
-                                     validate_bundle)
-from peo_hub.utils.errors import HubError, PEOError
-from peo_hub.utils.ids import check_repo_id, kind_of
-from peo_hub.bundle.pull import bundle_folder
-from peo_hub.utils.hubio import _repo_url, hub_errors, require_token
 
+from peo_hub.bundle.manifest import CARD_NAME, open_bundle, validate_bundle
+from peo_hub.bundle.pull import bundle_folder
+from peo_hub.utils.errors import HubError, PEOError
+from peo_hub.utils.hubio import _repo_url, hub_errors, require_token
+from peo_hub.utils.ids import check_repo_id, kind_of
 
 SPACE_TEMPLATE = Path(__file__).resolve().parents[2] / "spaces" / "peo-demo"
 
@@ -126,8 +126,8 @@ def push_point(bundle: str | os.PathLike[str], repo_id: str, weights: Mapping[st
     from huggingface_hub import HfApi
 
     from peo_hub.bundle.card import point_card
-    from peo_hub.family.merge import write_point
     from peo_hub.core.policy import make_preference
+    from peo_hub.family.merge import write_point
 
     if as_ not in ("adapter", "model"):
         raise PEOError(f"a point is published as 'adapter' or 'model', not {as_!r} (use `peo-hub merge --as yaml` "

@@ -1,18 +1,12 @@
-"""A run: everything a recipe needs checked before the first write, and the folder it writes into.
+"""The run folder: one recipe's output, never mixed with another's, resumable piece by piece.
 
-Two jobs, both about "nothing lost, nothing half-done":
-
-* :func:`preflight` checks everything that can be checked without training, in the order a
-  run would meet it: the generation engine, the base model (built, copied or found), every
-  aspect's data, the evaluation prompts, every judge, the DPO settings as TRL will see them,
-  and the LoRA target modules against the base's own module names. ``peo-hub recipe
-  validate`` and ``recipe run`` call the same function, so a recipe that validates does not
-  fail an hour later on something that could have been seen at once.
-* :class:`RunFolder` owns the output folder: it refuses to mix two recipes in one folder
-  (the recipe is recorded in ``peo_run.json`` *and* in every adapter's
-  ``training_info.json``, so a resume can tell even when the record file was lost), copies a
-  local base into ``base/``, and trains every adapter (aspects, MORL baselines, the
-  ``accelerate`` entry point) through one :meth:`RunFolder.train_one`.
+:class:`RunFolder` refuses to mix two recipes in one folder (the recipe is recorded in
+``peo_run.json`` *and* in every adapter's ``training_info.json``, so a resume can tell even
+when the record file was lost), keeps the ledger of the files the run wrote (a file a user
+changed is refused or, damaged, made again), copies a local base into ``base/``, and trains
+every adapter (aspects, MORL baselines, the ``accelerate`` entry point) through one
+:meth:`RunFolder.train_one`. :func:`sample_pairs` fills a plan's self-sampled pairs from the
+run's own base copy.
 """
 
 from __future__ import annotations
@@ -23,16 +17,34 @@ import os
 import shutil
 from pathlib import Path
 from typing import Any, Mapping
+
 from peo_hub import __version__
-from peo_hub.bundle.manifest import (ADAPTERS_DIR, BASE_DIR, EVALUATIONS_DIR, LEGACY_RUN_RECORD, MANIFEST_NAME,
-                                     MORL_DIR, RUN_RECORD, adapter_complete, load_manifest, read_training_info)
-from peo_hub.utils.errors import BundleError, RecipeError
-from peo_hub.utils.fsutil import (atomic_dir, atomic_write_json, check_names, check_output, clean_stale_temps,
-                                  overwrite_allowed, read_json)
-from peo_hub.utils.ledger import LEDGER_NAME, Ledger, relative_files
-from peo_hub.recipe.schema import Recipe
+from peo_hub.bundle.manifest import (
+    ADAPTERS_DIR,
+    BASE_DIR,
+    EVALUATIONS_DIR,
+    LEGACY_RUN_RECORD,
+    MANIFEST_NAME,
+    MORL_DIR,
+    RUN_RECORD,
+    adapter_complete,
+    load_manifest,
+    read_training_info,
+)
 from peo_hub.data.base import Base
 from peo_hub.recipe.preflight import Plan
+from peo_hub.recipe.schema import Recipe
+from peo_hub.utils.errors import BundleError, RecipeError
+from peo_hub.utils.fsutil import (
+    atomic_dir,
+    atomic_write_json,
+    check_names,
+    check_output,
+    clean_stale_temps,
+    overwrite_allowed,
+    read_json,
+)
+from peo_hub.utils.ledger import LEDGER_NAME, Ledger, relative_files
 
 
 def recipe_fingerprint(recipe: Recipe) -> dict[str, Any]:

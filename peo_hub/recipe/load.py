@@ -1,14 +1,27 @@
-"""TODO docstring (recipe.load, from recipe.py)."""
+"""Reading a recipe file: YAML with duplicate keys refused, validated into a :class:`~peo_hub.recipe.schema.Recipe`,
+and the evaluation-only recipes of ``peo-hub evaluate`` (a file, command-line judges and prompts, or both).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Any, Sequence
+
 import yaml
 from pydantic import ValidationError
+
+from peo_hub.recipe.schema import (
+    JUDGE_ARG_HELP,
+    EvaluationRecipe,
+    Recipe,
+    _evaluation_part,
+    _field_names,
+    _is_training_recipe,
+    judge_from_arg,
+    parse_recipe,
+)
 from peo_hub.utils.errors import RecipeError, first_line, validation_message
-from peo_hub.recipe.schema import EvaluationRecipe, JUDGE_ARG_HELP, Recipe, _evaluation_part, _field_names, _is_training_recipe, judge_from_arg, parse_recipe
 
 
 def evaluation_recipe(path: str | os.PathLike[str] | None = None, judges: Sequence[str] = (),

@@ -1,13 +1,22 @@
-"""TODO docstring (recipe.preflight, from run.py)."""
+"""Everything a recipe needs, checked before the run's first write.
+
+:func:`preflight` checks what can be checked without training, in the order a run would
+meet it: the generation engine, the base model (built, copied or found), every aspect's
+data, the evaluation prompts, every judge, the DPO settings as TRL will see them, and the
+LoRA target modules against the base's own module names. ``peo-hub recipe validate`` and
+``recipe run`` call the same function, so a recipe that validates does not fail an hour
+later on something that could have been seen at once.
+"""
 
 from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
-from peo_hub.utils.errors import RecipeError, first_line
-from peo_hub.recipe.schema import Recipe
+
 from peo_hub.data.base import Base, meta_model, resolve_base
+from peo_hub.recipe.schema import Recipe
+from peo_hub.utils.errors import RecipeError, first_line
 
 
 @dataclass

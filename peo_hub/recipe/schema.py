@@ -17,18 +17,19 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Mapping
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
-from peo_hub.data.config import DatasetSpec, GenerateSpec
-from peo_hub.utils.errors import RecipeError, validation_message
-from peo_hub.core.measures import GuardThresholds
-from peo_hub.utils.ids import is_repo_id
-from peo_hub.judges.registry import JudgeSpec
-from peo_hub.core.policy import MAX_GRID_POINTS, grid_size
-from peo_hub.evaluate.config import AlphaSearchSpec, EvaluateSpec, SweepSpec
-from peo_hub.train.config import DPOSpec, LoraSpec, TrainSpec
-from peo_hub.utils.schema import _STRICT
-from peo_hub.bundle.manifest import ASPECT_NAME
 
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from peo_hub.bundle.manifest import ASPECT_NAME
+from peo_hub.core.measures import GuardThresholds
+from peo_hub.core.policy import MAX_GRID_POINTS, grid_size
+from peo_hub.data.config import DatasetSpec, GenerateSpec
+from peo_hub.evaluate.config import AlphaSearchSpec, EvaluateSpec, SweepSpec
+from peo_hub.judges.registry import JudgeSpec
+from peo_hub.train.config import DPOSpec, LoraSpec, TrainSpec
+from peo_hub.utils.errors import RecipeError, validation_message
+from peo_hub.utils.ids import is_repo_id
+from peo_hub.utils.schema import STRICT
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 
@@ -36,7 +37,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 class AspectSpec(BaseModel):
     """One preference aspect: its pairwise data and its judge."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
     dataset: DatasetSpec = Field(description="the aspect's preference pairs: a dataset spec (see Dataset specs)")
     judge: JudgeSpec = Field(description="how the aspect's score of a reply is measured (see judge below)")
@@ -45,7 +46,7 @@ class AspectSpec(BaseModel):
 class HubSpec(BaseModel):
     """Where ``--push`` (or ``hub.repo_id``) publishes the bundle."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
     repo_id: str | None = Field(default=None, description="user/name; pushed after the run when set")
 
@@ -61,7 +62,7 @@ class HubSpec(BaseModel):
 class Recipe(BaseModel):
     """A PEO recipe (see README: Recipe reference)."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
     name: str | None = Field(default=None, description="run name (letters, digits, '-', '_', '.'); `recipe run` "
                                                     "writes to runs/<name> unless --output is given; default: "
@@ -158,7 +159,7 @@ def parse_recipe(data: Any, path: str | os.PathLike[str] = "<recipe>") -> Recipe
 class EvaluationAspect(BaseModel):
     """An aspect of a bundle that exists already: only how its score is measured."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
     judge: JudgeSpec = Field(description="how the aspect's score of a reply is measured (see judge)")
 
@@ -172,7 +173,7 @@ class EvaluationRecipe(BaseModel):
     same sections, so :func:`peo_hub.evaluate.sweep.run_sweep` takes it as it takes a recipe.
     """
 
-    model_config = _STRICT
+    model_config = STRICT
 
     name: str | None = Field(default=None, description="a name for this evaluation (default: the file name)")
     seed: int = Field(default=0, ge=0, lt=2**32, description="seed for sampling and the bootstrap")

@@ -1,1 +1,2 @@
-"""TODO."""
+"""The Gradio Space: sliders, chat, and many users' preferences batched into one forward pass.
+"""

@@ -1,13 +1,19 @@
-"""TODO docstring (train.config, from recipe.py)."""
+"""The recipe's ``train:`` section: the LoRA adapter (PEFT's ``LoraConfig``) and the DPO run (TRL's ``DPOConfig``).
+
+Each field is checked where it is read, against the library that will use it: loss types
+against TRL's, DPO fields against ``DPOConfig``'s own, and the fields peo-hub sets itself
+(output folder, seed, ...) are refused with the reason.
+"""
 
 from __future__ import annotations
 
 import difflib
 import math
 from typing import Any, Literal
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from peo_hub.utils.schema import _STRICT
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from peo_hub.utils.schema import STRICT
 
 #: TRL 1.16's DPO losses (DPOConfig's loss_type docs); TRL itself accepts any string and fails
 #: only inside the first training step. tests/recipe/test_recipe.py checks this list against TRL's.
@@ -26,7 +32,7 @@ RESERVED_DPO_FIELDS = {"output_dir": "peo-hub writes each adapter into the bundl
 class LoraSpec(BaseModel):
     """The LoRA adapter trained per aspect (PEFT ``LoraConfig``)."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
     r: int = Field(default=8, gt=0, le=4096, description="LoRA rank")
     alpha: float = Field(default=16, gt=0, le=1e6, description="lora_alpha; the adapter's scale is alpha / r")
@@ -124,7 +130,7 @@ def dpo_config_fields() -> set[str]:
 class TrainSpec(BaseModel):
     """Phase 1: one DPO LoRA run per aspect from the same base."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
     lora: LoraSpec = Field(default_factory=LoraSpec, description="the adapter trained per aspect (see train.lora)")
     dpo: DPOSpec = Field(default_factory=DPOSpec, description="the DPO run per aspect (see train.dpo)")

@@ -1,12 +1,20 @@
-"""TODO docstring (utils.hubio, from hub.py)."""
+"""Talking to the Hub, for both directions: errors a person can act on, the token, downloads.
+
+Every Hub call of peo-hub (pulling a bundle, a base, an adapter, a GGUF file; publishing)
+runs inside :func:`hub_errors`, which turns huggingface_hub's and httpx's exceptions into
+one :class:`~peo_hub.utils.errors.HubError` line naming the repo, the action and the fix
+(log in, check the id, the revision, the connection). Downloads live here rather than with
+publishing so that loading a bundle (:mod:`peo_hub.bundle.pull`, ``PEOModel``) never
+depends on the code that publishes one (:mod:`peo_hub.publish.hub`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
 from typing import Iterator
-from peo_hub.utils.errors import BundleError, HubError, PEOError, first_line
 
+from peo_hub.utils.errors import BundleError, HubError, PEOError, first_line
 
 TOKEN_HELP = "run `hf auth login` or set HF_TOKEN"
 
