@@ -1,4 +1,4 @@
-"""The README documents what the code accepts: every recipe field, every CLI verb."""
+"""The docs document what the code accepts: every recipe field (README), every CLI verb and flag (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from peo_hub.recipe.schema import AspectSpec, HubSpec, Recipe
 from peo_hub.train.config import DPOSpec, LoraSpec, TrainSpec
 from peo_hub.evaluate.config import EvaluateSpec, SweepSpec
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+CLI_MD = (ROOT / "docs" / "cli.md").read_text()
 MODELS = [Recipe, AspectSpec, JudgeSpec, TrainSpec, LoraSpec, DPOSpec, SweepSpec, EvaluateSpec, HubSpec, DatasetSpec]
 
 
@@ -44,3 +46,37 @@ def test_quick_start_commands_come_first() -> None:
     first_block = README.split("```bash", 1)[1].split("```", 1)[0]
     assert "peo-hub recipe run recipes/toy.yaml" in first_block
     assert "pytest" in first_block
+
+
+def test_cli_reference_is_generated_from_the_parser() -> None:
+    """docs/cli.md's reference equals what docs/cli_reference.py renders from build_parser() now."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(ROOT / "docs" / "cli_reference.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def _parsers(parser, prefix: str = "peo-hub"):  # noqa: ANN001, ANN202 - argparse internals
+    """Every (command, parser) pair: peo-hub, each verb, each recipe action."""
+    import argparse
+
+    yield prefix, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, f"{prefix} {name}")
+
+
+def test_every_cli_verb_and_flag_is_in_the_cli_page() -> None:
+    import re
+
+    for command, parser in _parsers(build_parser()):
+        section = re.split(rf"^#+ `{re.escape(command)}`$", CLI_MD, maxsplit=1, flags=re.M)
+        assert len(section) == 2, f"{command} has no section (a heading) in docs/cli.md"
+        body = section[1].split("\n#", 1)[0]
+        for action in parser._actions:
+            for flag in action.option_strings:
+                if flag not in ("-h", "--help"):
+                    assert f"`{flag}`" in body, f"{command} {flag} is missing from its section of docs/cli.md"
