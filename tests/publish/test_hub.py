@@ -531,7 +531,10 @@ def test_a_readme_edited_on_the_hub_is_replaced_and_the_push_says_so(hub: HubEnv
     assert hub.server.files(REPO)["README.md"].decode() == generated
     out = capsys.readouterr().out
     assert "README.md in alice/peo-toy was edited after peo-hub wrote it" in out and "replaced by the bundle's" in out
+    (fresh_bundle / "merges").mkdir()  # the bundle changes, and with it its card (the Files line)
+    (fresh_bundle / "merges" / "p.yaml").write_text("merge_method: task_arithmetic\n")
     push_bundle(fresh_bundle, REPO, token=hub.alice_token)  # an untouched generated card is replaced silently
+    assert hub.server.files(REPO)["README.md"].decode() != generated
     assert "README.md" not in capsys.readouterr().out
 
 
