@@ -113,6 +113,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.timeout(300)  # a link that is silently missing would serve (block) forever
 def test_space_share_without_a_link_is_one_line_and_serves_nothing(fake_bundle: Path,
                                                                   capsys: pytest.CaptureFixture[str],
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,6 +135,7 @@ def test_space_share_without_a_link_is_one_line_and_serves_nothing(fake_bundle: 
         sock.bind(("127.0.0.1", port))
 
 
+@pytest.mark.timeout(300)
 def test_space_share_prints_the_public_link(fake_bundle: Path, capsys: pytest.CaptureFixture[str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     import gradio
