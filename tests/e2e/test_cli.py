@@ -231,7 +231,7 @@ def test_merge_prints_no_library_deprecation_before_its_result(fake_bundle: Path
 
     env = {**os.environ, "PYTHONWARNINGS": "always"}
     result = subprocess.run([sys.executable, "-m", "peo_hub.cli", "merge", str(fake_bundle), "--weights",
-                             "helpful=0.5,harmless=0.5", "--output", str(tmp_path / "point")],
+                             "helpful=0.5,harmless=0.5", "--output", str(tmp_path / "point"), "--as", "model"],
                             capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "is_gradient_checkpointing" not in result.stderr, result.stderr
