@@ -74,8 +74,8 @@ class EvaluateSpec(BaseModel):
                            description="bootstrap resamples for the 95% intervals (prompts are resampled, not replies)")
     selection_fraction: float = Field(
         default=0.5, ge=0, lt=1,
-        description="share of the prompts (seeded split by prompt) that SELECT the front, the presets and the "
-                    "searched alphas; the rest CONFIRM: every reported score, interval and hypervolume is theirs. "
+        description="share of the prompts (seeded split by prompt) that SELECT the front and the presets; the "
+                    "rest CONFIRM: every reported score, interval and hypervolume is theirs. "
                     "0: no split (every prompt does both jobs; reported numbers are then biased upwards)")
     guard: GuardThresholds = Field(
         default_factory=GuardThresholds,
