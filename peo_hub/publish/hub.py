@@ -7,7 +7,7 @@ before that commit, the repo's history is unchanged.
 
 Why a re-push deletes: the repo must hold the bundle as it is now, not every file it ever
 had (stale ``evaluations/`` and ``merges/`` of an earlier front would be read as current).
-The same single commit deletes the repo's files that the bundle no longer has, but only
+The same single commit deletes the repo's files that are not in the bundle, but only
 inside the bundle's layout (:func:`peo_hub.bundle.manifest.in_bundle_layout`): notes or
 folders a person added on the Hub are never touched. The commit names the revision it read
 (``parent_commit``), so a change made on the Hub in between fails the push instead of being
@@ -128,7 +128,7 @@ def _publish(api: Any, repo_id: str, files: Mapping[str, Path | bytes], message:
 
 
 def stale_paths(remote: Sequence[str], files: Mapping[str, Any], base_folder: str | None = None) -> list[str]:
-    """The repo's files a push of ``files`` deletes: inside the bundle's layout and no longer in the bundle."""
+    """The repo's files a push of ``files`` deletes: inside the bundle's layout and not in the bundle."""
     return sorted(p for p in remote if p not in files and in_bundle_layout(p, base_folder))
 
 
@@ -136,7 +136,7 @@ def _say_deleted(paths: Sequence[str], echo: Callable[[str], None]) -> None:
     if not paths:
         return
     shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
-    echo(f"deleted {len(paths)} file{'s' if len(paths) > 1 else ''} that the bundle no longer has from the repo "
+    echo(f"deleted {len(paths)} file{'s' if len(paths) > 1 else ''} from the repo that the bundle does not have "
          f"(in the same commit): {shown}")
 
 
@@ -147,7 +147,7 @@ def push_bundle(bundle_dir: str | os.PathLike[str], repo_id: str, private: bool 
 
     Uploads every file of the bundle (``base/`` included when the base ships inside it) plus
     a freshly generated model card, and deletes, in the same commit, the repo's files inside
-    the bundle's layout that the bundle no longer has (see the module docstring). The local
+    the bundle's layout that the bundle does not have (see the module docstring). The local
     folder is not modified. ``private`` applies when the repo is created; pushing with
     ``private=True`` into an existing public repo is refused rather than silently publishing.
     ``revision`` names a branch (created if needed). ``echo`` gets one line per thing the

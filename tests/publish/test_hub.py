@@ -508,7 +508,7 @@ def test_repush_deletes_stale_bundle_files_in_the_same_commit(hub: HubEnv, fresh
     assert files["notes.md"] == b"my notes\n" and "extra/data.txt" in files and ".gitattributes" in files
     assert hub.server.commit_count(REPO) == commits + 1  # uploads and deletions: one commit
     out = capsys.readouterr().out
-    assert "deleted 2 files that the bundle no longer has" in out and "merges/old.yaml" in out
+    assert "deleted 2 files from the repo that the bundle does not have" in out and "merges/old.yaml" in out
     push_bundle(fresh_bundle, REPO, token=hub.alice_token)  # nothing stale: nothing said
     assert "deleted" not in capsys.readouterr().out
 
