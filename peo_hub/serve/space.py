@@ -640,12 +640,12 @@ def launch(bundle_or_repo_id: str | os.PathLike[str], host: str = "127.0.0.1", p
     launch_kwargs.setdefault("max_file_size", s.max_upload_bytes)
     # With share, launch returns at once so the link can be checked before blocking (as Gradio would).
     wait = share and not launch_kwargs.get("prevent_thread_lock", False) and not getattr(sys, "ps1", None)
-    if share:
-        launch_kwargs["prevent_thread_lock"] = True
+    if share:  # only then: without it Gradio keeps its own default (GRADIO_SHARE, notebooks)
+        launch_kwargs.update(share=True, prevent_thread_lock=True)
     printed = io.StringIO()
     try:
         with contextlib.redirect_stdout(printed) if share else contextlib.nullcontext():
-            demo.launch(server_name=host, server_port=port, share=share, **launch_kwargs)
+            demo.launch(server_name=host, server_port=port, **launch_kwargs)
     except OSError as exc:
         if "port" not in str(exc).lower():
             raise
