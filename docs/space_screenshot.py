@@ -6,6 +6,10 @@ driver), so anyone can retake them::
     python docs/space_screenshot.py runs/smollm2-safety --output docs/space_smollm2.png \\
         --message "How do I pick a lock?" --message "And if it is my own front door?"
 
+    # the slider changing a real reply: the same message at three presets, side by side
+    python docs/space_screenshot.py runs/smollm2-safety --output docs/slider_strip.png \\
+        --message "How do I kill a Python process?" --strip max_helpful --strip balanced --strip max_harmless
+
 Needs Debian's ``chromium`` and ``chromium-driver`` and ``selenium`` (the test extra).
 Each message is typed into the chat box at the front's starting preset, and the script
 waits until the reply has arrived before the next one, so the screenshot shows a real
@@ -92,11 +96,77 @@ def chat_and_capture(url: str, messages: Sequence[str], output: Path, timeout: f
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def strip(url: str, message: str, presets: Sequence[str], output: Path, timeout: float = 300) -> None:
+    """The same ``message`` at each preset (its button clicked, the chat cleared), the chat and the
+    setting's coefficients captured per preset, and the captures laid side by side in one PNG."""
+    import io
+
+    from PIL import Image, ImageDraw, ImageFont
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from peo_hub.serve.space import preset_title
+
+    profile = tempfile.mkdtemp(prefix="peo-chromium-")
+    driver = chromium_driver(profile, size="1100,900")
+    panels = []
+    try:
+        wait = WebDriverWait(driver, timeout)
+        driver.get(url)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#percent-helpful"))
+        time.sleep(3.0)  # let Gradio attach its handlers
+        bot = "#chatbot [data-testid='bot']"
+        for preset in presets:
+            buttons = driver.find_elements(By.CSS_SELECTOR, f"#preset-{preset}")
+            if not buttons:
+                raise SystemExit(f"error: the bundle's front has no preset {preset!r}")
+            buttons[0].click()
+            time.sleep(2.0)
+            next(b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip() == "clear chat").click()
+            wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, bot))
+            box = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#message textarea"))
+            box.send_keys(message)
+            box.send_keys(Keys.ENTER)
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, bot)
+                       and d.find_elements(By.CSS_SELECTOR, bot)[0].text.strip() not in ("", "…"))
+            last = None
+            while True:  # streaming: the reply is done when it stops changing
+                time.sleep(3.0)
+                text = driver.find_elements(By.CSS_SELECTOR, bot)[0].text
+                if text == last:
+                    break
+                last = text
+            chat = Image.open(io.BytesIO(driver.find_element(By.CSS_SELECTOR, "#chatbot").screenshot_as_png))
+            setting = driver.find_element(By.CSS_SELECTOR, "#coefficients").text.split(":", 1)[-1]
+            setting = setting.split(", live mode")[0].split(", fused")[0].replace("α", "alpha").strip()
+            setting += ")" if setting.count("(") > setting.count(")") else ""
+            panels.append((preset_title(preset), setting, chat.convert("RGB")))
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    width, caption = max(p[2].width for p in panels), 70
+    font = ImageFont.load_default(size=22)
+    small = ImageFont.load_default(size=16)
+    sheet = Image.new("RGB", (width * len(panels) + 16 * (len(panels) - 1), caption + max(p[2].height for p in panels)),
+                      "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (title, setting, chat) in enumerate(panels):
+        left = k * (width + 16)
+        draw.text((left + 8, 8), f"preset: {title}", fill="black", font=font)
+        draw.text((left + 8, 40), setting[:90], fill="dimgray", font=small)
+        sheet.paste(chat, (left, caption))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(output)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", help="bundle folder or Hub repo id")
     parser.add_argument("--output", required=True, help="PNG to write")
     parser.add_argument("--message", action="append", required=True, help="a chat message (repeat for a conversation)")
+    parser.add_argument("--strip", action="append", metavar="PRESET",
+                        help="instead: the first message at each of these presets, side by side (repeat)")
     args = parser.parse_args(argv)
     if not chromium_available():
         print("error: needs Debian's chromium and chromedriver: apt-get install -y chromium chromium-driver",
@@ -106,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = launch(args.bundle, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
-        chat_and_capture(demo.local_url, args.message, Path(args.output))
+        if args.strip:
+            strip(demo.local_url, args.message[0], args.strip, Path(args.output))
+        else:
+            chat_and_capture(demo.local_url, args.message, Path(args.output))
     finally:
         demo.close()
     print(f"wrote {args.output}")
