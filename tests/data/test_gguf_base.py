@@ -131,7 +131,7 @@ def test_a_gguf_file_on_the_hub_is_downloaded_at_its_revision(hub, smol_gguf, tm
     assert (folder / "config.json").is_file()
 
 
-def test_recipe_validate_converts_a_gguf_base_before_anything_is_written(smol_gguf, tmp_path, capsys,
+def test_recipe_validate_converts_a_gguf_base_before_anything_is_written(smol_gguf, peo_cache, tmp_path, capsys,
                                                                          monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     pairs = tmp_path / "pairs.jsonl"
@@ -145,7 +145,7 @@ aspects:
 evaluate: {{prompts: ["How do I bake bread?", "Hi"], samples: 1, max_new_tokens: 4}}
 """)
     assert main(["recipe", "validate", str(recipe)]) == 0, capsys.readouterr().err
-    cache = Path(os.environ["PEO_HUB_CACHE"]) / "gguf"
+    cache = peo_cache / "gguf"
     assert any(json.loads(p.read_text())["sha256"] == file_sha256(smol_gguf) for p in cache.rglob(SOURCE_FILE))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl", "r.yaml"]  # nothing written here
 
