@@ -58,12 +58,14 @@ def recipe_fingerprint(recipe: Recipe) -> dict[str, Any]:
 
 
 def _later_defaults() -> dict[tuple[str, ...], Any]:
+    from peo_hub.evaluate.config import VllmSpec
     from peo_hub.train.config import LoraSpec, ModelSpec
 
     lora = LoraSpec().model_dump(mode="json")
     added = ("use_rslora", "init_lora_weights", "layers_to_transform", "layers_pattern", "rank_pattern",
              "alpha_pattern", "exclude_modules")
     return {("train", "model"): ModelSpec().model_dump(mode="json"),
+            ("evaluate", "vllm"): VllmSpec().model_dump(mode="json"),
             **{("train", "lora", name): lora[name] for name in added}}
 
 
