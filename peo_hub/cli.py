@@ -167,7 +167,7 @@ def _push(args: argparse.Namespace) -> int:
 def _space(args: argparse.Namespace) -> int:
     from peo_hub.serve.space import launch
 
-    launch(args.bundle, host=args.host, port=args.port)
+    launch(args.bundle, host=args.host, port=args.port, device=args.device)
     return 0
 
 
@@ -280,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("bundle", help="bundle folder or Hub repo id")
     space.add_argument("--host", default="127.0.0.1")
     space.add_argument("--port", type=_port, default=7860, help="1-65535 (default 7860)")
+    space.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                       help="where the model runs: auto (the GPU when there is one, default), cpu or cuda")
     space.set_defaults(func=_space)
     return parser
 
