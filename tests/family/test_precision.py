@@ -31,21 +31,12 @@ LIVE_TOL, FUSED_TOL, FP32_TOL = 0.015, 0.02, 1e-5
 
 @pytest.fixture(scope="module")
 def smol(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(base folder, bundle folder): the truncated SmolLM2 and two random adapters (one rsLoRA), composed."""
-    from llamacpp_check import random_adapter
-    from smollm2 import truncated_smollm2
+    """(base folder, root): the truncated SmolLM2; root holds its two random adapters (one rsLoRA) and bundle/."""
+    from smollm2 import smollm2_two_aspect_bundle, truncated_smollm2
 
-    from peo_hub.cli import main
-
-    base = truncated_smollm2()
     root = tmp_path_factory.mktemp("precision")
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    random_adapter(base, root / "helpful", seed=1, r=8, lora_alpha=16, target_modules=targets)
-    random_adapter(base, root / "harmless", seed=2, r=4, lora_alpha=8, use_rslora=True,
-                   target_modules=["q_proj", "v_proj", "down_proj"])
-    assert main(["compose", str(base), "--adapter", f"helpful={root / 'helpful'}",
-                 "--adapter", f"harmless={root / 'harmless'}", "--output", str(root / "bundle")]) == 0
-    return base, root
+    smollm2_two_aspect_bundle(root)
+    return truncated_smollm2(), root
 
 
 def merged_reference(base: Path, root: Path, coefficients: dict[str, float], dtype: torch.dtype) -> torch.nn.Module:
