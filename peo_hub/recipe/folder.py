@@ -11,6 +11,7 @@ run's own base copy.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -50,14 +51,19 @@ from peo_hub.utils.ledger import LEDGER_NAME, Ledger, relative_files
 def recipe_fingerprint(recipe: Recipe) -> dict[str, Any]:
     """What must not change between a run and its ``--resume``: everything but the name and the push.
 
-    Fields added to the recipe after runs were first recorded (:data:`LATER_FIELDS`) count only
+    Fields added to the recipe after runs were first recorded (:func:`later_fields`) count only
     when set to something other than their default, so a folder started before they existed
     still resumes, and an unchanged recipe keeps its hash.
     """
     return without_later_defaults(recipe.model_dump(mode="json", exclude={"hub", "name"}))
 
 
-def _later_defaults() -> dict[tuple[str, ...], Any]:
+@functools.cache
+def later_fields() -> dict[tuple[str, ...], Any]:
+    """(path, default) of the recipe fields added after 0.1.0's run records (see :func:`recipe_fingerprint`).
+
+    Computed on first use: building the defaults imports PEFT (``train.lora`` is checked by it).
+    """
     from peo_hub.evaluate.config import VllmSpec
     from peo_hub.train.config import LoraSpec, ModelSpec
 
@@ -69,14 +75,11 @@ def _later_defaults() -> dict[tuple[str, ...], Any]:
             **{("train", "lora", name): lora[name] for name in added}}
 
 
-#: (path, default) of the recipe fields added after 0.1.0's run records (see :func:`recipe_fingerprint`).
-LATER_FIELDS = _later_defaults()
-
 
 def without_later_defaults(dump: dict[str, Any]) -> dict[str, Any]:
-    """``dump`` (a recipe as JSON) without the :data:`LATER_FIELDS` that hold their default."""
+    """``dump`` (a recipe as JSON) without the :func:`later_fields` that hold their default."""
     out = json.loads(json.dumps(dump))
-    for path, default in LATER_FIELDS.items():
+    for path, default in later_fields().items():
         parent = out
         for key in path[:-1]:
             parent = parent.get(key) if isinstance(parent, dict) else None

@@ -104,7 +104,7 @@ def test_new_fields_at_their_defaults_keep_the_recipe_hash() -> None:
     fingerprint = recipe_fingerprint(recipe)
     assert "model" not in fingerprint["train"] and "use_rslora" not in fingerprint["train"]["lora"]
     old = recipe.model_dump(mode="json", exclude={"hub", "name"})
-    del old["train"]["model"]
+    del old["train"]["model"], old["evaluate"]["vllm"]
     for name in ("use_rslora", "init_lora_weights", "layers_to_transform", "layers_pattern", "rank_pattern",
                  "alpha_pattern", "exclude_modules"):
         del old["train"]["lora"][name]
