@@ -46,10 +46,10 @@ def sized_recipe(dry_run: bool) -> dict[str, Any]:
     """recipes/smollm2-safety.yaml cut to the smoke sizes (tiny on a CPU dry run)."""
     recipe = yaml.safe_load((REPO / "recipes" / "smollm2-safety.yaml").read_text())
     recipe["name"] = "gpu-smoke"
-    prompts, steps = (3, 2) if dry_run else (24, 12)
+    prompts, steps = (8, 2) if dry_run else (24, 12)
     for spec in recipe["aspects"].values():
         spec["dataset"]["max_samples"] = prompts
-        spec["dataset"]["generate"].update(max_new_tokens=8 if dry_run else 48, samples=2 if dry_run else 4,
+        spec["dataset"]["generate"].update(max_new_tokens=24 if dry_run else 48, samples=4,
                                            margin=0.0 if dry_run else spec["dataset"]["generate"]["margin"])
     recipe["train"]["dpo"].update(max_steps=steps, per_device_train_batch_size=2 if dry_run else 4,
                                   warmup_steps=0 if dry_run else 4, max_length=96 if dry_run else 160)
