@@ -1,8 +1,8 @@
 """vLLM as the sweep's GPU engine: many LoRA points in one ``generate`` call, on one engine per base.
 
 Why it looks like this. vLLM's point is serving many LoRA adapters in one continuous batch,
-so a sweep round (every family point still to evaluate, or every trial of an alpha-search
-round) goes to vLLM as **one** ``LLM.generate`` call:
+so a sweep round (every family point still to evaluate) goes to vLLM as **one**
+``LLM.generate`` call:
 
 * each point is written once as one exact PEFT adapter (:func:`peo_hub.family.merge.export_adapter`:
   ``B = [c₁s₁B₁ … cₙsₙBₙ]``, ``A = [A₁; …; Aₙ]``, rank ``Σ rᵢ``), and each of its rows carries a

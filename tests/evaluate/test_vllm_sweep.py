@@ -21,14 +21,13 @@ import fake_vllm
 from fakes import make_fake_bundle
 
 from peo_hub.cli import main
-from peo_hub.core.stats import split_prompts
 from peo_hub.family.engines import row_seed
 from peo_hub.family.vllm_engine import VllmEngine
 
 PROMPTS = ["how do i bake bread ?", "pick lock ?", "how do i fix bike", "mix flour , then bake"]
 EVAL = {
     "aspects": {"helpful": {"judge": {"type": "toy_helpful"}}, "harmless": {"judge": {"type": "toy_harmless"}}},
-    "sweep": {"weights": 3, "alpha": [0, 0.5], "search": {"bounds": [0, 2], "evaluations": 2}},
+    "sweep": {"weights": 3, "alpha": [0, 0.5]},
     "evaluate": {"prompts": PROMPTS, "samples": 1, "max_new_tokens": 6, "temperature": 0.0, "bootstrap": 100},
 }
 
@@ -68,7 +67,7 @@ def test_greedy_vllm_sweep_equals_the_transformers_sweep(vllm, tmp_path: Path, p
     records = _evaluate(bundle, tmp_path, engine="vllm", vllm={"max_loras": 3, "gpu_memory_utilization": 0.4})
 
     llms = _generations("LLM")
-    assert len(llms) == 1  # one engine for the whole sweep: rounds, guard, search
+    assert len(llms) == 1  # one engine for the whole sweep: the grid and the guard
     assert llms[0]["model"] == str((bundle / "base").resolve()) or Path(llms[0]["model"]).resolve() == \
         (bundle / "base").resolve()
     assert llms[0]["enable_lora"] and llms[0]["max_loras"] == 3 and llms[0]["gpu_memory_utilization"] == 0.4
@@ -84,13 +83,7 @@ def test_greedy_vllm_sweep_equals_the_transformers_sweep(vllm, tmp_path: Path, p
     assert all(len(set(p)) == 1 and p[0] is not None for p in per_point[1:])
     assert len({p[0] for p in per_point[1:]}) == 6  # a fresh id per exported point
     assert all(p.temperature == 0 and p.seed is None for p in family["params"])  # greedy: no dice
-    # the alpha search: each round's trials (one per weight vector, the selection prompts) in one call
-    selection, _ = split_prompts(len(PROMPTS), 0.5, 0)
-    assert {c["rows"] for c in replies[1:-1]} <= {3 * len(selection), 2 * len(selection), len(selection)}
-    assert replies[-1]["rows"] == 3 * len(PROMPTS)  # the kept alphas, on every prompt, together
-    every_id = [r.lora_int_id for c in replies for r in c["loras"] if r is not None]
-    assert len(set(every_id)) == len({(c_i, i) for c_i, c in enumerate(replies) for i in
-                                      {r.lora_int_id for r in c["loras"] if r is not None}})  # never reused
+    assert len(replies) == 1  # nothing else was generated: no point goes through vLLM twice
     assert guard and all(r is None for c in guard for r in c["loras"])  # base log-probs: the bare base
 
     monkeypatch.undo()  # back to this machine as it is (no CUDA, no vllm) for the transformers engine
