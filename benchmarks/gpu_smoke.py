@@ -154,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     recipe_ok = report["steps"]["recipe"]["status"] == "ok"
 
     def sweep_again(engine: str, folder: Path) -> dict[str, Any]:
-        shutil.copytree(bundle, folder, ignore=shutil.ignore_patterns("evaluations", "front.json", "front.png"))
+        # `peo-hub evaluate` sweeps bundles that no recipe owns: compose the run's base and adapters into one
+        adapters = [arg for a in recipe["aspects"] for arg in ("--adapter", f"{a}={bundle / 'adapters' / a}")]
+        run([*PEO, "compose", str(bundle / "base"), *adapters, "--output", str(folder)], out / f"compose-{engine}.log",
+            300)
         spec = out / f"eval-{engine}.yaml"
         spec.write_text(yaml.safe_dump(evaluation_recipe(recipe, engine), sort_keys=False))
         run([*PEO, "evaluate", str(folder), "--recipe", str(spec)], out / f"evaluate-{engine}.log", 480)
