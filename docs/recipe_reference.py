@@ -70,9 +70,9 @@ def render() -> str:
     from peo_hub.data.formats import FORMATS
     from peo_hub.judges.registry import JUDGES, JudgeSpec
     from peo_hub.core.measures import GuardThresholds
-    from peo_hub.evaluate.config import EvaluateSpec, SweepSpec
+    from peo_hub.evaluate.config import EvaluateSpec, SweepSpec, VllmSpec
     from peo_hub.recipe.schema import AspectSpec, HubSpec, Recipe
-    from peo_hub.train.config import DPOSpec, LoraSpec
+    from peo_hub.train.config import DPOSpec, LoraSpec, ModelSpec
 
     out: list[str] = [START, ""]
     out += ["**Top level**", "", *table(Recipe), ""]
@@ -84,12 +84,16 @@ def render() -> str:
             "trains it.", "", "**`train.lora`** (PEFT `LoraConfig`)", "", *table(LoraSpec), ""]
     out += ["**`train.dpo`** (TRL `DPOConfig`; any other `DPOConfig` field may be added by name, a name TRL does "
             "not know is refused with a suggestion, and fields peo-hub sets itself (`output_dir`, `seed`, "
-            "`data_seed`, `push_to_hub`, `hub_model_id`, `hub_token`, `resume_from_checkpoint`) are refused)", "",
+            "`data_seed`, `push_to_hub`, `hub_model_id`, `hub_token`, `resume_from_checkpoint`, `model_init_kwargs`) are refused)", "",
             *table(DPOSpec), ""]
+    out += ["**`train.model`** (how TRL loads the base for training: `DPOConfig.model_init_kwargs`; "
+            "see docs/scale-out.md)", "", *table(ModelSpec), ""]
     out += ["**`sweep`**", "", *table(SweepSpec), ""]
     out += ["**`evaluate`**. Generation engines (`engine`):", ""]
     out += [f"- `{name}`: {engine.summary}" for name, engine in ENGINES.items()]
     out += ["", *table(EvaluateSpec), ""]
+    out += ["**`evaluate.vllm`** (the vLLM engine: `peo_hub/family/vllm_engine.py`, docs/scale-out.md)", "",
+            *table(VllmSpec), ""]
     out += ["**`evaluate.guard`** (the degeneration guard: `peo_hub/core/measures.py`; `null` switches a threshold off)", "",
             *table(GuardThresholds), ""]
     out += ["**`hub`**", "", *table(HubSpec), ""]

@@ -206,7 +206,7 @@ def _env(args: argparse.Namespace) -> int:
 def _space(args: argparse.Namespace) -> int:
     from peo_hub.serve.space import launch
 
-    launch(args.bundle, host=args.host, port=args.port, share=args.share)
+    launch(args.bundle, host=args.host, port=args.port, share=args.share, device=args.device)
     return 0
 
 
@@ -339,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("--share", action="store_true",
                        help="also open a temporary public gradio.live link (needs the internet; anyone with the "
                             "link can use the app)")
+    space.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                       help="where the model runs: auto (the GPU when there is one, default), cpu or cuda")
     space.set_defaults(func=_space)
 
     env = verbs.add_parser("env", help="print the versions of peo-hub and its stack, the device and the caches, for "

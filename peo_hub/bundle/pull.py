@@ -12,28 +12,41 @@ import os
 from pathlib import Path
 
 from peo_hub.bundle.manifest import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST_NAME
-from peo_hub.utils.errors import BundleError
+from peo_hub.utils.errors import BundleError, HubError
 from peo_hub.utils.hubio import _commit_of, hub_errors
 from peo_hub.utils.ids import HubRef, kind_of
 
 
-def download_bundle(repo_id: str, revision: str | None = None, token: str | None = None) -> Path:
+def download_bundle(repo_id: str, revision: str | None = None, token: str | bool | None = None,
+                    cache_dir: str | os.PathLike[str] | None = None, local_files_only: bool = False) -> Path:
     """Download (or reuse from the HF cache) a bundle repo; return its local folder.
 
-    Works offline once cached (``HF_HUB_OFFLINE=1`` reads the cache). A repo without
-    ``peo_config.json`` is refused with a :class:`BundleError`.
+    Works offline once cached (``HF_HUB_OFFLINE=1`` or ``local_files_only`` read the cache;
+    ``cache_dir`` is the cache, as in transformers). A repo without ``peo_config.json`` is
+    refused with a :class:`BundleError`.
     """
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     with hub_errors(f"download {repo_id}", repo_id, revision=revision):
-        folder = Path(snapshot_download(repo_id, revision=revision, token=token))
+        try:
+            folder = Path(snapshot_download(repo_id, revision=revision, token=token, cache_dir=cache_dir,
+                                            local_files_only=local_files_only))
+        except LocalEntryNotFoundError:
+            if not local_files_only:
+                raise
+            where = f"the cache {cache_dir}" if cache_dir else "the HF cache"
+            raise HubError(f"cannot load {repo_id}: local_files_only=True and it is not in {where}; load it once "
+                           "without local_files_only to download it") from None
     if not (folder / MANIFEST_NAME).is_file():
         raise BundleError(f"{repo_id} has no {MANIFEST_NAME}, so it is not a PEO bundle; push one with "
                           "`peo-hub push BUNDLE REPO_ID`")
     return folder
 
 
-def bundle_folder(path_or_repo_id: str | os.PathLike[str], revision: str | None = None) -> Path:
+def bundle_folder(path_or_repo_id: str | os.PathLike[str], revision: str | None = None,
+                  token: str | bool | None = None, cache_dir: str | os.PathLike[str] | None = None,
+                  local_files_only: bool = False) -> Path:
     """A local bundle folder for a folder or a Hub repo id (downloaded, or read from the HF cache).
 
     Local folders win over repo ids of the same spelling, as in ``from_pretrained``. This is
@@ -49,7 +62,8 @@ def bundle_folder(path_or_repo_id: str | os.PathLike[str], revision: str | None 
     text = str(path_or_repo_id)
     if kind_of(text, namespace=True) != "hub":
         raise BundleError(f"{text} is neither a bundle folder nor a Hub repo id (user/name); check the path")
-    return download_bundle(text, revision=revision)
+    return download_bundle(text, revision=revision, token=token, cache_dir=cache_dir,
+                           local_files_only=local_files_only)
 
 
 def download_adapter(ref: HubRef, token: str | None = None) -> tuple[Path, str | None]:

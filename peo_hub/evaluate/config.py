@@ -58,6 +58,23 @@ class SweepSpec(BaseModel):
         return sorted(set(self.alpha) | ({0.0} if "soup" in self.baselines else set()))
 
 
+class VllmSpec(BaseModel):
+    """The vLLM engine's settings (``evaluate.engine: vllm``; see peo_hub.family.vllm_engine)."""
+
+    model_config = STRICT
+
+    gpu_memory_utilization: float = Field(
+        default=0.5, gt=0, le=1, description="share of the GPU's memory vLLM takes (weights, KV cache); the rest is "
+                                             "left to the judges, which score on the same GPU")
+    max_loras: int = Field(default=8, ge=1, le=512,
+                           description="LoRA points vLLM runs side by side in one step (more wait their turn)")
+    max_model_len: int | None = Field(default=None, gt=0,
+                                      description="tokens per sequence (prompt + reply); null: the model's own")
+    enforce_eager: bool = Field(default=False, description="no CUDA graphs (starts faster, generates slower)")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="auto", description="the base's dtype in vLLM; auto: the checkpoint's (bfloat16 for float32 ones)")
+
+
 class EvaluateSpec(BaseModel):
     """How each point of the sweep is scored."""
 
@@ -84,8 +101,12 @@ class EvaluateSpec(BaseModel):
     engine: str = Field(
         default="transformers",
         description="generation backend: transformers (live preference switching, runs anywhere) or vllm "
-                    "(pip install peo-hub[vllm]; each point as an exported LoRA adapter; untested on CPU)",
+                    "(pip install peo-hub[vllm], CUDA GPU: a round's points as exported LoRA adapters in one batch, "
+                    "see evaluate.vllm)",
     )
+    vllm: VllmSpec = Field(default_factory=VllmSpec,
+                           description="the vLLM engine's settings: gpu_memory_utilization, max_loras, max_model_len, "
+                                       "enforce_eager, dtype")
 
 
     @field_validator("engine")

@@ -152,6 +152,8 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
     selected = set(selection)
     device = _device() if shard is None else shard.device
     loaded: list[PEOModel] = []  # the bundle's live model, loaded on first need
+    # evaluate.engine: vllm: rounds of points, the guard and the MORL baselines all go to one vLLM engine
+    vllm_side = VllmSide(job) if getattr(spec, "engine", "transformers") == "vllm" else None
 
     def live() -> "PEOModel":
         if not loaded:
@@ -185,7 +187,8 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
         metrics = score_replies(prompts, replies, judges, spec.bootstrap, seed=job.seed)
         record = make_record(method, label, preference, metrics, prompts, replies, extra)
         if not base_logprob:
-            base_logprob.append(BaseLogprob(job.base, job.base_revision, tokenizer, device))
+            base_logprob.append(vllm_side.base_logprob() if vllm_side is not None
+                                else BaseLogprob(job.base, job.base_revision, tokenizer, device))
         # The guard reads the selection prompts only (it helps choose, like the front): the
         # base model's forward over every reply is spent there, and null elsewhere.
         guarded = [pos for pos, i in enumerate(keep) if i in selected]
@@ -209,9 +212,12 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
         keep = list(range(len(raw_prompts))) if only is None else only
         todo = [k for k, (method, preference, _) in enumerate(points)
                 if not store.finished(prefix or method, preference.label())]
-        if len(todo) > 1 and batched_points(spec):
+        if todo and (vllm_side is not None or (len(todo) > 1 and batched_points(spec))):
             texts = [rendered[i] for i in keep]
-            for k, replies in point_replies(live(), tokenizer, texts, [points[t][1] for t in todo], spec, job.seed):
+            wanted = [points[t][1] for t in todo]
+            batches = vllm_side.point_replies(texts, wanted) if vllm_side is not None else \
+                point_replies(live(), tokenizer, texts, wanted, spec, job.seed)
+            for k, replies in batches:
                 method, preference, extra = points[todo[k]]
                 bar.set_postfix_str(f"{prefix or method} {preference.label()}")
                 evaluate(None, method, preference.label(), preference, extra, only=only, prefix=prefix,
@@ -238,11 +244,16 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
         if shard is not None and not shard.owns(j):
             continue
         bar.set_postfix_str(f"morl {label}")
-        generator = None if store.finished("morl", label) else \
-            _load_peft(job.base, job.base_revision, job.bundle / info["adapter"], device)
         preference = make_preference(list(job.aspects), info["weights"])
+        generator, replies = None, None
+        if store.finished("morl", label):
+            pass
+        elif vllm_side is not None:
+            replies = vllm_side.adapter_replies(rendered, job.bundle / info["adapter"])
+        else:
+            generator = _load_peft(job.base, job.base_revision, job.bundle / info["adapter"], device)
         record = evaluate(generator, "morl", label, preference,
-                          {"train_seconds": info.get("train_seconds"), "adapter": info["adapter"]})
+                          {"train_seconds": info.get("train_seconds"), "adapter": info["adapter"]}, replies=replies)
         # A MORL policy is its own model: its weights say what it was trained for, not a mix of adapters.
         record["coefficients"] = None
         record["alpha"] = None
@@ -250,6 +261,71 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
         bar.update(1)
     bar.close()
     return records
+
+
+class VllmSide:
+    """The sweep's use of the vLLM engine (:mod:`peo_hub.family.vllm_engine`): one engine for the run's base.
+
+    A round of points is exported (one exact LoRA adapter each, in a scratch folder) and
+    generated in one ``generate`` call; the guard's base log-probs and the MORL baselines use
+    the same engine. Its ``max_lora_rank`` holds the bundle's export rank (the largest
+    per-module sum of the aspects' ranks), which no MORL adapter exceeds.
+    """
+
+    def __init__(self, job: SweepJob) -> None:
+        from peo_hub.bundle.manifest import open_bundle
+        from peo_hub.family.lora import cat_adapters, load_bundle_adapters
+        from peo_hub.family.vllm_engine import import_vllm, settings_of
+
+        import_vllm()
+        self.job = job
+        self.bundle = open_bundle(job.bundle)
+        self.adapters = load_bundle_adapters(self.bundle)
+        self.rank = cat_adapters(self.adapters, {a: 1.0 for a in self.bundle.aspects})[1]
+        self.settings = settings_of(job.evaluate)
+
+    def engine(self, rank: int = 0) -> Any:
+        from peo_hub.family.vllm_engine import VllmEngine
+
+        return VllmEngine.for_base(str(self.job.base), self.job.base_revision, max(rank, self.rank), self.settings,
+                                   self.job.seed)
+
+    def _rows(self, rendered: list[str]) -> tuple[list[str], list[int | None]]:
+        from peo_hub.family.engines import point_rows
+
+        spec = self.job.evaluate
+        return point_rows(rendered, spec.samples, self.job.seed, greedy=spec.temperature == 0)
+
+    def point_replies(self, rendered: list[str], points: list[Preference]) -> Iterator[tuple[int, list[list[str]]]]:
+        """``(k, replies)`` of every point, generated together (the bare base for the all-zero point)."""
+        import tempfile
+
+        from peo_hub.family.engines import group_rows
+        from peo_hub.family.merge import export_adapter
+        from peo_hub.family.vllm_engine import generate_points
+
+        texts, seeds = self._rows(rendered)
+        with tempfile.TemporaryDirectory(prefix="peo-vllm-round-") as scratch:
+            folders = [None if all(c == 0.0 for c in p.coefficients.values())
+                       else str(export_adapter(self.bundle, p, Path(scratch) / f"point-{k}", adapters=self.adapters))
+                       for k, p in enumerate(points)]
+            replies = generate_points(self.engine, self.job.tokenizer, texts, seeds, folders, self.job.evaluate)
+        for k, flat in enumerate(replies):
+            yield k, group_rows(flat, self.job.evaluate.samples)
+
+    def adapter_replies(self, rendered: list[str], adapter: Path) -> list[list[str]]:
+        """A saved adapter's replies (a MORL baseline), as it is."""
+        from peo_hub.family.engines import group_rows
+        from peo_hub.family.vllm_engine import generate_points
+
+        texts, seeds = self._rows(rendered)
+        flat = generate_points(self.engine, self.job.tokenizer, texts, seeds, [str(adapter)], self.job.evaluate)[0]
+        return group_rows(flat, self.job.evaluate.samples)
+
+    def base_logprob(self) -> Any:
+        from peo_hub.family.vllm_engine import VllmBaseLogprob
+
+        return VllmBaseLogprob(self.engine(), self.job.tokenizer)
 
 
 def batched_points(spec: Any) -> bool:

@@ -3,7 +3,7 @@
 An engine is a function ``(model, tokenizer, rendered_prompts, sampling, seed) -> replies``
 (``sampling.samples`` replies per prompt). ``transformers`` runs ``generate`` on the policy
 at its live preference and works everywhere; ``vllm`` serves each point as one exported LoRA
-adapter (optional, GPU only). Adding an engine is one :func:`register_engine` call; the
+adapter (optional, GPU only; the sweep sends it whole rounds of points, :mod:`peo_hub.family.vllm_engine`). Adding an engine is one :func:`register_engine` call; the
 recipe's ``evaluate.engine`` is checked against :data:`ENGINES`.
 """
 
@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Iterator, Protocol, Sequence
 
+from peo_hub.family import vllm_engine
 from peo_hub.utils.errors import PEOError
 
 
@@ -70,6 +71,18 @@ def row_seed(seed: int, prompt: str, sample: int) -> int:
     """
     digest = hashlib.sha256(f"{seed}\0{sample}\0{prompt}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def point_rows(rendered: Sequence[str], samples: int, seed: int, greedy: bool) -> tuple[list[str], list[int | None]]:
+    """One policy's rows (each rendered prompt ``samples`` times) and their seeds (``None``: greedy, no dice)."""
+    texts = [t for t in rendered for _ in range(samples)]
+    seeds = [None if greedy else row_seed(seed, t, k) for t in rendered for k in range(samples)]
+    return texts, seeds
+
+
+def group_rows(replies: Sequence[str], samples: int) -> list[list[str]]:
+    """A policy's replies, row by row, grouped per prompt (``samples`` each)."""
+    return [list(replies[i:i + samples]) for i in range(0, len(replies), samples)]
 
 
 class RowSampler:  # duck-typed transformers LogitsProcessor (imported lazily)
@@ -320,84 +333,48 @@ def transformers_generate(model: Any, tokenizer: Any, rendered_prompts: Sequence
     return [replies[i * spec.samples:(i + 1) * spec.samples] for i in range(len(rendered_prompts))]
 
 
-# --------------------------------------------------------------------------- vLLM (optional)
+# --------------------------------------------------------------------------- vLLM (optional, GPU)
 #
-# UNTESTED ON CPU: vLLM needs Linux and a CUDA GPU, and none was available to this code's
-# tests; only the "not installed" error path below is unit-tested. The design is the
-# smallest one that keeps PEO's exactness: each point is exported as ONE standard LoRA
-# adapter (PEOModel.export_adapter: B = [c1 B1 ... cn Bn], A = [A1; ...; An], rank sum(r_i)),
-# which vLLM applies through its multi-LoRA support on one engine per base model.
+# A single policy through vLLM (a MORL baseline, or any caller of generate_replies). The
+# sweep sends whole rounds of family points to vLLM at once instead (peo_hub.family.vllm_engine).
 
-VLLM_INSTALL = "pip install 'peo-hub[vllm]'"
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
-VLLM_GPU_MEMORY = 0.5  # leave room for the transformers copy of the policy and the judges
-_VLLM_ENGINES: dict[tuple[str, int], Any] = {}
-_VLLM_LORA_IDS = iter(range(1, 1 << 30))
+VLLM_INSTALL = vllm_engine.VLLM_INSTALL
+VLLM_LORA_RANKS = vllm_engine.VLLM_LORA_RANKS
 
 
-def _import_vllm() -> Any:
-    try:
-        import vllm
-    except ImportError:
-        raise PEOError(
-            f"evaluate.engine is vllm but vLLM is not installed; {VLLM_INSTALL} (Linux with a CUDA GPU), "
-            "or set evaluate.engine: transformers"
-        ) from None
-    return vllm
-
-
-def _vllm_adapter(model: Any, scratch: str) -> tuple[str, str | None, int]:
-    """(base model path, adapter folder or None for the bare base, adapter rank) for a policy."""
-    import json
+def _policy_adapter(model: Any, scratch: str) -> tuple[str, str | None, str | None]:
+    """(base model, its revision, adapter folder or None for the bare base) of a policy."""
     import os
 
     if hasattr(model, "export_adapter") and hasattr(model, "coefficients"):  # a PEOModel
-        base = model.bundle.base
+        bundle = model.bundle
         if all(c == 0.0 for c in model.coefficients.values()):
-            return base, None, 0
-        folder = str(model.export_adapter(os.path.join(scratch, "point")))
-    else:  # a PeftModel (the MORL baseline): its single adapter as it is
-        base = model.get_base_model().name_or_path
-        folder = os.path.join(scratch, "point")
-        model.save_pretrained(folder)
-    with open(os.path.join(folder, "adapter_config.json"), encoding="utf-8") as handle:
-        rank = int(json.load(handle)["r"])
-    return base, folder, rank
+            return bundle.base, bundle.base_revision, None
+        return bundle.base, bundle.base_revision, str(model.export_adapter(os.path.join(scratch, "point")))
+    folder = os.path.join(scratch, "point")  # a PeftModel (the MORL baseline): its single adapter as it is
+    model.save_pretrained(folder)
+    base = model.get_base_model()
+    return base.name_or_path, getattr(model.peft_config["default"], "revision", None), folder
 
 
 def vllm_generate(model: Any, tokenizer: Any, rendered_prompts: Sequence[str], spec: "Sampling",
                   seed: int) -> list[list[str]]:
-    """:func:`transformers_generate` through vLLM (untested on CPU; see the note above).
-
-    The policy's current preference is exported to a temporary LoRA adapter and sent
-    with a ``LoRARequest``; the engine (one per base and rank bucket) is kept across
-    points, so a sweep loads the base once. Prompts go in as token ids, tokenized exactly
-    as the transformers path does (no extra special tokens).
-    """
+    """:func:`transformers_generate` through vLLM: the policy as one exported LoRA adapter, per-row seeds."""
     import tempfile
 
-    vllm = _import_vllm()
-    from vllm.lora.request import LoRARequest
-
+    vllm_engine.import_vllm()
     with tempfile.TemporaryDirectory(prefix="peo-vllm-") as scratch:
-        base, adapter, rank = _vllm_adapter(model, scratch)
-        bucket = next((r for r in VLLM_LORA_RANKS if r >= rank), None)
-        if bucket is None:
-            raise PEOError(f"the exported adapter has rank {rank}, above vLLM's largest max_lora_rank "
-                           f"{VLLM_LORA_RANKS[-1]}; use fewer aspects or a lower train.lora.r, or engine: transformers")
-        key = (str(base), bucket)
-        if key not in _VLLM_ENGINES:
-            _VLLM_ENGINES[key] = vllm.LLM(model=str(base), enable_lora=True, max_lora_rank=bucket, max_loras=1,
-                                          seed=seed, gpu_memory_utilization=VLLM_GPU_MEMORY)
-        engine = _VLLM_ENGINES[key]
-        params = vllm.SamplingParams(n=spec.samples, temperature=spec.temperature, top_p=spec.top_p,
-                                     max_tokens=spec.max_new_tokens, seed=seed)
-        prompts = [{"prompt_token_ids": tokenizer(p, add_special_tokens=False)["input_ids"]} for p in rendered_prompts]
-        request = None if adapter is None else LoRARequest(f"peo-point-{rank}", next(_VLLM_LORA_IDS), adapter)
-        outputs = engine.generate(prompts, params, lora_request=request, use_tqdm=False)
-    return [[choice.text.strip() for choice in output.outputs] for output in outputs]
+        base, revision, adapter = _policy_adapter(model, scratch)
+        settings = vllm_engine.settings_of(spec)
+
+        def engine_for(rank: int) -> vllm_engine.VllmEngine:
+            return vllm_engine.VllmEngine.for_base(base, revision, rank, settings, seed)
+
+        texts, seeds = point_rows(rendered_prompts, spec.samples, seed, greedy=spec.temperature == 0)
+        replies = vllm_engine.generate_points(engine_for, tokenizer, texts, seeds, [adapter], spec)[0]
+    return group_rows(replies, spec.samples)
 
 
 register_engine("transformers", "transformers generate at the live preference; runs anywhere")(transformers_generate)
-register_engine("vllm", "vLLM serving each point as one exported LoRA adapter (pip install 'peo-hub[vllm]'; GPU)",
-                check=lambda: _import_vllm() and None)(vllm_generate)
+register_engine("vllm", "vLLM: a sweep round's points as exported LoRA adapters in one batch "
+                        "(pip install 'peo-hub[vllm]'; CUDA GPU)", check=vllm_engine.require_vllm)(vllm_generate)

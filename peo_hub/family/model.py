@@ -32,7 +32,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 
 from peo_hub.bundle.manifest import Bundle, Manifest, open_bundle
-from peo_hub.utils.errors import PEOError, PreferenceError
+from peo_hub.utils.errors import HubError, PEOError, PreferenceError, first_line
 from peo_hub.family.merge import export_adapter, mergekit_config
 from peo_hub.bundle.front import Front, Preset
 from peo_hub.family.lora import base_shapes_from_model, load_bundle_adapters
@@ -44,16 +44,6 @@ LOG = logging.getLogger("peo_hub")
 Messages = Sequence[Mapping[str, str]] | str
 # One row's preference: {"weights": {...}, "alpha": a}, {"coefficients": {...}} or a Preference.
 PreferenceSpec = Mapping[str, Any] | Preference
-
-
-def _dtype(value: str | torch.dtype | None) -> str | torch.dtype | None:
-    if value is None or isinstance(value, torch.dtype) or value == "auto":
-        return value
-    name = str(value).removeprefix("torch.")
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise PEOError(f"unknown torch_dtype {value!r}; use e.g. float32, bfloat16 or auto")
-    return dtype
 
 
 def warn_coefficients(manifest: Manifest, coefficients: Mapping[str, float]) -> None:
@@ -95,8 +85,9 @@ class PEOModel:
                 self._slots.append((layer.scaling, aspect, base_scale))
                 self._slot_layers.append(layer)
         self._fused = False
+        self._auto_exact_unfuse = exact_unfuse is None
         if exact_unfuse is None:  # subtracting back is only lossless enough in >= float32
-            exact_unfuse = any(layer.get_base_layer().weight.element_size() < 4 for layer in self._layers)
+            exact_unfuse = self._half_precision()
         self.exact_unfuse = exact_unfuse
         self._pristine: dict[int, torch.Tensor] = {}  # id(layer) -> CPU copy, filled on first fuse
         #: warn when a preference leaves the range the bundle's sweep measured; the sweep itself,
@@ -109,11 +100,23 @@ class PEOModel:
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id: str | os.PathLike[str], revision: str | None = None,
-                        torch_dtype: str | torch.dtype | None = None,
-                        device: str | torch.device | None = None,
-                        exact_unfuse: bool | None = None) -> "PEOModel":
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike[str], revision: str | None = None, *,
+                        dtype: str | torch.dtype | None = None, device_map: Any = None,
+                        token: str | bool | None = None, cache_dir: str | os.PathLike[str] | None = None,
+                        local_files_only: bool = False, attn_implementation: str | None = None,
+                        quantization_config: Any = None, device: str | torch.device | None = None,
+                        exact_unfuse: bool | None = None, torch_dtype: str | torch.dtype | None = None,
+                        **model_kwargs: Any) -> "PEOModel":
         """Load a bundle (local folder or Hub repo id): the base once, then every aspect adapter.
+
+        The loading arguments are transformers' and PEFT's: ``dtype`` (``torch.bfloat16``,
+        ``"auto"``...), ``device_map`` (``"auto"`` spreads a big base over the GPUs and the CPU),
+        ``attn_implementation``, ``quantization_config`` (e.g. a 4-bit ``BitsAndBytesConfig``:
+        live switching and per-row batches work, fusing does not), and for the Hub ``token``
+        (a private bundle or base), ``cache_dir`` and ``local_files_only``; ``revision`` is the
+        bundle's. Other keyword arguments go to the base's ``from_pretrained`` as they are
+        (``max_memory``, ``offload_folder``...). ``device`` puts the whole model on one device
+        (``device_map={"": device}``); ``torch_dtype`` is the deprecated name of ``dtype``.
 
         Adapters are checked against the loaded base (module names and shapes) before PEFT
         sees them, so one trained on another base fails with a :class:`BundleError` naming it.
@@ -125,15 +128,27 @@ class PEOModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from peo_hub.bundle.pull import bundle_folder
+        from peo_hub.family.loading import load_args
+        from peo_hub.utils.hubio import TOKEN_HELP, hub_errors
 
-        bundle = open_bundle(bundle_folder(path_or_repo_id, revision=revision), source=str(path_or_repo_id))
+        args = load_args(dtype=dtype, torch_dtype=torch_dtype, device=device, device_map=device_map, token=token,
+                         cache_dir=cache_dir, local_files_only=local_files_only,
+                         attn_implementation=attn_implementation, quantization_config=quantization_config,
+                         **model_kwargs)
+        bundle = open_bundle(bundle_folder(path_or_repo_id, revision=revision, **args.hub),
+                             source=str(path_or_repo_id))
         base_revision = bundle.base_revision
         if bundle.base_is_local:
             check_model_folder(bundle.base)  # a truncated base is one line, not a SafetensorError
-        dtype = _dtype(torch_dtype)
-        kwargs = {} if dtype is None else {"dtype": dtype}
-        tokenizer = AutoTokenizer.from_pretrained(bundle.base, revision=base_revision)
-        base = AutoModelForCausalLM.from_pretrained(bundle.base, revision=base_revision, **kwargs)
+        try:
+            with hub_errors(f"load the base model {bundle.base}", bundle.base, revision=base_revision):
+                tokenizer = AutoTokenizer.from_pretrained(bundle.base, revision=base_revision, **args.hub)
+                base = AutoModelForCausalLM.from_pretrained(bundle.base, revision=base_revision, **args.model)
+        except OSError as exc:  # transformers' "not a local folder and not a valid model identifier"
+            if bundle.base_is_local:
+                raise
+            raise HubError(f"cannot load the bundle's base model {bundle.base} ({first_line(exc)}); for a private "
+                           f"base pass token= (or {TOKEN_HELP}), else check the id and its revision") from None
         load_bundle_adapters(bundle, base_shapes=base_shapes_from_model(base))
         aspects = bundle.aspects
         peft_model = PeftModel.from_pretrained(base, str(bundle.adapter_dirs[aspects[0]]),
@@ -142,10 +157,51 @@ class PEOModel:
             peft_model.load_adapter(str(bundle.adapter_dirs[aspect]), adapter_name=aspect,
                                     is_trainable=False)
         peft_model.base_model.set_adapter(list(aspects), inference_mode=True)  # all active at once
-        if device is not None:
-            peft_model.to(device)
         peft_model.eval()
         return cls(bundle, peft_model, tokenizer, exact_unfuse=exact_unfuse)
+
+    def to(self, *args: Any, **kwargs: Any) -> "PEOModel":
+        """Move or cast the whole model, as ``torch.nn.Module.to`` (``m.to("cuda")``, ``m.to(torch.bfloat16)``).
+
+        The preference and the mode are kept: a fused model is unfused, moved and fused again,
+        and its kept copies for exact unfusing are taken anew in the new dtype. Per-row and
+        live scales follow the weights (they are made on each layer's device when used).
+        A model dispatched over several devices (``device_map="auto"``) or quantised cannot
+        be moved as a whole: reload it with the device_map or dtype you want.
+        """
+        from peo_hub.family.loading import resolve_device
+
+        placed = set((getattr(self.model, "hf_device_map", None) or {}).values())
+        if len(placed) > 1:
+            raise PEOError("this model was loaded with a device_map over several devices "
+                           f"({', '.join(sorted(map(str, placed)))}); reload it with device_map= where you want it")
+        if self.quantized:
+            raise PEOError("a quantized base cannot be moved or cast; reload the bundle with the device_map "
+                           "and quantization_config you want")
+        for value in (*args, kwargs.get("device")):
+            if isinstance(value, (str, torch.device)):
+                resolve_device(value)  # "cuda" without CUDA: one line
+        with self._lock, torch.no_grad():
+            was_fused = self._fused
+            if was_fused:
+                self._unfuse()
+            self.peft_model.to(*args, **kwargs)
+            self._pristine.clear()  # copies of the old dtype: taken again on the next fuse
+            if self._auto_exact_unfuse:
+                self.exact_unfuse = self._half_precision()
+            self._apply_scales(self.preference.coefficients)
+            if was_fused:
+                self._fuse(self.preference.coefficients)
+        return self
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the base was loaded quantised (e.g. 4-bit bitsandbytes): live and per-row only, no fusing."""
+        return getattr(self.model, "hf_quantizer", None) is not None or bool(
+            getattr(self.model, "is_loaded_in_4bit", False) or getattr(self.model, "is_loaded_in_8bit", False))
+
+    def _half_precision(self) -> bool:
+        return any(layer.get_base_layer().weight.element_size() < 4 for layer in self._layers)
 
     # ------------------------------------------------------------------ state
 
@@ -258,6 +314,9 @@ class PEOModel:
         """
         preference = make_preference(self.aspects, weights=weights, alpha=alpha,
                                      coefficients=coefficients, formulation=self.manifest.formulation)
+        if fuse and self.quantized:
+            raise PreferenceError("fuse=True needs full-precision base weights, and this base is quantized "
+                                  "(merging would re-quantize it); use live mode (fuse=False)")
         self._warn_range(preference.coefficients)
         with self._lock:
             if self._fused:

@@ -11,6 +11,7 @@ run's own base copy.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -48,8 +49,43 @@ from peo_hub.utils.ledger import LEDGER_NAME, Ledger, relative_files
 
 
 def recipe_fingerprint(recipe: Recipe) -> dict[str, Any]:
-    """What must not change between a run and its ``--resume``: everything but the name and the push."""
-    return recipe.model_dump(mode="json", exclude={"hub", "name"})
+    """What must not change between a run and its ``--resume``: everything but the name and the push.
+
+    Fields added to the recipe after runs were first recorded (:func:`later_fields`) count only
+    when set to something other than their default, so a folder started before they existed
+    still resumes, and an unchanged recipe keeps its hash.
+    """
+    return without_later_defaults(recipe.model_dump(mode="json", exclude={"hub", "name"}))
+
+
+@functools.cache
+def later_fields() -> dict[tuple[str, ...], Any]:
+    """(path, default) of the recipe fields added after 0.1.0's run records (see :func:`recipe_fingerprint`).
+
+    Computed on first use: building the defaults imports PEFT (``train.lora`` is checked by it).
+    """
+    from peo_hub.evaluate.config import VllmSpec
+    from peo_hub.train.config import LoraSpec, ModelSpec
+
+    lora = LoraSpec().model_dump(mode="json")
+    added = ("use_rslora", "init_lora_weights", "layers_to_transform", "layers_pattern", "rank_pattern",
+             "alpha_pattern", "exclude_modules")
+    return {("train", "model"): ModelSpec().model_dump(mode="json"),
+            ("evaluate", "vllm"): VllmSpec().model_dump(mode="json"),
+            **{("train", "lora", name): lora[name] for name in added}}
+
+
+
+def without_later_defaults(dump: dict[str, Any]) -> dict[str, Any]:
+    """``dump`` (a recipe as JSON) without the :func:`later_fields` that hold their default."""
+    out = json.loads(json.dumps(dump))
+    for path, default in later_fields().items():
+        parent = out
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and path[-1] in parent and parent[path[-1]] == default:
+            del parent[path[-1]]
+    return out
 
 
 def fingerprint_hash(fingerprint: Mapping[str, Any]) -> str:
@@ -110,14 +146,14 @@ class RunFolder:
                 if not isinstance(data, dict):
                     raise RecipeError(f"{path} is not a run record (a JSON object); delete it and resume again, "
                                       "or use a new --output")
-                return data.get("recipe", data) if name == RUN_RECORD else data, name
+                return without_later_defaults(data.get("recipe", data) if name == RUN_RECORD else data), name
         if (self.root / MANIFEST_NAME).is_file():
             try:
                 manifest = load_manifest(self.root)
             except BundleError as exc:
                 raise RecipeError(str(exc)) from None
             recipe = {k: v for k, v in manifest.recipe.items() if k not in ("hub", "name")}
-            return (recipe or None), MANIFEST_NAME
+            return (without_later_defaults(recipe) or None), MANIFEST_NAME
         return None, ""
 
     def _artefacts(self) -> list[Path]:
@@ -293,7 +329,7 @@ class RunFolder:
             lora=self.recipe.train.lora, dpo=self.recipe.train.dpo, output=output, seed=self.recipe.seed,
             base_model_id=plan.base.name, base_revision=plan.base.revision,
             info={**dict(info), "recipe_hash": self.fingerprint_hash},
-            callbacks=[training_callback(progress)] if progress else (),
+            callbacks=[training_callback(progress)] if progress else (), model=self.recipe.train.model,
         )
 
     def kept(self, folder: Path) -> dict[str, Any] | None:

@@ -57,7 +57,7 @@ def _check_dpo(recipe: Recipe) -> None:
 
     with tempfile.TemporaryDirectory(prefix="peo-preflight-") as scratch:
         try:
-            dpo_config(recipe.train.dpo, scratch, recipe.seed)
+            dpo_config(recipe.train.dpo, scratch, recipe.seed, model=recipe.train.model)
         except (ValueError, TypeError) as exc:
             first = first_line(exc)
             raise RecipeError(f"train.dpo: TRL refuses these settings: {first}") from None
@@ -86,6 +86,7 @@ def preflight(recipe: Recipe) -> Plan:
     from peo_hub.family.engines import require_engine
 
     require_engine(recipe.evaluate.engine)
+    recipe.train.model.require_available()  # a 4-bit base without CUDA/bitsandbytes: before any download
     base = resolve_base(recipe.base_model, recipe.base_model_revision, seed=recipe.seed)
     tokenizer = AutoTokenizer.from_pretrained(base.source, revision=base.revision)
     plan = Plan(recipe=recipe, base=base, tokenizer=tokenizer)

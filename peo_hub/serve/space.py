@@ -611,8 +611,12 @@ def load_space_front(model: "PEOModel") -> Front | None:
 
 
 def launch(bundle_or_repo_id: str | os.PathLike[str], host: str = "127.0.0.1", port: int | None = 7860,
-           settings: SpaceSettings | None = None, share: bool = False, **launch_kwargs: Any) -> "gr.Blocks":
+           settings: SpaceSettings | None = None, share: bool = False, device: str = "auto",
+           **launch_kwargs: Any) -> "gr.Blocks":
     """Load a bundle (folder or Hub repo id) and serve the Space; returns the launched Blocks.
+
+    ``device``: ``auto`` (a CUDA GPU when there is one, as on GPU Space hardware, else the
+    CPU), ``cpu`` or ``cuda`` (refused in one line without one).
 
     Blocks until the server stops unless ``prevent_thread_lock=True`` is passed (tests,
     notebooks); ``demo.close()`` stops it. Other ``launch_kwargs`` go to ``gr.Blocks.launch``.
@@ -624,9 +628,10 @@ def launch(bundle_or_repo_id: str | os.PathLike[str], host: str = "127.0.0.1", p
     line instead, and the local server is closed again, so "shared" never silently means
     "local only".
     """
+    from peo_hub.family.loading import resolve_device
     from peo_hub.family.model import PEOModel
 
-    model = PEOModel.from_pretrained(bundle_or_repo_id)
+    model = PEOModel.from_pretrained(bundle_or_repo_id, device=resolve_device(device))
     front = load_space_front(model)
     source = str(bundle_or_repo_id)
     title = None if Path(source).is_dir() else f"PEO: {source}"  # a Hub id beats a cache folder's name

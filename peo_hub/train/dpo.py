@@ -21,7 +21,7 @@ import torch
 from peo_hub.bundle.manifest import ADAPTER_CONFIG, ADAPTER_FILES, ADAPTER_WEIGHTS, TRAINING_INFO
 from peo_hub.utils.errors import PEOError
 from peo_hub.utils.fsutil import atomic_dir
-from peo_hub.train.config import DPOSpec, LoraSpec
+from peo_hub.train.config import DPOSpec, LoraSpec, ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +47,14 @@ def _checkpointing_name(values: dict[str, Any]) -> None:
         values[old] = None  # unset: TRL's default (True) would bring the warning back
 
 
-def dpo_config(spec: DPOSpec, output_dir: str, seed: int) -> Any:
-    """A TRL ``DPOConfig`` from the recipe, with device-dependent defaults resolved."""
+def dpo_config(spec: DPOSpec, output_dir: str, seed: int, model: ModelSpec | None = None,
+               revision: str | None = None) -> Any:
+    """A TRL ``DPOConfig`` from the recipe, with device-dependent defaults resolved.
+
+    ``model`` says how TRL loads the base (``model_init_kwargs``: dtype, revision, attention).
+    The config exists before the model: under ``accelerate launch`` it sets up the process
+    group and DeepSpeed's ZeRO-3 context, so the base is then loaded sharded.
+    """
     from trl import DPOConfig
 
     cuda = torch.cuda.is_available()
@@ -63,6 +69,7 @@ def dpo_config(spec: DPOSpec, output_dir: str, seed: int) -> Any:
     values.setdefault("save_strategy", "no")
     values.setdefault("report_to", [])
     values.setdefault("use_cpu", not cuda)
+    values["model_init_kwargs"] = (model or ModelSpec()).init_kwargs(revision)
     return DPOConfig(output_dir=output_dir, seed=seed, data_seed=seed, **values)
 
 
@@ -90,6 +97,7 @@ def train_adapter(
     base_revision: str | None = None,
     info: Mapping[str, Any] | None = None,
     callbacks: Sequence[Any] = (),
+    model: ModelSpec | None = None,
 ) -> dict[str, Any]:
     """Train one DPO LoRA adapter on ``dataset`` (prompt/chosen/rejected) into ``output``.
 
@@ -98,23 +106,29 @@ def train_adapter(
     the trainer's cache path. Returns the training record also saved as
     ``training_info.json``. ``callbacks`` (e.g. the run's progress view) replace the
     Trainer's own bar and printed metrics.
+
+    TRL loads the base itself, from ``base_path`` with ``model`` 's settings (dtype, a 4-bit
+    QLoRA ``quantization_config``, attention), after the ``DPOConfig`` exists: so ZeRO-3 and
+    FSDP's RAM-efficient loading apply to the load, and each process builds only its shard.
     """
-    from transformers import AutoModelForCausalLM, set_seed
+    from transformers import set_seed
     from trl import DPOTrainer
 
+    model = model or ModelSpec()
+    model.require_available()
     set_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_path, revision=base_revision, dtype=torch.float32)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="peo-dpo-") as scratch:
-        args = dpo_config(dpo, scratch, seed)
+        args = dpo_config(dpo, scratch, seed, model=model, revision=base_revision)
         if callbacks:
             args.disable_tqdm = True  # the caller shows progress
         trainer = DPOTrainer(
-            model=model,
+            model=base_path,
             args=args,
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=lora.to_peft(),
+            quantization_config=model.quantization_config(),
             callbacks=list(callbacks) or None,
         )
         if callbacks:
@@ -134,6 +148,8 @@ def train_adapter(
             "pairs": int(dataset.num_rows),
             "steps": int(trainer.state.global_step),
             "metrics": _summary(trainer.state.log_history),
+            "base_dtype": args.model_init_kwargs["dtype"],
+            **({"quantization": model.quantization} if model.quantization != "none" else {}),
             **({"processes": accelerator.num_processes, "distributed_type": str(accelerator.distributed_type.value)}
                if accelerator.num_processes > 1 else {}),
             **dict(info or {}),

@@ -9,7 +9,8 @@ Thin on purpose; the app lives in ``peo_hub.serve.space``. Which bundle it serve
    peo-hub checkout this file lives in).
 
 It binds ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` when set (Hugging Face Spaces set
-them), else 127.0.0.1:7860.
+them), else 127.0.0.1:7860. The model runs on the GPU when the Space has one (``PEO_DEVICE``:
+``auto``, the default, ``cpu`` or ``cuda``).
 """
 
 from __future__ import annotations
@@ -57,9 +58,10 @@ def main() -> None:
         raise SystemExit(f"error: peo-hub is not importable ({exc}); deploy with `peo-hub push --space` (it uploads the package) or `pip install -e .` in a checkout")
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
-    print(f"serving PEO bundle {bundle} on http://{host}:{port}", file=sys.stderr)
+    device = os.environ.get("PEO_DEVICE", "auto").strip() or "auto"
+    print(f"serving PEO bundle {bundle} on http://{host}:{port} (device: {device})", file=sys.stderr)
     try:
-        launch(bundle, host=host, port=port)
+        launch(bundle, host=host, port=port, device=device)
     except PEOError as exc:
         raise SystemExit(f"error: {exc}")
 

@@ -95,7 +95,7 @@ def test_many_switches_drift_only_by_rounding(peo, bundle):
 @pytest.mark.parametrize("dtype, exact", [("float32", True), ("bfloat16", None)])
 def test_exact_unfuse_restores_weights_bitwise(bundle, dtype, exact):
     """With exact_unfuse (the default for half precision) many switches leave no drift at all."""
-    peo = PEOModel.from_pretrained(bundle, torch_dtype=dtype, exact_unfuse=exact)
+    peo = PEOModel.from_pretrained(bundle, dtype=dtype, exact_unfuse=exact)
     assert peo.exact_unfuse
     weights = _base_weights(peo)
     original = {n: p.detach().clone() for n, p in weights.items()}

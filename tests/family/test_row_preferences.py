@@ -161,19 +161,9 @@ def test_bad_preferences_name_the_row(peo):
 
 def test_truncated_smollm2_rows_equal_their_solo_runs(tmp_path_factory):
     """The real tokenizer, chat template and layer shapes: chat messages, ragged prompt lengths."""
-    from llamacpp_check import random_adapter
-    from peo_hub.cli import main
-    from smollm2 import truncated_smollm2
+    from smollm2 import smollm2_two_aspect_bundle
 
-    base = truncated_smollm2()
-    root = tmp_path_factory.mktemp("smolbatch")
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    random_adapter(base, root / "helpful", seed=1, r=8, lora_alpha=16, target_modules=targets)
-    random_adapter(base, root / "harmless", seed=2, r=4, lora_alpha=8, use_rslora=True,
-                   target_modules=["q_proj", "v_proj", "down_proj"])
-    assert main(["compose", str(base), "--adapter", f"helpful={root / 'helpful'}",
-                 "--adapter", f"harmless={root / 'harmless'}", "--output", str(root / "bundle")]) == 0
-    smol = PEOModel.from_pretrained(root / "bundle")
+    smol = PEOModel.from_pretrained(smollm2_two_aspect_bundle(tmp_path_factory.mktemp("smolbatch")))
     questions = ["What is the capital of France?", "How do I reverse a list in Python?",
                  "Write a haiku about the sea.", "Hi"]
     texts = [smol.tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,

@@ -11,14 +11,15 @@ from peo_hub.cli import build_parser
 from peo_hub.data.config import DatasetSpec
 from peo_hub.judges.registry import JudgeSpec
 from peo_hub.recipe.schema import AspectSpec, HubSpec, Recipe
-from peo_hub.train.config import DPOSpec, LoraSpec, TrainSpec
-from peo_hub.evaluate.config import EvaluateSpec, SweepSpec
+from peo_hub.train.config import DPOSpec, LoraSpec, ModelSpec, TrainSpec
+from peo_hub.evaluate.config import EvaluateSpec, SweepSpec, VllmSpec
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
 RECIPES = (REPO / "docs" / "recipes.md").read_text()
 CLI_MD = (REPO / "docs" / "cli.md").read_text()
-MODELS = [Recipe, AspectSpec, JudgeSpec, TrainSpec, LoraSpec, DPOSpec, SweepSpec, EvaluateSpec, HubSpec, DatasetSpec]
+MODELS = [Recipe, AspectSpec, JudgeSpec, TrainSpec, LoraSpec, DPOSpec, ModelSpec, SweepSpec, EvaluateSpec, VllmSpec,
+          HubSpec, DatasetSpec]
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)

@@ -316,3 +316,39 @@ def test_the_ui_reply_is_the_models_reply_to_the_whole_conversation(smol_space: 
     with_history = smol_space.model.chat(history + [{"role": "user", "content": "and then?"}], max_new_tokens=8)
     assert final[-1]["content"].strip() == (with_history or "*(empty reply)*")  # chat() strips; streaming does not
     assert final[:-2] == history  # the chatbot keeps the conversation
+
+
+# ------------------------------------------------------------------ the device
+
+
+def test_space_device_auto_is_this_machines_and_cuda_without_one_is_refused(tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture[str]):
+    import torch
+
+    from fakes import make_fake_bundle
+    from peo_hub.cli import main
+    from peo_hub.serve.space import launch
+    from space_screenshot import free_port
+
+    bundle = make_fake_bundle(tmp_path / "b")
+    demo = launch(bundle, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        expected = "cuda" if torch.cuda.is_available() else "cpu"
+        assert demo.peo_space.model.device.type == expected  # auto: the GPU when there is one
+    finally:
+        demo.close()
+    if not torch.cuda.is_available():
+        capsys.readouterr()
+        assert main(["space", str(bundle), "--device", "cuda", "--port", str(free_port())]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no CUDA GPU" in err and "'cpu' or 'auto'" in err, err
+
+
+def test_the_template_installs_the_cpu_torch_build_and_the_app_passes_peo_device(tmp_path: Path) -> None:
+    requirements = (REPO / "spaces" / "peo-demo" / "requirements.txt").read_text()
+    lines = [line.strip() for line in requirements.splitlines() if line.strip() and not line.startswith("#")]
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in lines
+    assert lines.index("--extra-index-url https://download.pytorch.org/whl/cpu") < next(
+        i for i, line in enumerate(lines) if line.startswith("torch"))
+    app = APP.read_text()
+    assert 'os.environ.get("PEO_DEVICE", "auto")' in app and "device=device" in app

@@ -60,3 +60,20 @@ def truncated_smollm2(layers: int = 2) -> Path:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
     return folder
+
+
+def smollm2_two_aspect_bundle(root: Path) -> Path:
+    """A bundle over the truncated SmolLM2 at ``root / "bundle"``: a random rank-8 'helpful' adapter on
+    every projection and a random rsLoRA rank-4 'harmless' one on three (adapters in ``root``)."""
+    from llamacpp_check import random_adapter
+
+    from peo_hub.cli import main
+
+    base = truncated_smollm2()
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    random_adapter(base, root / "helpful", seed=1, r=8, lora_alpha=16, target_modules=targets)
+    random_adapter(base, root / "harmless", seed=2, r=4, lora_alpha=8, use_rslora=True,
+                   target_modules=["q_proj", "v_proj", "down_proj"])
+    assert main(["compose", str(base), "--adapter", f"helpful={root / 'helpful'}",
+                 "--adapter", f"harmless={root / 'harmless'}", "--output", str(root / "bundle")]) == 0
+    return root / "bundle"

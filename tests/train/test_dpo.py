@@ -49,3 +49,34 @@ def test_short_dpo_run_gives_loadable_adapter(small_base: Path, tmp_path: Path) 
     with torch.no_grad():
         after = model(**ids).logits
     assert not torch.allclose(before, after), "three DPO steps must move the policy"
+
+
+def test_trl_loads_the_base_with_train_model_settings(small_base: Path, tmp_path: Path) -> None:
+    """TRL, not peo-hub, loads the base (model_init_kwargs): the trained model's weights are in the asked dtype."""
+    from transformers import TrainerCallback
+
+    from peo_hub.train.config import ModelSpec
+
+    seen: dict[str, object] = {}
+
+    class Look(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, ANN003
+            base = model.get_base_model()
+            seen["base"] = {p.dtype for n, p in base.named_parameters() if "lora_" not in n}
+            seen["lora"] = {p.dtype for n, p in model.named_parameters() if "lora_" in n}
+            seen["rslora"] = model.peft_config["default"].use_rslora
+            seen["attn"] = base.config._attn_implementation
+
+    tokenizer = AutoTokenizer.from_pretrained(small_base)
+    pairs = toy.preference_pairs("helpful", n=16, seed=0)
+    dataset = Dataset.from_list([{**p, "prompt": render_prompt(tokenizer, p["prompt"])} for p in pairs])
+    out = tmp_path / "adapter"
+    record = train_adapter(
+        base_path=str(small_base), tokenizer=tokenizer, dataset=dataset, lora=LoraSpec(r=4, alpha=8, use_rslora=True),
+        dpo=DPOSpec(learning_rate=1e-3, max_steps=2, per_device_train_batch_size=8, max_length=64),
+        output=out, seed=0, base_model_id="base", callbacks=[Look()],
+        model=ModelSpec(dtype="bfloat16", attn_implementation="eager"),
+    )
+    assert seen == {"base": {torch.bfloat16}, "lora": {torch.float32}, "rslora": True, "attn": "eager"}
+    assert record["base_dtype"] == "bfloat16" and "quantization" not in record
+    assert json.loads((out / "adapter_config.json").read_text())["use_rslora"] is True
