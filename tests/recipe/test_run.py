@@ -116,11 +116,15 @@ def _recipe_file(tmp_path: Path, name: str = "r.yaml", **changes) -> Path:
 
 
 def _fake_finished_adapter(folder: RunFolder, aspect: str) -> Path:
-    """A finished adapter of this run, as train_one leaves it (files plus the recipe's hash)."""
+    """A finished adapter of this run, as train_one leaves it (whole files, which --resume reads before it
+    keeps them, plus the recipe's hash)."""
+    import torch
+    from safetensors.torch import save_file
+
     target = folder.adapter_dir(aspect)
     target.mkdir(parents=True)
-    (target / "adapter_config.json").write_text("{}")
-    (target / "adapter_model.safetensors").write_bytes(b"x")
+    (target / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 1, "lora_alpha": 1}))
+    save_file({"base_model.model.x.lora_A.weight": torch.zeros(1, 2)}, str(target / "adapter_model.safetensors"))
     (target / "training_info.json").write_text(json.dumps({"recipe_hash": folder.fingerprint_hash}))
     return target
 
@@ -227,7 +231,9 @@ def test_a_base_folder_with_broken_weights_fails_in_validate(tmp_path: Path, cap
     ({"train.lora.target_modules": ["q_proj", "qkv"]}, "'qkv' matches no module of the base model; its linear layers "
                                                        "are named"),
     ({"aspects.helpful.judge": {"type": "reward_model", "model": "/nonexistent/judge"}},
-     "aspects.helpful.judge.model: cannot load '/nonexistent/judge'"),
+     "aspects.helpful.judge.model: the folder /nonexistent/judge does not exist"),
+    ({"aspects.helpful.judge": {"type": "reward_model", "model": "./my-reward-model"}},  # not a "repo id" error
+     "aspects.helpful.judge.model: the folder ./my-reward-model does not exist"),
     ({"train.dpo.lr_scheduler_type": "sometimes"}, "train.dpo: TRL refuses these settings"),
 ])
 def test_the_preflight_catches_what_needs_the_base_or_trl(tmp_path: Path, capsys: pytest.CaptureFixture[str],
