@@ -18,6 +18,10 @@ from peo_hub.family.engines import ENGINES
 from peo_hub.utils.schema import STRICT
 
 
+#: The largest ``evaluate.bootstrap`` accepted (see ``EvaluateSpec._bootstrap_bound``).
+MAX_BOOTSTRAP = 100_000
+
+
 class AlphaSearchSpec(BaseModel):
     """Phase 3 as an optimisation: per weight vector, a bounded search over alpha (see peo_hub.evaluate.search)."""
 
@@ -106,6 +110,16 @@ class EvaluateSpec(BaseModel):
                     "(pip install peo-hub[vllm]; each point as an exported LoRA adapter; untested on CPU)",
     )
 
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _bootstrap_bound(cls, value: int) -> int:
+        # Every resample re-averages every point's scores: 1e12 resamples would run for years, and
+        # beyond ~1e5 the 95% interval's own Monte Carlo error (~1/sqrt(resamples)) no longer moves.
+        if value > MAX_BOOTSTRAP:
+            raise ValueError(f"at most {MAX_BOOTSTRAP} resamples (got {value}): each one re-averages every point's "
+                             "scores, and past ~10000 the 95% interval no longer changes; 1000 is plenty")
+        return value
 
     @field_validator("engine")
     @classmethod
