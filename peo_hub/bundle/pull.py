@@ -21,11 +21,19 @@ def download_bundle(repo_id: str, revision: str | None = None, token: str | None
     """Download (or reuse from the HF cache) a bundle repo; return its local folder.
 
     Works offline once cached (``HF_HUB_OFFLINE=1`` reads the cache). A repo without
-    ``peo_config.json`` is refused with a :class:`BundleError`.
+    ``peo_config.json`` is refused with a :class:`BundleError` after fetching that one small
+    file, before anything else is downloaded (a model repo that is not a bundle may hold
+    gigabytes).
     """
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import RemoteEntryNotFoundError
 
     with hub_errors(f"download {repo_id}", repo_id, revision=revision):
+        try:
+            hf_hub_download(repo_id, MANIFEST_NAME, revision=revision, token=token)
+        except RemoteEntryNotFoundError:
+            raise BundleError(f"{repo_id} has no {MANIFEST_NAME}, so it is not a PEO bundle (nothing else was "
+                              "downloaded); push one with `peo-hub push BUNDLE REPO_ID`") from None
         folder = Path(snapshot_download(repo_id, revision=revision, token=token))
     if not (folder / MANIFEST_NAME).is_file():
         raise BundleError(f"{repo_id} has no {MANIFEST_NAME}, so it is not a PEO bundle; push one with "
