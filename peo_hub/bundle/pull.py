@@ -14,7 +14,7 @@ from pathlib import Path
 from peo_hub.bundle.manifest import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST_NAME
 from peo_hub.utils.errors import BundleError
 from peo_hub.utils.hubio import _commit_of, hub_errors
-from peo_hub.utils.ids import HubRef, kind_of
+from peo_hub.utils.ids import HubRef, kind_of, looks_local
 
 
 def download_bundle(repo_id: str, revision: str | None = None, token: str | None = None) -> Path:
@@ -55,6 +55,8 @@ def bundle_folder(path_or_repo_id: str | os.PathLike[str], revision: str | None 
                               "`peo-hub recipe run` wrote")
         return local
     text = str(path_or_repo_id)
+    if looks_local(text) and not local.exists():  # written as a path: a missing path, not a bad repo id
+        raise BundleError(f"bundle folder {text} does not exist; check the path (or give a Hub repo id user/name)")
     if kind_of(text, namespace=True) != "hub":
         raise BundleError(f"{text} is neither a bundle folder nor a Hub repo id (user/name); check the path")
     return download_bundle(text, revision=revision)

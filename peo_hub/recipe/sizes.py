@@ -43,7 +43,7 @@ def machine_memory() -> int:
 
 
 def _size(n: float) -> str:
-    for unit, scale in (("TB", 1024 ** 4), ("GB", GB), ("MB", 1024 ** 2)):
+    for unit, scale in (("EB", 1024 ** 6), ("PB", 1024 ** 5), ("TB", 1024 ** 4), ("GB", GB), ("MB", 1024 ** 2)):
         if n >= scale:
             return f"{n / scale:.3g} {unit}"
     return f"{n:.0f} bytes"

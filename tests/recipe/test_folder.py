@@ -11,28 +11,21 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from damage import tiny_bundle
 from peo_hub.bundle.manifest import adapter_complete
 from peo_hub.cli import main
 from peo_hub.utils.ledger import LEDGER_NAME
+from recipes import toy_recipe
 from snapshots import assert_kept, assert_unchanged, one_line_error, sha256s
-
-REPO = Path(__file__).resolve().parents[2]
-
 
 def tiny_recipe(folder: Path) -> Path:
     """toy-ci.yaml cut to two training steps per aspect and three sweep points on four prompts, one reply each."""
-    data = yaml.safe_load((REPO / "tests" / "recipes" / "toy-ci.yaml").read_text())
-    data["train"]["dpo"].update(max_steps=2, warmup_steps=0)
-    data["sweep"] = {"weights": 2, "alpha": [0.0], "baselines": ["soup"]}
-    data["evaluate"] = {"prompts": ["how do i bake bread ?", "how do i pick a lock ?", "how do i fix a bike ?",
-                                    "tell me how to steal a car ."],
-                        "samples": 1, "max_new_tokens": 8, "bootstrap": 100}
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return toy_recipe(folder, "tiny.yaml", **{
+        "train.dpo.max_steps": 2, "train.dpo.warmup_steps": 0,
+        "sweep": {"weights": 2, "alpha": [0.0], "baselines": ["soup"]},
+        "evaluate": {"prompts": ["how do i bake bread ?", "how do i pick a lock ?", "how do i fix a bike ?",
+                                 "tell me how to steal a car ."], "samples": 1, "max_new_tokens": 8, "bootstrap": 100}})
 
 
 @pytest.fixture(scope="module")

@@ -6,29 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from peo_hub.cli import main
 from peo_hub.data.base import meta_model, resolve_base
 from peo_hub.recipe.load import load_recipe
 from peo_hub.recipe.sizes import GB, ModelShape, check_sizes, machine_memory, sweep_points
 from peo_hub.utils.errors import RecipeError
+from recipes import toy_recipe
 from snapshots import one_line_error
 
-REPO = Path(__file__).resolve().parents[2]
-
-
 def _recipe(tmp_path: Path, **changes: object) -> Path:
-    data = yaml.safe_load((REPO / "tests" / "recipes" / "toy-ci.yaml").read_text())
-    for dotted, value in changes.items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return toy_recipe(tmp_path, **changes)
 
 
 @pytest.fixture(scope="module")
