@@ -67,14 +67,12 @@ def _changed(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[st
 OWNER = "bundle"  # the ledger's writer name for run folders (peo_hub.utils.ledger); `evaluate` writes into them too
 
 
-# Folders whose files a run derives and can make again: damaged, they are named with the fix
-# (delete the unit, --resume makes it again), never kept as they are.
-DERIVED = (ADAPTERS_DIR, MORL_DIR, EVALUATIONS_DIR, BASE_DIR)
-
-
 def derived_unit(rel: str) -> str | None:
-    """The artefact a run-folder file belongs to, as a run redoes it: ``base``, ``adapters/<a>``,
-    ``baselines/morl/<label>``, or the evaluation record itself; ``None`` for the rest (card, merges)."""
+    """The artefact a run-folder file belongs to, as a run makes it again: ``base``, ``adapters/<a>``,
+    ``baselines/morl/<label>``, or the evaluation record itself; ``None`` for the rest (card, merges).
+
+    A damaged artefact is never kept as it is: it is named with the fix (delete the unit, and
+    ``--resume`` makes exactly that again)."""
     parts = rel.split("/")
     if parts[0] == BASE_DIR:
         return BASE_DIR

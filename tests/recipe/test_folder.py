@@ -166,3 +166,24 @@ def test_a_damaged_run_never_ends_in_bundle_written(run_copy, capsys, damage: st
     line = one_line_error(capsys.readouterr().err, f"delete {unit}", "--resume")
     assert target.name in line
     assert_unchanged(before, out)
+
+
+@pytest.mark.parametrize("inside", ["output in the base", "base in the output"])
+def test_an_output_and_a_local_base_inside_each_other_are_refused(tmp_path: Path, capsys, peo_cache: Path,
+                                                                  inside: str) -> None:
+    """Issue 22: `--output` inside the local base_model folder copied the base into itself until shutil.Error."""
+    from peo_hub.world.base import ensure_embedded_base
+
+    if inside == "output in the base":
+        base = Path(shutil.copytree(ensure_embedded_base("embedded:toy"), tmp_path / "my-base"))
+        out, watched = base / "runs" / "mine", base
+    else:
+        out = tmp_path / "out"
+        base = Path(shutil.copytree(ensure_embedded_base("embedded:toy"), out / "models" / "my-base"))
+        watched = out
+    recipe = toy_recipe(tmp_path, base_model=str(base))
+    before = sha256s(watched)
+    capsys.readouterr()
+    assert main(["recipe", "run", str(recipe), "--output", str(out)]) == 2
+    one_line_error(capsys.readouterr().err, "inside", "base model folder")
+    assert_unchanged(before, watched)
