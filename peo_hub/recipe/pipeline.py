@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from tqdm.auto import tqdm
 
@@ -71,9 +71,13 @@ def _manifest(plan: Plan, records: dict[str, dict[str, Any]]) -> Manifest:
 
 
 def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[str] | None = None,
-               resume: bool = False, push: str | None = None) -> Path:
-    """Run a recipe into a bundle folder; returns the folder. See the module docstring."""
-    recipe = load_recipe(recipe_path)
+               resume: bool = False, push: str | None = None, overrides: Sequence[str] = ()) -> Path:
+    """Run a recipe into a bundle folder; returns the folder. See the module docstring.
+
+    ``overrides``: ``FIELD.PATH=VALUE`` strings (``--set``) applied on top of the file; the
+    recipe the run records is the overridden one.
+    """
+    recipe = load_recipe(recipe_path, overrides)
     repo_id = push or recipe.hub.repo_id
     if repo_id:  # every prerequisite of the push now (id, token, Hub, write access), not after the whole run
         from peo_hub.publish.hub import check_push_access
@@ -81,7 +85,7 @@ def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[st
 
         check_repo_id(repo_id, "--push repo id")
         check_push_access(repo_id, action=f"push the run to {repo_id}")
-    folder = RunFolder(output or Path("runs") / (recipe.name or "run"), recipe)
+    folder = RunFolder(output or Path("runs") / (recipe.name or "run"), recipe, overrides=overrides)
     # Everything a user can get wrong is checked before the first write.
     plan = preflight(recipe)
     _refuse_nested(folder.root, plan.base)
