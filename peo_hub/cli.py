@@ -173,12 +173,13 @@ def _export_ollama(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from peo_hub.publish.hub import push_bundle
+    from peo_hub.publish.hub import check_push_access, push_bundle
     from peo_hub.utils.ids import check_repo_id
 
     check_repo_id(args.repo_id)
-    if args.space:  # every id is checked before anything is published
+    if args.space:  # every id, and the right to write to it, is checked before anything is published
         check_repo_id(args.space, "Space id")
+        check_push_access(args.space, args.token, action=f"publish the Space {args.space}")
     url = push_bundle(args.bundle, args.repo_id, private=args.private, token=args.token, revision=args.revision,
                       commit_message=args.commit_message)
     print(f"pushed {args.bundle} to {url}")

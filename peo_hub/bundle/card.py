@@ -390,8 +390,8 @@ def render_model_card(bundle_dir: str | os.PathLike[str], repo_id: str | None = 
     written_by = f" (this bundle was written by peo-hub {manifest.peo_hub_version})" if manifest.peo_hub_version else ""
     lines += [
         "## Usage", "",
-        f"The Hub's \"Use this model\" button cannot load a bundle (one adapter per aspect, under "
-        f"`adapters/<aspect>/`); load it with peo-hub, or one aspect at a time with PEFT.", "",
+        "The Hub's \"Use this model\" button cannot load a bundle (one adapter per aspect, under "
+        "`adapters/<aspect>/`); load it with peo-hub, or one aspect at a time with PEFT.", "",
         "### Any trade-off, switched live, with peo-hub", "",
         f"{INSTALL_HINT}{written_by}.", "",
         "```python",

@@ -205,6 +205,14 @@ class Bundle:
         """The base's Hub id when users can get it from the Hub; ``None`` when it ships inside."""
         return None if self.base_is_local or not is_repo_id(self.base, namespace=True) else self.base
 
+    def check_base(self, finite: bool = False) -> None:
+        """A local base is whole (config, every weight file complete; with ``finite`` no NaN/inf in
+        any tensor), else one line with the fix for this kind of bundle. A Hub base is checked
+        where it is loaded (:func:`peo_hub.utils.weights.check_loaded_finite`)."""
+        if self.base_is_local:
+            check_model_folder(self.base, "base model", finite=finite,
+                               fix=damage_fix(self.root, self.manifest, self.source, self.manifest.base_model))
+
     @property
     def front(self) -> Front | None:
         """The bundle's evaluated front, ``None`` when it has none yet (a broken one raises)."""
@@ -218,6 +226,10 @@ class Bundle:
         front = self.front
         if front is not None:
             return dict(front.presets)
+        return self.manifest_presets()
+
+    def manifest_presets(self) -> dict[str, Preset]:
+        """The presets copied into the manifest (what is left when ``front.json`` is missing or unreadable)."""
         presets = {}
         for name, entry in self.manifest.presets.items():
             try:
@@ -233,6 +245,33 @@ def _base_location(root: Path, manifest: Manifest) -> str:
         return str(inside.resolve()) if manifest.base_model and inside.is_dir() else manifest.base_model
     except OSError:
         return manifest.base_model
+
+
+def from_hub(root: Path, given: str) -> bool:
+    """Whether the bundle at ``root`` is the cached download of the Hub repo ``given`` (not a folder the user has)."""
+    try:
+        return not Path(given).expanduser().is_dir() and is_repo_id(given, namespace=True)
+    except OSError:
+        return False
+
+
+def damage_fix(root: Path, manifest: Manifest, given: str, part: str) -> str:
+    """How to get a whole ``part`` (``adapters/helpful``, ``base``) of this bundle back, in the user's terms.
+
+    Retraining is the fix only for a run folder of the user's; a Hub bundle's cached copy
+    is downloaded again (or, when the repo itself lacks the file, pushed again by its owner);
+    a composed bundle is composed again.
+    """
+    if from_hub(root, given):
+        return (f"the Hub bundle {given} is incomplete or its cached copy is damaged: delete {root} from the HF "
+                f"cache to download it again, and if the repo itself lacks {part}, its owner must push a whole "
+                "bundle again (`peo-hub push`)")
+    if (root / RUN_RECORD).is_file() or (root / LEGACY_RUN_RECORD).is_file():
+        return (f"delete {root / part} and run `peo-hub recipe run RECIPE --output {root} --resume` to make it "
+                "again")
+    if manifest.composed:
+        return f"run `peo-hub compose` again into a new --output to rebuild {root}"
+    return f"replace {root / part} with a whole copy, or fix its path in {MANIFEST_NAME}"
 
 
 def open_bundle(folder: str | os.PathLike[str], source: str | None = None, check_weights: bool = True) -> Bundle:
@@ -252,18 +291,22 @@ def open_bundle(folder: str | os.PathLike[str], source: str | None = None, check
     manifest = load_manifest(root)
     if not manifest.aspects:
         raise BundleError(f"{root}: {MANIFEST_NAME} lists no aspects; train at least one adapter first")
-    fix = "re-run `peo-hub recipe run --resume` to retrain it, or fix the adapter path in peo_config.json"
+    given = str(source if source is not None else folder)
     adapter_dirs = {}
     for aspect, entry in manifest.aspects.items():
         adapter = (root / entry.adapter).resolve()
+        fix = damage_fix(root, manifest, given, entry.adapter)
         if not adapter.is_dir():
-            raise BundleError(f"bundle {root} lists adapter {entry.adapter} for aspect {aspect!r} but the folder is "
+            raise BundleError(f"bundle {given} lists adapter {entry.adapter} for aspect {aspect!r} but the folder is "
                               f"missing; {fix}")
         if check_weights:
             check_adapter_files(aspect, adapter, fix)
         adapter_dirs[aspect] = adapter
+    if manifest.base_model == BASE_DIR and not (root / BASE_DIR).is_dir():
+        raise BundleError(f"bundle {given} names its own base folder {BASE_DIR}/ but {root / BASE_DIR} is missing; "
+                          f"{damage_fix(root, manifest, given, BASE_DIR)}")
     return Bundle(root=root, manifest=manifest, base=_base_location(root, manifest), adapter_dirs=adapter_dirs,
-                  source=str(source if source is not None else folder))
+                  source=given)
 
 
 def validate_bundle(folder: str | os.PathLike[str]) -> Manifest:
@@ -283,7 +326,9 @@ def validate_bundle(folder: str | os.PathLike[str]) -> Manifest:
         if not base.resolve().is_relative_to(root):
             raise BundleError(f"base model {manifest.base_model} lies outside the bundle; copy it into "
                               f"{root}/{BASE_DIR} and set base_model to '{BASE_DIR}' in {MANIFEST_NAME}")
-        check_model_folder(base, "base model")
+        # pushing reads every byte anyway: a base holding NaN is refused before it is published
+        check_model_folder(base, "base model", finite=True,
+                           fix=damage_fix(root, manifest, str(folder), manifest.base_model))
     elif not is_repo_id(manifest.base_model, namespace=True):
         raise BundleError(f"base model {manifest.base_model!r} is neither a folder inside the bundle nor a Hub "
                           f"model id, so Hub users could not load it; copy it into {root}/{BASE_DIR} and set "

@@ -14,7 +14,7 @@ from pathlib import Path
 from peo_hub.bundle.manifest import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST_NAME
 from peo_hub.utils.errors import BundleError, HubError
 from peo_hub.utils.hubio import _commit_of, hub_errors
-from peo_hub.utils.ids import HubRef, kind_of
+from peo_hub.utils.ids import HubRef, kind_of, looks_local
 
 
 def download_bundle(repo_id: str, revision: str | None = None, token: str | bool | None = None,
@@ -23,20 +23,25 @@ def download_bundle(repo_id: str, revision: str | None = None, token: str | bool
 
     Works offline once cached (``HF_HUB_OFFLINE=1`` or ``local_files_only`` read the cache;
     ``cache_dir`` is the cache, as in transformers). A repo without ``peo_config.json`` is
-    refused with a :class:`BundleError`.
+    refused with a :class:`BundleError` after fetching that one small file, before anything
+    else is downloaded (a model repo that is not a bundle may hold gigabytes).
     """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
+    where = {"revision": revision, "token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
     with hub_errors(f"download {repo_id}", repo_id, revision=revision):
         try:
-            folder = Path(snapshot_download(repo_id, revision=revision, token=token, cache_dir=cache_dir,
-                                            local_files_only=local_files_only))
+            hf_hub_download(repo_id, MANIFEST_NAME, **where)
+            folder = Path(snapshot_download(repo_id, **where))
+        except RemoteEntryNotFoundError:
+            raise BundleError(f"{repo_id} has no {MANIFEST_NAME}, so it is not a PEO bundle (nothing else was "
+                              "downloaded); push one with `peo-hub push BUNDLE REPO_ID`") from None
         except LocalEntryNotFoundError:
             if not local_files_only:
                 raise
-            where = f"the cache {cache_dir}" if cache_dir else "the HF cache"
-            raise HubError(f"cannot load {repo_id}: local_files_only=True and it is not in {where}; load it once "
+            cache = f"the cache {cache_dir}" if cache_dir else "the HF cache"
+            raise HubError(f"cannot load {repo_id}: local_files_only=True and it is not in {cache}; load it once "
                            "without local_files_only to download it") from None
     if not (folder / MANIFEST_NAME).is_file():
         raise BundleError(f"{repo_id} has no {MANIFEST_NAME}, so it is not a PEO bundle; push one with "
@@ -60,6 +65,8 @@ def bundle_folder(path_or_repo_id: str | os.PathLike[str], revision: str | None 
                               "`peo-hub recipe run` wrote")
         return local
     text = str(path_or_repo_id)
+    if looks_local(text) and not local.exists():  # written as a path: a missing path, not a bad repo id
+        raise BundleError(f"bundle folder {text} does not exist; check the path (or give a Hub repo id user/name)")
     if kind_of(text, namespace=True) != "hub":
         raise BundleError(f"{text} is neither a bundle folder nor a Hub repo id (user/name); check the path")
     return download_bundle(text, revision=revision, token=token, cache_dir=cache_dir,

@@ -138,6 +138,10 @@ def make_preference(
         )
     if weights is not None and coefficients is not None:
         raise PreferenceError("give either preference weights or raw coefficients, not both")
+    for what, given in (("weights", weights), ("coefficients", coefficients)):
+        if given is not None and not isinstance(given, Mapping):  # a str would be read letter by letter
+            example = ", ".join(f"{a!r}: {0.5:g}" for a in aspects[:2]) or "'helpful': 0.5"
+            raise PreferenceError(f"{what} must map aspect names to numbers, e.g. {{{example}}}; got {given!r}")
     if coefficients is not None:
         if alpha != 0:
             raise PreferenceError(

@@ -64,7 +64,8 @@ def resolve_base(name: str, revision: str | None = None, *, seed: int = 0, what:
         if not local.is_dir():
             raise RecipeError(f"{what} folder {name} does not exist; give a model folder, a Hub id or embedded:toy")
         try:
-            check_model_folder(local, what)
+            # the base is copied into the bundle (every byte read anyway): NaN/inf refused now, naming the file
+            check_model_folder(local, what, finite=True)
         except BundleError as exc:
             raise RecipeError(str(exc)) from None
         source = str(local.resolve())

@@ -25,6 +25,7 @@ spec or the data is wrong (missing columns, labels that are not 0/1, a missing f
 
 from __future__ import annotations
 
+import codecs
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -82,6 +83,8 @@ def _load_raw(spec: DatasetSpec, split: str) -> "Dataset":
             )
         if path.stat().st_size == 0:
             raise DataError(f"dataset file {path} is empty; fill it with one preference row per record")
+        if builder in TEXT_BUILDERS and path.suffix.lower() in TEXT_SUFFIXES:
+            _check_utf8(path)  # pyarrow reads bad bytes into its strings and fails only when a row is read
         try:
             return datasets.load_dataset(builder, data_files={_split_name(split): str(path)}, split=split)
         except Exception as exc:  # pyarrow/json/csv parse errors all mean "not a readable data file"
@@ -100,6 +103,34 @@ def _load_raw(spec: DatasetSpec, split: str) -> "Dataset":
             "check the path (data files end in .parquet/.jsonl/.json/.csv) or write the id as owner/name"
         )
     return _load_builder(spec.source, spec, split, where=f"Hub dataset {spec.source!r}")
+
+
+#: Builders whose files are text; uncompressed ones are checked for UTF-8 before `datasets` reads them.
+TEXT_BUILDERS = ("json", "csv")
+TEXT_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv")
+NEWLINE = b"\n"
+
+
+def _check_utf8(path: Path) -> None:
+    """Refuse a text data file that is not UTF-8, naming the byte and the line (streamed, 1 MB at a time)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, offset = 1, 0
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(1 << 20)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                start = max(exc.start, 0)
+                bad = chunk[start:start + 1] or b"?"
+                where = line + chunk[:start].count(NEWLINE)
+                raise DataError(f"dataset file {path} is not UTF-8 text: byte 0x{bad[0]:02x} at byte {offset + start} "
+                                f"(line {where}) cannot be decoded; save the file as UTF-8 "
+                                "(e.g. `iconv -f latin1 -t utf-8 IN > OUT`)") from None
+            if not chunk:
+                return
+            line += chunk.count(NEWLINE)
+            offset += len(chunk)
 
 
 def _load_saved(path: Path, split: str) -> "Dataset":
@@ -204,7 +235,11 @@ def _columns(spec: DatasetSpec, names: Sequence[str], purpose: Purpose) -> dict[
 def _read(raw: "Dataset", spec: DatasetSpec, purpose: Purpose) -> tuple[dict[str, list], dict[str, str | None]]:
     mapping = _columns(spec, list(raw.column_names), purpose)
     used = [c for c in dict.fromkeys(mapping.values()) if c is not None]
-    return raw.select_columns(used).to_dict(), mapping
+    try:
+        return raw.select_columns(used).to_dict(), mapping
+    except UnicodeDecodeError as exc:  # a binary file (parquet, arrow) holding strings that are not UTF-8
+        raise DataError(f"dataset {spec.source}: a text column holds bytes that are not UTF-8 ({_reason(exc)}); "
+                        "re-encode its strings as UTF-8") from None
 
 
 def _convert(raw: "Dataset", spec: DatasetSpec) -> Rows:

@@ -17,6 +17,10 @@ from peo_hub.family.engines import ENGINES
 from peo_hub.utils.schema import STRICT
 
 
+#: The largest ``evaluate.bootstrap`` accepted (see ``EvaluateSpec._bootstrap_bound``).
+MAX_BOOTSTRAP = 100_000
+
+
 class SweepSpec(BaseModel):
     """Phases 2-3: the grid of (weights, alpha) points evaluated into the front."""
 
@@ -108,6 +112,16 @@ class EvaluateSpec(BaseModel):
                            description="the vLLM engine's settings: gpu_memory_utilization, max_loras, max_model_len, "
                                        "enforce_eager, dtype")
 
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _bootstrap_bound(cls, value: int) -> int:
+        # Every resample re-averages every point's scores: 1e12 resamples would run for years, and
+        # beyond ~1e5 the 95% interval's own Monte Carlo error (~1/sqrt(resamples)) no longer moves.
+        if value > MAX_BOOTSTRAP:
+            raise ValueError(f"at most {MAX_BOOTSTRAP} resamples (got {value}): each one re-averages every point's "
+                             "scores, and past ~10000 the 95% interval no longer changes; 1000 is plenty")
+        return value
 
     @field_validator("engine")
     @classmethod

@@ -139,18 +139,19 @@ def _check_config(name: str, config: object, where: Path) -> dict:
     return config
 
 
-def read_adapter(name: str, path: str | os.PathLike[str]) -> Adapter:
-    """Read ``adapter_config.json`` + ``adapter_model.safetensors`` of one aspect, validating it."""
+def read_adapter(name: str, path: str | os.PathLike[str], fix: str | None = None) -> Adapter:
+    """Read ``adapter_config.json`` + ``adapter_model.safetensors`` of one aspect, validating it.
+
+    ``fix`` ends the one-line error of a missing, truncated or NaN file: what gets a whole
+    adapter back where it came from (a bundle knows, :func:`peo_hub.bundle.manifest.damage_fix`).
+    """
     path = Path(path)
+    fix = fix or f"re-save the adapter of aspect {name!r} with PEFT, or download it again"
     config_file, weights_file = path / ADAPTER_CONFIG, path / ADAPTER_WEIGHTS
     if not config_file.is_file() or not weights_file.is_file():
         missing = ADAPTER_CONFIG if not config_file.is_file() else ADAPTER_WEIGHTS
-        raise BundleError(
-            f"adapter for aspect {name!r} at {path} has no {missing}; re-run training for that "
-            "aspect or fix the adapter path in peo_config.json"
-        )
-    config = _check_config(name, read_json(config_file, f"re-run training for aspect {name!r} to rewrite it"),
-                           config_file)
+        raise BundleError(f"adapter for aspect {name!r} at {path} has no {missing}; {fix}")
+    config = _check_config(name, read_json(config_file, fix), config_file)
     if str(config.get("peft_type", "")).upper() != "LORA":
         raise BundleError(
             f"adapter for aspect {name!r} is a {config.get('peft_type')} adapter; PEO needs plain "
@@ -163,8 +164,7 @@ def read_adapter(name: str, path: str | os.PathLike[str]) -> Adapter:
                 f"low-rank delta and cannot be combined linearly ({NONLINEAR_REASONS[option]}); "
                 "use a plain LoRA adapter (retrain it without that option)"
             )
-    tensors = read_tensors(weights_file, f"adapter weights of aspect {name!r}",
-                           f"re-run training for aspect {name!r} (`peo-hub recipe run --resume`)")
+    tensors = read_tensors(weights_file, f"adapter weights of aspect {name!r}", fix)
     parts: dict[str, dict[str, torch.Tensor]] = {}
     kinds: dict[str, str] = {}
     for key, tensor in tensors.items():
@@ -312,9 +312,9 @@ def cat_adapters(adapters: Sequence[Adapter], coefficients: Mapping[str, float]
     return state, rank, modules
 
 
-def read_adapters(named_paths: Iterable[tuple[str, Path]]) -> list[Adapter]:
-    """Read several aspect adapters (``(aspect, folder)`` pairs), in order."""
-    return [read_adapter(name, path) for name, path in named_paths]
+def read_adapters(named_paths: Iterable[tuple[str, Path]], fixes: Mapping[str, str] | None = None) -> list[Adapter]:
+    """Read several aspect adapters (``(aspect, folder)`` pairs), in order (``fixes``: per aspect, see read_adapter)."""
+    return [read_adapter(name, path, (fixes or {}).get(name)) for name, path in named_paths]
 
 
 def load_bundle_adapters(bundle: "Bundle", base_shapes: Mapping[str, Sequence[int]] | None = None) -> list[Adapter]:
@@ -323,7 +323,11 @@ def load_bundle_adapters(bundle: "Bundle", base_shapes: Mapping[str, Sequence[in
     Without ``base_shapes``, a local base's safetensors headers are used, so adapters trained
     on another base are caught before any model is loaded.
     """
-    adapters = read_adapters(bundle.adapter_dirs.items())
+    from peo_hub.bundle.manifest import damage_fix
+
+    fixes = {aspect: damage_fix(bundle.root, bundle.manifest, bundle.source, entry.adapter)
+             for aspect, entry in bundle.manifest.aspects.items()}
+    adapters = read_adapters(bundle.adapter_dirs.items(), fixes)
     if base_shapes is None and bundle.base_is_local:
         base_shapes = module_shapes(bundle.base)
     check_adapters(adapters, bundle.manifest.base_model, base_shapes)

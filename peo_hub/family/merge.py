@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 
 from peo_hub.bundle.manifest import ADAPTER_WEIGHTS, Bundle
+from peo_hub.utils import temps
 from peo_hub.utils.errors import MergeError, OutputError
 from peo_hub.utils.fsutil import (atomic_dir, atomic_write_json, atomic_write_text, check_names, check_output,
-                                  overwrite_allowed)
+                                  overwrite_allowed, refuse_dangling)
 from peo_hub.family.lora import cat_adapters, load_bundle_adapters, truncate_rank
 from peo_hub.core.policy import Preference
 
@@ -244,9 +245,9 @@ def export_adapter(bundle: Bundle, preference: Preference, out_dir: str | os.Pat
 
     adapters = adapters if adapters is not None else load_bundle_adapters(bundle)
     state, rank, modules = cat_adapters(adapters, preference.coefficients)
-    if not all(bool(torch.isfinite(t).all()) for t in state.values()):
-        raise MergeError(f"the coefficients {preference.coefficients} overflow the adapter weights (inf/nan); "
-                         "use coefficients of a sensible size (|c| <= 3 was evaluated)")
+    if not all(bool(torch.isfinite(t).all()) for t in state.values()):  # every adapter was read finite
+        raise MergeError(f"the coefficients {preference.coefficients} overflow the adapter weights (inf/nan) although "
+                         "every adapter is finite; use coefficients of a sensible size (|c| <= 3 was evaluated)")
     extra: dict[str, Any] = {}
     truncated = ""
     if max_rank is not None and max_rank < rank:
@@ -283,16 +284,19 @@ def run_mergekit(bundle: Bundle, preference: Preference, out_dir: str | os.PathL
 
     config = mergekit_config(bundle, preference.coefficients)
     text = mergekit_yaml(config, preference)
-    out = check_output(out_dir, "folder", ours=is_point_output, what="model output", owner=OWNER)
+    out = check_output(out_dir, "folder", ours=is_point_output, what="model output", owner=OWNER).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Next to the output (same disk), fresh per run: mergekit caches merges by path only.
-    cache = Path(tempfile.mkdtemp(prefix=f".{out.name}.lora-cache-", dir=out.parent))
+    # Next to the output (same disk), fresh per run: mergekit caches merges by path only. Named
+    # for this process, so the next merge into this folder removes it if this one is killed.
+    temps.clean_dead(out.parent)
+    cache = Path(tempfile.mkdtemp(prefix=temps.prefix(out.name, "lora-cache"), dir=out.parent))
     try:
         with atomic_dir(out, owner=OWNER) as tmp:
             options = MergeOptions(lora_merge_cache=str(cache), lora_merge_dtype="float32",
                                    copy_tokenizer=True, write_model_card=False, quiet=True)
             run_merge(MergeConfiguration.model_validate(config), str(tmp), options=options,
                       config_source=text)
+            _refuse_overflow(tmp, preference)
             if not (tmp / "tokenizer_config.json").is_file():  # e.g. a base without tokenizer files
                 from transformers import AutoTokenizer
 
@@ -305,6 +309,19 @@ def run_mergekit(bundle: Bundle, preference: Preference, out_dir: str | os.PathL
         shutil.rmtree(cache, ignore_errors=True)
     return out
 
+
+
+def _refuse_overflow(folder: Path, preference: Preference) -> None:
+    """A merged model of finite inputs (checked before) that holds NaN/inf: the coefficients overflowed."""
+    from peo_hub.utils.errors import BundleError
+    from peo_hub.utils.weights import check_model_folder
+
+    try:
+        check_model_folder(folder, "merged model", finite=True)
+    except BundleError:
+        raise MergeError(f"the coefficients {preference.coefficients} overflow the merged weights (inf/nan) although "
+                         "the base and every adapter are finite; use coefficients of a sensible size (|c| <= 3 was "
+                         "evaluated)") from None
 
 
 def _is_yaml_path(path: Path) -> bool:
@@ -332,6 +349,8 @@ def check_point_output(output: str | os.PathLike[str], kind: str, max_rank: int 
     if kind == "yaml":
         if out.exists() and not out.is_dir() and not _is_yaml_path(out):
             raise MergeError(f"--output {out} exists and is not a .yaml file; give a .yaml file name or a folder")
+        if not _is_yaml_path(out):
+            refuse_dangling(out, "YAML output folder")
         _check_yaml_target(out if _is_yaml_path(out) else out / "x.yaml")
         return
     check_output(out, "folder", ours=is_point_output, what=f"{kind} output", owner=OWNER)
@@ -347,8 +366,14 @@ def _check_yaml_target(target: Path) -> None:
 
 def write_point(bundle: Bundle, preference: Preference, output: str | os.PathLike[str], kind: str,
                 adapters: "list[Adapter] | None" = None, max_rank: int | None = None) -> Path:
-    """Materialise ``preference`` of ``bundle`` as an ``adapter``, ``model`` or ``yaml``; returns the path."""
+    """Materialise ``preference`` of ``bundle`` as an ``adapter``, ``model`` or ``yaml``; returns the path.
+
+    The bundle's local base is checked first, in every form: whole (a YAML or an adapter
+    for a base that cannot be loaded is no use), and for a merged model, which reads every
+    base tensor, free of NaN/inf (:func:`peo_hub.utils.weights.check_model_folder`).
+    """
     check_point_output(output, kind, max_rank)
+    bundle.check_base(finite=kind == "model")
     if kind == "adapter":
         return export_adapter(bundle, preference, output, adapters=adapters, max_rank=max_rank)
     if kind == "model":

@@ -37,7 +37,7 @@ from peo_hub.family.merge import export_adapter, mergekit_config
 from peo_hub.bundle.front import Front, Preset
 from peo_hub.family.lora import base_shapes_from_model, load_bundle_adapters
 from peo_hub.core.policy import Preference, coefficient_warning, make_preference
-from peo_hub.utils.weights import check_model_folder
+from peo_hub.utils.weights import check_loaded_finite
 
 LOG = logging.getLogger("peo_hub")
 
@@ -138,8 +138,9 @@ class PEOModel:
         bundle = open_bundle(bundle_folder(path_or_repo_id, revision=revision, **args.hub),
                              source=str(path_or_repo_id))
         base_revision = bundle.base_revision
-        if bundle.base_is_local:
-            check_model_folder(bundle.base)  # a truncated base is one line, not a SafetensorError
+        # A truncated, deleted or NaN base is one line naming the file, not a SafetensorError or a
+        # model that answers empty strings (peo_hub.utils.weights: the one check of every reader).
+        bundle.check_base(finite=True)
         try:
             with hub_errors(f"load the base model {bundle.base}", bundle.base, revision=base_revision):
                 tokenizer = AutoTokenizer.from_pretrained(bundle.base, revision=base_revision, **args.hub)
@@ -149,6 +150,8 @@ class PEOModel:
                 raise
             raise HubError(f"cannot load the bundle's base model {bundle.base} ({first_line(exc)}); for a private "
                            f"base pass token= (or {TOKEN_HELP}), else check the id and its revision") from None
+        if not bundle.base_is_local:  # a Hub base: its files were not ours to check first
+            check_loaded_finite(base, bundle.base_reference)
         load_bundle_adapters(bundle, base_shapes=base_shapes_from_model(base))
         aspects = bundle.aspects
         peft_model = PeftModel.from_pretrained(base, str(bundle.adapter_dirs[aspects[0]]),
@@ -390,17 +393,25 @@ class PEOModel:
         if isinstance(preferences, (Mapping, Preference)):
             raise PreferenceError("preferences must be a list with one preference per row, e.g. "
                                   "[{'weights': {...}, 'alpha': 0.5}, {'coefficients': {...}}]")
+        if isinstance(preferences, (str, bytes)) or not isinstance(preferences, Sequence):
+            raise PreferenceError(f"preferences must be a list with one preference per row, got {preferences!r}")
         rows = []
         for i, spec in enumerate(preferences):
             if isinstance(spec, Preference):
+                if list(spec.coefficients) != list(self.aspects):
+                    raise PreferenceError(f"row {i}: the Preference was made for the aspects "
+                                          f"{', '.join(map(str, spec.coefficients))}, this model's are "
+                                          f"{', '.join(self.aspects)}; make it with this model's aspects (or pass "
+                                          "{'weights': {...}, 'alpha': a})")
                 rows.append(spec)
                 continue
             if not isinstance(spec, Mapping) or not set(spec) <= {"weights", "alpha", "coefficients"}:
                 raise PreferenceError(f"preference of row {i} must be {{'weights': {{...}}, 'alpha': a}} or "
                                       f"{{'coefficients': {{...}}}}, got {spec!r}")
+            alpha = spec.get("alpha")
             try:
                 rows.append(make_preference(self.aspects, weights=spec.get("weights"),
-                                            alpha=float(spec.get("alpha") or 0.0),
+                                            alpha=0.0 if alpha is None else alpha,
                                             coefficients=spec.get("coefficients"),
                                             formulation=self.manifest.formulation))
             except PreferenceError as exc:

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from peo_hub.data.chat import to_messages
 from peo_hub.judges.registry import JudgeSpec, register_judge
 from peo_hub.utils.errors import PEOError, first_line
+from peo_hub.utils.ids import looks_local
 
 if TYPE_CHECKING:
     import torch
@@ -118,6 +120,9 @@ def load_reward_model(spec: JudgeSpec) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     assert spec.model is not None
+    if looks_local(spec.model) and not Path(spec.model).expanduser().is_dir():
+        raise PEOError(f"cannot load reward model {spec.model!r}: the folder does not exist; give the path of a saved "
+                       "reward model folder, or a Hub model id")
     kwargs: dict[str, Any] = {"revision": spec.revision}
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec.model, revision=spec.revision)

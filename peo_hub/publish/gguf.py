@@ -53,7 +53,7 @@ from peo_hub.publish.gguf_arch import CONVERT_FIX, Architecture, _gguf, architec
 from peo_hub.utils.fsutil import atomic_dir, atomic_write_json, atomic_write_text, check_output, read_json
 from peo_hub.family.lora import LoraModule, load_bundle_adapters
 from peo_hub.core.policy import Preference, make_preference, parse_assignments
-from peo_hub.utils.weights import model_weight_files, read_tensors
+from peo_hub.utils.weights import check_model_folder, model_weight_files, read_tensors
 
 if TYPE_CHECKING:
     from peo_hub.family.lora import Adapter
@@ -392,7 +392,8 @@ def write_point_gguf(base: GgufBase, adapters: Sequence["Adapter"], point: Prefe
     name = f"point-{point.label()}.gguf"
     state = fused_state(base, adapters, point.coefficients)
     if not all(bool(torch.isfinite(t).all()) for t in state.values()):
-        raise MergeError(f"the coefficients {point.coefficients} overflow the weights; use smaller ones")
+        raise MergeError(f"the coefficients {point.coefficients} overflow the fused weights (inf/nan) although the "
+                         "base and every adapter are finite; use smaller ones (|c| <= 3 was evaluated)")
     write_model_gguf(base, state, folder / name, dtype, f"peo point {point.label()}",
                      extra={"peo.coefficients": json.dumps(point.coefficients)})
     return {"model": name, "dtype": dtype, "coefficients": point.coefficients, "weights": point.weights,
@@ -468,6 +469,19 @@ def _readme(files: Mapping[str, Any], aspects: Sequence[str], example: Mapping[s
     )
 
 
+def check_export_base(bundle: Bundle, base_folder: str | os.PathLike[str], reads_weights: bool) -> None:
+    """The base an export reads is whole and, when its weights are written, finite (one line naming the file).
+
+    The bundle's own base (``base/``) is checked with the bundle's fix; a Hub base downloaded
+    for the export is checked where it was downloaded to.
+    """
+    if bundle.base_is_local:
+        bundle.check_base(finite=reads_weights)
+    elif reads_weights:
+        check_model_folder(base_folder, f"base model {bundle.base_reference}", finite=True,
+                           fix="delete it from the HF cache to download it again")
+
+
 def export_gguf(bundle: Bundle, output: str | os.PathLike[str], base_folder: str | os.PathLike[str],
                 dtype: str = "f32", write_base: bool = True, point: Preference | None = None) -> Path:
     """Write the bundle for llama.cpp (see the module docstring); returns the output folder.
@@ -480,6 +494,7 @@ def export_gguf(bundle: Bundle, output: str | os.PathLike[str], base_folder: str
     if dtype not in DTYPES:
         raise MergeError(f"--dtype {dtype!r}: use f32 or f16 (f32 reproduces transformers exactly)")
     out = check_gguf_output(output)
+    check_export_base(bundle, base_folder, reads_weights=write_base or point is not None)
     adapters = load_bundle_adapters(bundle)
     base = gguf_base(base_folder, with_tokenizer=write_base or point is not None)
     check_adapters_for_gguf(adapters, base)

@@ -45,6 +45,37 @@ SPACE_TEMPLATE = Path(__file__).resolve().parents[2] / "spaces" / "peo-demo"
 SPACE_CONFIG_NAME = "peo_space.json"
 
 
+def check_push_access(repo_id: str, token: str | None = None, action: str | None = None) -> str:
+    """Every prerequisite of a push the Hub can tell before any upload; returns the token.
+
+    The repo id is well formed, a token is there, the Hub is reachable (not ``HF_HUB_OFFLINE``),
+    the token is valid, is not read-only, and belongs to the repo's namespace (the user or
+    one of their organisations). ``recipe run --push`` calls this before its pre-flight, so a
+    push that cannot happen is refused before the training, not after it. Fine-grained
+    tokens carry per-repo permissions the Hub does not list here; those are left to the push.
+    """
+    from huggingface_hub import HfApi
+
+    check_repo_id(repo_id)
+    action = action or f"push to {repo_id}"
+    token = require_token(token, action)
+    with hub_errors(action, repo_id):
+        info = HfApi(token=token).whoami()
+    access = (info.get("auth") or {}).get("accessToken") or {}
+    user = str(info.get("name") or "")
+    if access.get("role") == "read":
+        raise HubError(f"cannot {action}: the token of {user or 'this account'} is read-only; create a token with "
+                       "write access (huggingface.co/settings/tokens) and set HF_TOKEN or run `hf auth login`")
+    namespaces = {user} | {str(org.get("name")) for org in info.get("orgs") or [] if isinstance(org, dict)}
+    namespace = repo_id.split("/")[0]
+    if user and namespace not in namespaces:
+        name = repo_id.split("/")[-1]
+        raise HubError(f"cannot {action}: the token belongs to {user!r}, which cannot write to the namespace "
+                       f"{namespace!r} (its namespaces: {', '.join(sorted(n for n in namespaces if n))}); push to "
+                       f"{user}/{name}, or use a token of {namespace!r}")
+    return token
+
+
 def bundle_files(bundle_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """Repo path -> local file of everything to publish (hidden files and caches are skipped)."""
     bundle = Path(bundle_dir)
@@ -161,7 +192,7 @@ def push_bundle(bundle_dir: str | os.PathLike[str], repo_id: str, private: bool 
     check_repo_id(repo_id)
     manifest = validate_bundle(bundle)
     action = f"push {bundle} to {repo_id}"
-    token = require_token(token, action)
+    token = check_push_access(repo_id, token, action)
     files: dict[str, Path | bytes] = dict(bundle_files(bundle))
     card = _card_bytes(bundle, repo_id)
     if card is not None:

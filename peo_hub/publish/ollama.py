@@ -30,7 +30,7 @@ from peo_hub.bundle.manifest import Bundle
 from peo_hub.utils.errors import MergeError
 from peo_hub.utils.fsutil import atomic_dir, atomic_write_json, atomic_write_text, check_output
 from peo_hub.publish.gguf import DTYPES, GgufBase, check_adapters_for_gguf, chat_template, gguf_base, special_vocab
-from peo_hub.publish.gguf import write_point_gguf
+from peo_hub.publish.gguf import check_export_base, write_point_gguf
 from peo_hub.family.lora import load_bundle_adapters
 from peo_hub.core.policy import Preference
 
@@ -221,6 +221,7 @@ def export_ollama(bundle: Bundle, output: str | os.PathLike[str], base_folder: s
     if not points:
         raise MergeError("no point to export; give --point PRESET|WEIGHTS or --all-presets")
     out = check_ollama_output(output)
+    check_export_base(bundle, base_folder, reads_weights=True)
     adapters: list["Adapter"] = load_bundle_adapters(bundle)
     base: GgufBase = gguf_base(base_folder)
     check_adapters_for_gguf(adapters, base)

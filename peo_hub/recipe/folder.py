@@ -21,6 +21,8 @@ from typing import Any, Mapping, Sequence
 
 from peo_hub import __version__
 from peo_hub.bundle.manifest import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
     ADAPTERS_DIR,
     BASE_DIR,
     EVALUATIONS_DIR,
@@ -28,6 +30,7 @@ from peo_hub.bundle.manifest import (
     MANIFEST_NAME,
     MORL_DIR,
     RUN_RECORD,
+    TRAINING_INFO,
     adapter_complete,
     load_manifest,
     read_training_info,
@@ -100,8 +103,22 @@ def _changed(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[st
 OWNER = "bundle"  # the ledger's writer name for run folders (peo_hub.utils.ledger); `evaluate` writes into them too
 
 
-# Folders whose files a run derives and can make again: damaged, they are redone, not refused.
-DERIVED = (ADAPTERS_DIR, MORL_DIR, EVALUATIONS_DIR, BASE_DIR)
+def derived_unit(rel: str) -> str | None:
+    """The artefact a run-folder file belongs to, as a run makes it again: ``base``, ``adapters/<a>``,
+    ``baselines/morl/<label>``, or the evaluation record itself; ``None`` for the rest (card, merges).
+
+    A damaged artefact is never kept as it is: it is named with the fix (delete the unit, and
+    ``--resume`` makes exactly that again)."""
+    parts = rel.split("/")
+    if parts[0] == BASE_DIR:
+        return BASE_DIR
+    for folder in (MORL_DIR, ADAPTERS_DIR):
+        depth = folder.count("/") + 1
+        if "/".join(parts[:depth]) == folder and len(parts) > depth:
+            return "/".join(parts[:depth + 1])
+    if parts[0] == EVALUATIONS_DIR and len(parts) > 1:
+        return rel
+    return None
 
 
 def is_run_folder(path: Path) -> bool:
@@ -198,15 +215,18 @@ class RunFolder:
         made them may resume.
         """
         check_names(self.root, "--output")  # a name too long for the disk, before any look inside
+        self._refuse_other_writer()  # a compose, merge or export output is no run, whatever it holds
+        self._refuse_composed()
         if (self.root / LEDGER_NAME).is_file() and not overwrite_allowed():
             self._check_edited()  # before check_output's generic line: a damaged artefact has its own fix
         check_output(self.root, "folder", ours=is_run_folder, what="--output", owner=OWNER)
-        self._refuse_composed()
         if self.started() and not resume:
             raise RecipeError(f"output folder {self.root} is not empty; pass --resume to continue that run, "
                               "or --output NEW_DIR")
         if self._artefacts():
             self.check_identity()
+        if resume and not overwrite_allowed():
+            self._check_whole()  # verify before trusting: what --resume keeps must be readable
         self.root.mkdir(parents=True, exist_ok=True)
         self._adopt()
         for folder in (self.root, self.root / ADAPTERS_DIR, self.evaluations, self.root / MORL_DIR):
@@ -227,19 +247,69 @@ class RunFolder:
         makes it again.
         """
         ledger = self.ledger
-        problems = ledger.conflicts(ledger.owned())
+        owned = ledger.owned()
+        # A file of a kept artefact that is gone while the artefact's folder is still there: the
+        # rest of it cannot be trusted either (a deleted folder is simply made again).
+        for rel in owned:
+            unit = derived_unit(rel)
+            if unit is not None and unit != rel and (self.root / unit).is_dir() and not (self.root / rel).exists():
+                raise RecipeError(f"{self.root / rel} is missing, but the run wrote it and would keep "
+                                  f"{self.root / unit}; delete {self.root / unit} and run again with --resume to "
+                                  "make it again")
+        problems = ledger.conflicts(owned)
         if not problems:
             return
         first = problems[0].path
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        top = first.split("/")[0]
-        if top in DERIVED:
-            unit = "/".join(first.split("/")[:2]) if top != BASE_DIR else BASE_DIR
+        unit = derived_unit(first)
+        if unit is not None:
             raise RecipeError(f"{self.root / first}{more} is damaged or was changed since peo-hub wrote it (its "
                               f"sha256 differs); delete {self.root / unit} and run again with --resume to make it "
                               "again")
         raise RecipeError(f"{self.root / first}{more} was changed since peo-hub wrote it and this run would replace "
                           "it; move it aside, or pass --overwrite to replace it")
+
+    def _check_whole(self) -> None:
+        """Every artefact ``--resume`` would keep can be read: the base copy's weights, each finished
+        adapter's config, weights (finite) and training record, each evaluation record.
+
+        The ledger's hashes catch a change to a file the run wrote; this catches damage in a
+        folder written before ledgers (adopted as it was) and a file truncated by a crash of
+        the disk. One line names the file and the fix, before any write.
+        """
+        from peo_hub.evaluate.records import read_evaluation
+        from peo_hub.utils.weights import check_finite, check_model_folder
+
+        def fix(unit: Path) -> str:
+            return f"delete {unit} and run again with --resume to make it again"
+
+        base = self.root / BASE_DIR
+        if base.is_dir():
+            try:
+                check_model_folder(base, "copied base model", fix=fix(base))
+            except BundleError as exc:
+                raise RecipeError(str(exc)) from None
+        for folder in [f for pattern in (f"{ADAPTERS_DIR}/*", f"{MORL_DIR}/*") for f in sorted(self.root.glob(pattern))
+                       if adapter_complete(f)]:
+            try:
+                config = read_json(folder / ADAPTER_CONFIG, fix(folder))
+                if not isinstance(config, dict) or str(config.get("peft_type", "")).upper() != "LORA":
+                    raise BundleError(f"{folder / ADAPTER_CONFIG} is not a LoRA adapter config; {fix(folder)}")
+                check_finite(folder / ADAPTER_WEIGHTS, "adapter weights", fix(folder))
+                read_json(folder / TRAINING_INFO, fix(folder))
+            except BundleError as exc:
+                raise RecipeError(str(exc)) from None
+        for record in sorted(self.evaluations.glob("*.json")):
+            read_evaluation(record)
+
+    def _refuse_other_writer(self) -> None:
+        """A folder whose ledger names another command (compose, merge, export) is refused before any write."""
+        if not (self.root / LEDGER_NAME).is_file() or overwrite_allowed():
+            return
+        writer = Ledger(self.root, OWNER).writer_recorded()
+        if writer not in (None, "", OWNER):
+            raise RecipeError(f"{self.root} holds the output of `peo-hub {writer}`, not a recipe's run; "
+                              "`recipe run --resume` would replace its files: choose another --output")
 
     def _refuse_composed(self) -> None:
         if not (self.root / MANIFEST_NAME).is_file():
@@ -267,7 +337,7 @@ class RunFolder:
             pass
         ours = {RUN_RECORD, LEGACY_RUN_RECORD, MANIFEST_NAME, "front.json", "front.png", "README.md"}
         ledger.record(rel for rel in files
-                      if rel in ours or rel.split("/")[0] in DERIVED
+                      if rel in ours or derived_unit(rel) is not None
                       or (rel.startswith("merges/") and rel.removeprefix("merges/").removesuffix(".yaml") in labels))
 
     def intact(self, path: Path) -> bool:

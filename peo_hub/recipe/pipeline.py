@@ -79,12 +79,12 @@ def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[st
     """
     recipe = load_recipe(recipe_path, overrides)
     repo_id = push or recipe.hub.repo_id
-    if repo_id:
-        from peo_hub.utils.hubio import require_token
+    if repo_id:  # every prerequisite of the push now (id, token, Hub, write access), not after the whole run
+        from peo_hub.publish.hub import check_push_access
         from peo_hub.utils.ids import check_repo_id
 
         check_repo_id(repo_id, "--push repo id")
-        require_token(None, f"push the run to {repo_id}")  # now, not after the whole run
+        check_push_access(repo_id, action=f"push the run to {repo_id}")
     folder = RunFolder(output or Path("runs") / (recipe.name or "run"), recipe, overrides=overrides)
     # Everything a user can get wrong is checked before the first write.
     plan = preflight(recipe)
@@ -276,7 +276,7 @@ def evaluate_bundle(bundle_dir: str | os.PathLike[str], recipe: EvaluationRecipe
     from peo_hub.bundle.card import is_generated_card
     from peo_hub.data.load import load_prompts
     from peo_hub.family.engines import require_engine
-    from peo_hub.utils.fsutil import ledger_of, read_json
+    from peo_hub.utils.fsutil import ledger_of, overwrite_allowed, read_json
     from peo_hub.family.lora import load_bundle_adapters
     from peo_hub.bundle.manifest import EVALUATIONS_DIR
     from peo_hub.evaluate.records import RecordStore
@@ -292,9 +292,10 @@ def evaluate_bundle(bundle_dir: str | os.PathLike[str], recipe: EvaluationRecipe
         raise RecipeError(f"the recipe's aspects ({', '.join(recipe.aspects)}) are not the bundle's "
                           f"({', '.join(bundle.aspects)}); give one judge per aspect of the bundle")
     readme = root / CARD_NAME
-    if readme.is_file() and not is_generated_card(readme.read_text(encoding="utf-8", errors="replace")):
+    if (readme.is_file() and not overwrite_allowed()
+            and not is_generated_card(readme.read_text(encoding="utf-8", errors="replace"))):
         raise RecipeError(f"{readme} was written by hand and evaluating rewrites the model card; move it aside "
-                          "first (and back afterwards)")
+                          "first (and back afterwards), or pass --overwrite to replace it")
     ledger = ledger_of(root)
     if ledger is not None:
         ledger.check(edited_only=True)  # a README or record changed since: refused now, not after the sweep

@@ -2,8 +2,9 @@
 
 :func:`preflight` checks what can be checked without training, in the order a run would
 meet it: the generation engine, the base model (built, copied or found), every aspect's
-data, the evaluation prompts, every judge, the DPO settings as TRL will see them, and the
-LoRA target modules against the base's own module names. ``peo-hub recipe validate`` and
+data, the evaluation prompts, every judge, the DPO settings as TRL will see them, the
+LoRA target modules against the base's own module names, and the memory the sweep and the
+training need at least against this machine's (:mod:`peo_hub.recipe.sizes`). ``peo-hub recipe validate`` and
 ``recipe run`` call the same function, so a recipe that validates does not fail an hour
 later on something that could have been seen at once.
 """
@@ -12,11 +13,14 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from peo_hub.data.base import Base, meta_model, resolve_base
 from peo_hub.recipe.schema import Recipe
+from peo_hub.recipe.sizes import check_sizes, longest_prompt_tokens
 from peo_hub.utils.errors import RecipeError, first_line
+from peo_hub.utils.ids import looks_local
 
 
 @dataclass
@@ -70,6 +74,10 @@ def _check_judges(recipe: Recipe) -> None:
     for aspect, spec in recipe.aspects.items():
         if spec.judge.model is None:
             continue
+        if looks_local(spec.judge.model) and not Path(spec.judge.model).expanduser().is_dir():
+            # a path, not a repo id: say it is missing (transformers would call it a badly formed repo id)
+            raise RecipeError(f"aspects.{aspect}.judge.model: the folder {spec.judge.model} does not exist; give the "
+                              "path of a saved reward model folder, or a Hub model id")
         try:
             AutoConfig.from_pretrained(spec.judge.model, revision=spec.judge.revision)
         except (OSError, ValueError) as exc:
@@ -100,4 +108,6 @@ def preflight(recipe: Recipe) -> Plan:
     _check_judges(recipe)
     _check_dpo(recipe)
     _check_target_modules(recipe, base)
+    # sizes that cannot fit this machine, with the arithmetic (peo_hub.recipe.sizes)
+    check_sizes(recipe, meta_model(base), longest_prompt_tokens(tokenizer, plan.prompts), len(plan.prompts))
     return plan

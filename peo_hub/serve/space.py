@@ -19,8 +19,13 @@ Why it is shaped this way:
 * **User errors become messages.** A :class:`~peo_hub.utils.errors.PEOError` (all-zero weights, a
   too-long prompt) is raised as ``gr.Error``: the browser shows a toast, API clients get an
   ``AppError`` with the same sentence, the app keeps running.
-* **No file paths from the browser.** The Pareto plot is sent as an image object rendered
-  on the server; nothing is added to ``allowed_paths``.
+* **No file paths from the browser, no files from anyone.** The Pareto plot is sent as an
+  image object rendered on the server; nothing is added to ``allowed_paths``. The app takes
+  no files, so Gradio's upload route refuses every request (403, :class:`RefuseUploads`)
+  before reading its body: a public Space keeps no anonymous uploads.
+* **Nothing is written into the bundle.** Plots are rendered into a temporary folder of
+  the process (removed when the Space goes); a damaged ``front.json`` is reported once
+  and the Space runs without its plot and front presets, using the manifest's presets.
 
 The API contract (DESIGN.md section 3): ``/chat`` takes the message, then one weight per
 aspect in the manifest's order, then alpha, and returns the reply text (streamed; a plain
@@ -203,7 +208,8 @@ class PEOSpace:
 
     def presets(self) -> dict[str, dict[str, Any]]:
         """The bundle's presets that the sliders can reach (weights and alpha), normalised."""
-        presets = self.front.presets if self.front is not None else self.model.presets
+        # without a (readable) front, the manifest's copy: the front is not read again after a warning
+        presets = self.front.presets if self.front is not None else self.model.bundle.manifest_presets()
         out = {}
         for name, entry in presets.items():
             try:
@@ -599,6 +605,28 @@ def _preset_handler(space: PEOSpace, name: str, rule: str) -> list[Any]:
     return [*values, text]
 
 
+class RefuseUploads:
+    """ASGI middleware: every POST to Gradio's upload route (``/gradio_api/upload``, ``/upload``)
+    is answered 403 before its body is read, so nothing is stored. The app has no file input;
+    Gradio serves the route anyway, and a public Space would otherwise keep any number of
+    anonymous uploads in its temporary folder."""
+
+    MESSAGE = b"this app takes no files; uploads are refused"
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = str(scope.get("path", "")).rstrip("/")
+        if scope.get("type") == "http" and scope.get("method") == "POST" and path.endswith("/upload"):
+            await send({"type": "http.response.start", "status": 403,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                    (b"content-length", str(len(self.MESSAGE)).encode())]})
+            await send({"type": "http.response.body", "body": self.MESSAGE})
+            return
+        await self.app(scope, receive, send)
+
+
 def load_space_front(model: "PEOModel") -> Front | None:
     """The bundle's front for the Space; a broken ``front.json`` is reported and the Space runs without it."""
     try:
@@ -641,8 +669,16 @@ def launch(bundle_or_repo_id: str | os.PathLike[str], host: str = "127.0.0.1", p
     space.prerender_plots()
     demo.queue(default_concurrency_limit=s.concurrency_limit, max_size=s.max_queue)
     launch_kwargs.setdefault("show_error", True)
-    # The app takes no files, but Gradio always serves an upload route: cap what it accepts.
+    # The app takes no files, but Gradio always serves an upload route: refuse it (and cap it,
+    # should a caller's own middleware list bypass ours). No static worker processes: they
+    # would serve uploads outside this app's middleware.
     launch_kwargs.setdefault("max_file_size", s.max_upload_bytes)
+    launch_kwargs["num_workers"] = 0
+    from starlette.middleware import Middleware
+
+    app_kwargs = dict(launch_kwargs.pop("app_kwargs", None) or {})
+    app_kwargs["middleware"] = [Middleware(RefuseUploads), *app_kwargs.get("middleware", [])]
+    launch_kwargs["app_kwargs"] = app_kwargs
     # With share, launch returns at once so the link can be checked before blocking (as Gradio would).
     wait = share and not launch_kwargs.get("prevent_thread_lock", False) and not getattr(sys, "ps1", None)
     if share:  # only then: without it Gradio keeps its own default (GRADIO_SHARE, notebooks)

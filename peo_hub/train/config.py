@@ -257,6 +257,29 @@ class DPOSpec(BaseModel):
             raise ValueError("loss_weights needs one weight per loss_type entry")
         return self
 
+    @field_validator("max_steps")
+    @classmethod
+    def _some_steps(cls, value: int) -> int:
+        # TRL reads 0 as "no limit set" and trains anyway (one step on a CPU run; the progress shows 1/0).
+        if value == 0:
+            raise ValueError("0 trains nothing (TRL would still take a step); give a positive number of optimizer "
+                             "steps, or -1 to train num_train_epochs")
+        return value
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _positive_weights(cls, value: list[float] | None) -> list[float] | None:
+        for i, weight in enumerate(value or []):
+            if not math.isfinite(weight):
+                raise ValueError(f"loss_weights[{i}] must be a finite number, got {weight}")
+            if weight < 0:
+                raise ValueError(f"loss_weights[{i}] is {weight:g}: a negative weight turns that loss around, so "
+                                 "DPO would train towards the rejected replies; use weights > 0")
+            if weight == 0:
+                raise ValueError(f"loss_weights[{i}] is 0, which switches that loss off; remove it from loss_type "
+                                 "instead")
+        return value
+
 
 def dpo_config_fields() -> set[str]:
     """Field names TRL's ``DPOConfig`` accepts (imports TRL, so only called when needed)."""

@@ -30,11 +30,12 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
+from peo_hub.utils import temps
 from peo_hub.utils.errors import BundleError, OutputError
 from peo_hub.utils.ledger import LEDGER_FILES, LEDGER_NAME, Ledger, file_sha256, relative_files
 
 __all__ = ["atomic_dir", "atomic_file", "atomic_write_json", "atomic_write_text", "cache_root", "check_names",
-           "check_output", "clean_stale_temps", "file_sha256", "ledger_of", "overwriting", "read_json"]
+           "check_output", "clean_stale_temps", "refuse_dangling", "file_sha256", "ledger_of", "overwriting", "read_json"]
 
 NAME_MAX = 255  # bytes per path component on every common file system
 
@@ -109,6 +110,16 @@ def _ledger_writer(folder: Path) -> str:
         return ""
 
 
+def refuse_dangling(path: Path, what: str = "output") -> None:
+    """One line when ``path``, or a folder on its way, is a symbolic link to nothing (a write would fail
+    with ``NotADirectoryError``/``FileExistsError`` half way)."""
+    for part in (path, *path.parents):
+        if part.is_symlink() and not part.exists():
+            where = "" if part == path else f" ({part} on its way)"
+            raise OutputError(f"{what} {path}{where} is a link to {os.readlink(part)}, which does not exist; remove "
+                              "the link or choose another path")
+
+
 def check_output(path: str | os.PathLike[str], kind: Literal["folder", "file"] = "folder",
                  ours: Callable[[Path], bool] | None = None, what: str = "output", owner: str | None = None) -> Path:
     """Refuse an output path that cannot be written or holds something that is not ours; return it.
@@ -123,9 +134,7 @@ def check_output(path: str | os.PathLike[str], kind: Literal["folder", "file"] =
     any work, so a bad path costs nothing.
     """
     path = check_names(path, what)
-    if path.is_symlink() and not path.exists():
-        raise OutputError(f"{what} {path} is a link to {os.readlink(path)}, which does not exist; remove the link "
-                          "or choose another path")
+    refuse_dangling(path, what)
     anchor = _nearest_existing(path.absolute().parent)
     if not anchor.is_dir():
         raise OutputError(f"cannot write {what} {path}: {anchor} is a file, not a folder; choose another path")
@@ -175,7 +184,8 @@ def atomic_dir(final: str | os.PathLike[str], owner: str | None = None) -> Itera
     final = Path(final).absolute()
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        temps.clean_dead(final.parent)  # what a killed writer left here (peo_hub.utils.temps)
+        tmp = Path(tempfile.mkdtemp(prefix=temps.prefix(final.name, "tmp"), dir=final.parent))
     except OSError as exc:
         raise OutputError(f"cannot write {final}: {exc.strerror or exc}; choose another output") from None
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the result is shared like any folder
@@ -224,7 +234,7 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
         ledger.check([rel])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=temps.prefix(path.name, "tmp"), suffix=path.suffix, dir=path.parent)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose another output") from None
     os.close(fd)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from peo_hub.utils import temps
 from peo_hub.utils.errors import OutputError
 
 LEDGER_NAME = ".peo_files.json"
@@ -88,6 +89,16 @@ class _State:
     writer: str | None = None
     files: dict[str, list[Entry]] = field(default_factory=dict)  # path -> accepted versions (2 while writing)
     writing: bool = False
+
+
+#: Ledger writer names that are not a command's name (a run folder is written by `recipe run`
+#: and `evaluate` alike).
+_COMMANDS = {"bundle": "recipe run"}
+
+
+def command(writer: str | None) -> str:
+    """The command a ledger's writer name stands for, as a user types it."""
+    return _COMMANDS.get(writer or "", writer or "?")
 
 
 def relative_files(root: Path) -> list[str]:
@@ -142,7 +153,7 @@ class Ledger:
             "files": {rel: [{"sha256": e.sha256, "size": e.size} for e in versions]
                       for rel, versions in sorted(state.files.items())},
         }
-        fd, tmp = tempfile.mkstemp(prefix=f"{LEDGER_NAME}.tmp-", dir=self.root)
+        fd, tmp = tempfile.mkstemp(prefix=temps.prefix(LEDGER_NAME.lstrip("."), "tmp"), dir=self.root)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(data, handle, indent=1)
             handle.write("\n")
@@ -158,6 +169,10 @@ class Ledger:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    def writer_recorded(self) -> str | None:
+        """The command the ledger says owns the folder (``None`` without a ledger)."""
+        return self._read().writer if self.exists() else None
+
     def owned(self) -> dict[str, Entry]:
         """The files the ledger lists, with the version last recorded."""
         return {rel: versions[-1] for rel, versions in self._read().files.items()}
@@ -169,11 +184,13 @@ class Ledger:
 
     def intact(self, path: str | os.PathLike[str]) -> bool:
         """Whether every file at ``path`` (a file or a folder inside the output) that the ledger
-        lists is still as it was written; True where there is no ledger to tell."""
+        lists is still there and as it was written; True where there is no ledger to tell."""
         if not self.exists():
             return True
         rel = Path(path).absolute().relative_to(self.root.absolute()).as_posix()
         owned = [key for key in self.owned() if key == rel or key.startswith(rel + "/")]
+        if any(not (self.root / key).exists() for key in owned):
+            return False
         return not self.conflicts(owned)
 
     def interrupted(self) -> bool:
@@ -208,8 +225,8 @@ class Ledger:
         if self.overwrite:
             return
         if state.writer not in (None, self.writer):
-            raise OutputError(f"{self.root} holds the output of `peo-hub {state.writer}`, not of `peo-hub "
-                              f"{self.writer}`; choose another output folder")
+            raise OutputError(f"{self.root} holds the output of `peo-hub {command(state.writer)}`, not of `peo-hub "
+                              f"{command(self.writer)}`; choose another output folder")
         rels = list(writes) + (list(state.files) if edited_only else [])
         problems = self.conflicts(dict.fromkeys(rels))
         if problems:
@@ -234,7 +251,7 @@ class Ledger:
 
     def write_text(self, rel: str, text: str) -> Path:
         """Write one text file of ours (atomic), refusing a conflict unless ``overwrite``."""
-        with tempfile.TemporaryDirectory(prefix=".peo-stage-", dir=self._stage_parent()) as stage:
+        with tempfile.TemporaryDirectory(prefix=temps.prefix(self.root.name, "stage"), dir=self._stage_parent()) as stage:
             staged = Path(stage) / "file"
             staged.write_text(text, encoding="utf-8")
             return self.place({rel: staged})[rel]
@@ -250,8 +267,8 @@ class Ledger:
         with self._locked() as state:
             if not self.overwrite:
                 if state.writer not in (None, self.writer):
-                    raise OutputError(f"{self.root} holds the output of `peo-hub {state.writer}`, not of "
-                                      f"`peo-hub {self.writer}`; choose another output folder")
+                    raise OutputError(f"{self.root} holds the output of `peo-hub {command(state.writer)}`, not of "
+                                      f"`peo-hub {command(self.writer)}`; choose another output folder")
                 problems = self.conflicts(staged)
                 if problems:
                     raise OutputError(_conflict_message(self.root, problems))
@@ -311,8 +328,8 @@ class Ledger:
         files = relative_files(staged_dir)
         with self._locked() as state:
             if not self.overwrite and state.writer not in (None, self.writer):
-                raise OutputError(f"{self.root} holds the output of `peo-hub {state.writer}`, not of "
-                                  f"`peo-hub {self.writer}`; choose another output folder")
+                raise OutputError(f"{self.root} holds the output of `peo-hub {command(state.writer)}`, not of "
+                                  f"`peo-hub {command(self.writer)}`; choose another output folder")
             new = {f"{rel}/{f}": Entry.of(staged_dir / f) for f in files}
             for key, entry in new.items():
                 state.files[key] = [*state.files.get(key, [])[-1:], entry]
@@ -330,7 +347,7 @@ class Ledger:
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
         """A temporary folder next to the output (same file system, so moves are renames), removed after."""
-        stage = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.stage-", dir=self._stage_parent()))
+        stage = Path(tempfile.mkdtemp(prefix=temps.prefix(self.root.name, "stage"), dir=self._stage_parent()))
         try:
             yield stage
         finally:

@@ -1,11 +1,23 @@
-"""Weight files on disk: read them, or say in one line why they cannot be read.
+"""Weight files on disk: the one check every reader of adapter or base weights calls.
 
 Every place that opens a ``.safetensors`` file (an aspect adapter, a base model folder, a
-composed adapter) goes through here, so a truncated download or a garbage file is always the
-same one-line :class:`~peo_hub.utils.errors.BundleError` naming the file and the fix, never a
-``SafetensorError`` traceback from deep inside PEFT or transformers. The structural check is
-safetensors' own (``safe_open`` parses the header and verifies that the data section covers
-every tensor), and costs a header read, not the weights.
+composed adapter) goes through here, so a truncated download, a deleted shard, a garbage
+file or a valid file full of NaN is always the same one-line
+:class:`~peo_hub.utils.errors.BundleError` naming the file, the tensor and the fix, never a
+``SafetensorError`` traceback from deep inside PEFT or transformers, and never a merged
+model, GGUF or Hub upload made of NaN.
+
+Two levels, both streaming (one tensor in memory at a time, no second copy of the file):
+
+* the structure (:func:`tensor_shapes`): safetensors' own ``safe_open`` parses the header and
+  verifies that the data section covers every tensor; a header read, not the weights;
+* finiteness (:func:`check_finite`, :func:`check_model_folder` with ``finite=True``): every
+  floating tensor read once and tested with ``torch.isfinite``. Paths that read the weights
+  anyway (loading a model, merging it, exporting it, copying a base into a bundle, pushing)
+  pay this; paths that only name a base (a mergekit YAML) pay the header read.
+
+A file checked whole once in a process is not read again while its size and modification
+time are unchanged (``merge`` opens a bundle, then reads its adapters).
 """
 
 from __future__ import annotations
@@ -66,6 +78,18 @@ def read_tensors(path: str | os.PathLike[str], what: str = "weights file",
     return tensors
 
 
+#: (path, size, mtime_ns, inode) of files found whole and finite in this process.
+_CHECKED: set[tuple[str, int, int, int]] = set()
+
+
+def _stamp(path: Path) -> tuple[str, int, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
 def check_finite(path: str | os.PathLike[str], what: str = "weights file",
                  fix: str = "re-create or re-download it") -> None:
     """Refuse a whole, well-formed safetensors file that holds a NaN or an infinity.
@@ -80,11 +104,18 @@ def check_finite(path: str | os.PathLike[str], what: str = "weights file",
     from safetensors import safe_open
 
     path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"{what} {path} is missing; {fix}")
+    stamp = _stamp(path)
+    if stamp in _CHECKED:
+        return
     tensor_shapes(path, what, fix)
     try:
         with safe_open(str(path), framework="pt") as handle:
             for key in handle.keys():
                 _refuse_non_finite(path, key, handle.get_tensor(key), what, fix)
+        if stamp is not None:
+            _CHECKED.add(stamp)
     except BundleError:
         raise
     except OSError as exc:
@@ -93,13 +124,24 @@ def check_finite(path: str | os.PathLike[str], what: str = "weights file",
         raise _broken(path, what, fix, exc) from None
 
 
-def _refuse_non_finite(path: Path, key: str, tensor: "torch.Tensor", what: str, fix: str) -> None:
+def _refuse_non_finite(path: Path | str, key: str, tensor: "torch.Tensor", what: str, fix: str) -> None:
     import torch
 
     if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
         kind = "NaN" if bool(torch.isnan(tensor).any()) else "infinite"
         raise BundleError(f"{what} {path} holds {kind} values (tensor {key!r}), so every output made from it would "
                           f"be {kind} too; {fix}")
+
+
+def check_loaded_finite(model: "torch.nn.Module", where: str, what: str = "base model",
+                        fix: str = "re-download or re-save it") -> None:
+    """Refuse a loaded model whose parameters hold a NaN or an infinity (one parameter at a time).
+
+    For weights that were not read from a local file peo-hub could check first (a Hub base
+    loaded by transformers from its cache); ``where`` names them (the repo id).
+    """
+    for name, parameter in model.named_parameters():
+        _refuse_non_finite(where, name, parameter.detach(), what, fix)
 
 
 def model_weight_files(folder: str | os.PathLike[str]) -> list[Path]:
@@ -120,14 +162,16 @@ def model_weight_files(folder: str | os.PathLike[str]) -> list[Path]:
     return sorted(folder.glob("*.safetensors"))
 
 
-def check_model_folder(folder: str | os.PathLike[str], what: str = "base model") -> None:
+def check_model_folder(folder: str | os.PathLike[str], what: str = "base model", finite: bool = False,
+                       fix: str = "re-save it with save_pretrained or download it again") -> None:
     """A local transformers model folder has a config and whole weight files; else one line.
 
-    Called before a base is copied into a bundle or loaded, so a folder with ``config.json``
-    but missing or truncated weights fails first, not half way through a run.
+    Called before a base is copied into a bundle, loaded, merged, exported or pushed, so a
+    folder with ``config.json`` but missing or truncated weights fails first, not half way
+    through a run. ``finite`` also reads every tensor once (:func:`check_finite`): for the
+    paths that read the weights anyway.
     """
     folder = Path(folder)
-    fix = "re-save it with save_pretrained or download it again"
     config = folder / "config.json"
     if not config.is_file():
         raise BundleError(f"{what} folder {folder} has no config.json; {fix}")
@@ -143,7 +187,10 @@ def check_model_folder(folder: str | os.PathLike[str], what: str = "base model")
         if not file.is_file():
             raise BundleError(f"{what} weight shard {file} is missing; {fix}")
         if file.suffix == ".safetensors":
-            tensor_shapes(file, f"{what} weights", fix)
+            if finite:
+                check_finite(file, f"{what} weights", fix)
+            else:
+                tensor_shapes(file, f"{what} weights", fix)
 
 
 def module_shapes(folder: str | os.PathLike[str]) -> dict[str, tuple[int, ...]] | None:

@@ -466,3 +466,19 @@ def test_tiny_models_load_like_hub_models(tmp_path):
             scores = rm(**batch).logits
         assert scores.shape == (2, 1) and rm.config.pad_token_id == rtok.pad_token_id
         assert torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_a_data_file_that_is_not_utf8_is_one_line(tmp_path, suffix):
+    """Issue 29: a dataset file with non-UTF-8 bytes raised UnicodeDecodeError from deep inside pyarrow."""
+    path = tmp_path / f"pairs{suffix}"
+    row = {"prompt": "caf\xe9 question", "chosen": "a", "rejected": "b"}
+    if suffix == ".csv":
+        text = "prompt,chosen,rejected\nfirst,a,b\n" + ",".join(row.values()) + "\n"
+    elif suffix == ".json":
+        text = json.dumps([{"prompt": "first", "chosen": "a", "rejected": "b"}, row], ensure_ascii=False)
+    else:
+        text = json.dumps({"prompt": "first", "chosen": "a", "rejected": "b"}) + "\n" + json.dumps(row, ensure_ascii=False)
+    path.write_bytes(text.encode("latin-1"))  # the accented letter as one byte 0xe9: not UTF-8
+    with pytest.raises(DataError, match=r"is not UTF-8 text: byte 0xe9 at byte \d+ \(line \d+\).*save the file as UTF-8"):
+        load_preference_data({"source": str(path)})

@@ -121,7 +121,7 @@ def test_cli_user_errors_exit_2_and_write_nothing(bundle, tmp_path, capsys, args
 
 def test_cli_missing_bundle(tmp_path, capsys):
     assert cli_error(capsys, tmp_path / "nope", "--weights", "helpful=1", "--output", tmp_path / "o") == 2
-    _one_line_error(capsys, "nope")
+    _one_line_error(capsys, "nope", "does not exist")
     assert not (tmp_path / "o").exists()
 
 
@@ -238,3 +238,80 @@ def test_rewriting_a_merge_output_keeps_the_users_files_and_refuses_edits(bundle
     assert before == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*") if p.is_file()}
     assert run_cli(bundle, *point_args(POINTS[0]), "--output", out, "--as", as_, "--overwrite") == 0
     assert (out / "README.md").read_text() != "my own card\n" and (out / "notes.txt").read_text() == "my notes\n"
+
+
+# ------------------------------------------------------------ odd output paths and killed merges (issues 22, 29)
+
+
+@pytest.mark.parametrize("as_", ["adapter", "model", "yaml"])
+def test_output_dot_is_the_current_folder_and_leaves_no_temp(bundle, tmp_path, capsys, monkeypatch, as_):
+    """Issue 29: `merge --output .` raised a ValueError and left a temporary folder behind."""
+    from snapshots import one_line_error, sha256s
+
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert run_cli(bundle, "--weights", "helpful=1", "--output", ".", "--as", as_) == 0
+    assert (here / ("helpful1.00-harmless0.00-concise0.00-a0.00.yaml" if as_ == "yaml" else "README.md")).is_file()
+    assert run_cli(bundle, "--weights", "harmless=1", "--output", ".", "--as", as_) == 0  # ours: written again
+    hidden = [p.name for p in [*here.iterdir(), *tmp_path.iterdir()] if p.name.startswith(".") and ".peo_files" not in p.name]
+    assert not hidden, hidden
+    # a folder of the user's is refused in one line, untouched
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    before = sha256s(mine)
+    monkeypatch.chdir(mine)
+    if as_ != "yaml":  # a YAML goes next to the user's files, under its own name
+        assert cli_error(capsys, bundle, "--weights", "helpful=1", "--output", ".", "--as", as_) == 2
+        one_line_error(capsys.readouterr().err, "never overwrites")
+        assert sha256s(mine) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("as_", ["adapter", "model", "yaml"])
+@pytest.mark.parametrize("where", ["output", "parent"])
+def test_a_dangling_symlink_output_is_one_line(bundle, tmp_path, capsys, as_, where):
+    """Issue 22: `merge --output` a dangling symlink gave a NotADirectoryError traceback."""
+    from snapshots import one_line_error
+
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "nowhere")
+    output = link if where == "output" else link / "deeper" / "out"
+    if as_ == "yaml" and where == "output":
+        for target in (link, tmp_path / "p.yaml"):  # a folder for the YAML, or the YAML file itself
+            if target.name == "p.yaml":
+                target.symlink_to(tmp_path / "nowhere.yaml")
+            assert cli_error(capsys, bundle, "--weights", "helpful=1", "--output", target, "--as", as_) == 2
+            one_line_error(capsys.readouterr().err, f"is a link to {tmp_path / 'nowhere'}", "remove the link")
+    else:
+        assert cli_error(capsys, bundle, "--weights", "helpful=1", "--output", output, "--as", as_) == 2
+        one_line_error(capsys.readouterr().err, f"is a link to {tmp_path / 'nowhere'}", "remove the link")
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "nowhere.yaml").exists()
+
+
+KILLED_MERGE = """
+import sys
+from peo_hub.cli import main
+main(["merge", sys.argv[1], "--weights", "helpful=1", "--output", sys.argv[2], "--as", "model"])
+"""
+
+
+def test_a_merge_killed_halfway_leaves_nothing_the_next_merge_does_not_clean(bundle, tmp_path):
+    """Issue 29: kill -9 during `merge --as model` left hidden temporary folders that nothing cleaned. They carry
+    the writer's pid; the next merge into the same folder removes those of writers that are gone, and never
+    the temporary folder of a merge still running."""
+    from processes import kill_when
+
+    parent = tmp_path / "exports"
+    parent.mkdir()
+    # killed while mergekit writes into the temporary folder
+    kill_when([sys.executable, "-c", KILLED_MERGE, str(bundle), str(parent / "first")],
+              lambda: any(".tmp-" in p.name for p in parent.iterdir()), env={**os.environ, "OMP_NUM_THREADS": "1"})
+    left = sorted(p.name for p in parent.iterdir())
+    assert any(".lora-cache-" in n for n in left) and any(".tmp-" in n for n in left), left
+    assert not (parent / "first").exists()
+    live = parent / f".other.tmp-{os.getpid()}-abc"  # a live writer's (ours): never touched
+    live.mkdir()
+    assert run_cli(bundle, "--weights", "harmless=1", "--output", parent / "second", "--as", "model") == 0
+    assert sorted(p.name for p in parent.iterdir()) == [live.name, "second"]

@@ -176,3 +176,32 @@ def test_truncated_smollm2_rows_equal_their_solo_runs(tmp_path_factory):
         smol.set_preference(**preference)
         assert reply == smol.chat([{"role": "user", "content": question}], max_new_tokens=6)
 
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda m: m.set_preference("helpful"), "weights must map aspect names to numbers"),  # not "unknown aspect 'h'"
+    (lambda m: m.set_preference(["helpful", "harmless"]), "weights must map aspect names to numbers"),
+    (lambda m: m.set_preference(coefficients="helpful=1"), "coefficients must map aspect names to numbers"),
+    (lambda m: m.set_preference({"helpful": 1.0}, alpha="abc"), "alpha must be a number, got 'abc'"),
+    (lambda m: m.chat_batch(PROMPTS[:2], [PREFERENCES[0], {"weights": {"helpful": 1.0}, "alpha": "abc"}]),
+     "row 1: alpha must be a number, got 'abc'"),
+    (lambda m: m.chat_batch(PROMPTS[:2], [PREFERENCES[0], _other_aspects()]),
+     "row 1: the Preference was made for the aspects x, y"),
+    (lambda m: m.generate(preferences=[_other_aspects()], input_ids=torch.tensor([[1, 2]])),
+     "row 0: the Preference was made for the aspects x, y"),
+    (lambda m: m.chat_batch(PROMPTS[:1], [{"weights": "helpful"}]), "row 0: weights must map aspect names"),
+    (lambda m: m.chat_batch(PROMPTS[:1], "helpful=1"), "one preference per"),
+])
+def test_every_bad_preference_is_a_preference_error(peo, call, needle):
+    """Issue 29: KeyError, ValueError and "unknown aspect 'h'" where the API promises a PreferenceError."""
+    before = peo.coefficients
+    with pytest.raises(PreferenceError) as info:
+        call(peo)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    assert peo.coefficients == before
+
+
+def _other_aspects():
+    from peo_hub.core.policy import make_preference
+
+    return make_preference(["x", "y"], weights={"x": 1.0})

@@ -193,8 +193,12 @@ def test_sigmoid_scale_and_shift_keep_large_differences_visible(qwen_rm: Path) -
 
 
 def test_missing_reward_model_is_one_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(PEOError, match="cannot load reward model .*check the id or path"):
-        load_reward_model(judge_spec(tmp_path / "nowhere"))
+    # a path that does not exist is a missing folder (issue 29: it was called a badly formed repo id)
+    for missing in (tmp_path / "nowhere", "./my-reward-model"):
+        with pytest.raises(PEOError, match="cannot load reward model .*: the folder does not exist; give the path"):
+            load_reward_model(judge_spec(missing))
+    with pytest.raises(PEOError, match="cannot load reward model 'nobody/no-such-model'.*check the id or path"):
+        load_reward_model(judge_spec("nobody/no-such-model"))  # a repo id: offline, not in the cache
 
 
 def _recipe(judge: dict) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -270,12 +271,13 @@ def test_private_repo_is_invisible_to_other_users(hub: HubEnv, bundle: Path, mon
             HfApi(token=token).model_info(REPO)
     with pytest.raises(HubError, match="not found"):
         download_bundle(REPO, token=hub.bob_token)
-    # bob cannot write into alice's namespace, a read-only token cannot write at all
+    # bob cannot write into alice's namespace, a read-only token cannot write at all: both seen before any upload
     capsys.readouterr()
-    for token in (hub.bob_token, hub.alice_read_token):
+    for token, needle in ((hub.bob_token, "the token belongs to 'bob', which cannot write to the namespace 'alice'"),
+                          (hub.alice_read_token, "is read-only")):
         monkeypatch.setenv("HF_TOKEN", token)
         assert main(["push", str(bundle), "alice/other"]) == 3
-        assert "no permission to write to alice/other (403" in error_line(capsys.readouterr().err)
+        assert needle in error_line(capsys.readouterr().err)
     assert hub.server.repo("alice/other") is None
     # asking for --private on an existing public repo is refused, not silently ignored
     monkeypatch.setenv("HF_TOKEN", hub.alice_token)
@@ -606,3 +608,88 @@ def test_a_pushed_point_names_the_hub_base_and_carries_its_license(hub: HubEnv, 
     assert f"[`{REPO}`](https://huggingface.co/{REPO})" in card
     info = HfApi(token=hub.alice_token).model_info(POINT_REPO)
     assert "base_model:adapter:bob/tiny-base" in info.tags and "license:mit" in info.tags
+
+
+# --------------------------------------------------------------------------- prerequisites first, nothing left behind
+
+
+@pytest.mark.parametrize("who, needle", [
+    ("nobody", "no Hugging Face token found"),
+    ("read", "is read-only"),
+    ("bob", "the token belongs to 'bob', which cannot write to the namespace 'alice'"),
+    ("offline", "HF_HUB_OFFLINE=1 is set"),
+])
+def test_every_push_prerequisite_is_checked_before_the_run(hub: HubEnv, tmp_path: Path, who: str, needle: str,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 29: `recipe run --push` noticed a missing token only after the whole run. Token, the Hub, and the
+    right to write to the repo are checked before the pre-flight: nothing is trained, no folder is made."""
+    from huggingface_hub import constants
+
+    token = {"nobody": None, "read": hub.alice_read_token, "bob": hub.bob_token, "offline": hub.alice_token}[who]
+    if token:
+        monkeypatch.setenv("HF_TOKEN", token)
+    if who == "offline":
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    out = tmp_path / "run"
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "toy-ci.yaml"
+    capsys.readouterr()
+    assert main(["recipe", "run", str(recipe), "--output", str(out), "--push", "alice/peo-run"]) == 3
+    assert needle in error_line(capsys.readouterr().err)
+    assert not out.exists() and hub.server.repo("alice/peo-run") is None
+
+
+def test_a_hub_repo_that_is_not_a_bundle_is_refused_before_it_is_downloaded(hub: HubEnv) -> None:
+    """Issue 29: a model repo without peo_config.json was downloaded whole (20 MB) before being refused."""
+    from huggingface_hub import HfApi
+
+    from peo_hub.bundle.pull import bundle_folder
+
+    api = HfApi(token=hub.alice_token)
+    api.create_repo("alice/big-model")
+    api.upload_file(path_or_fileobj=os.urandom(3 << 20), path_in_repo="model.safetensors", repo_id="alice/big-model")
+    with pytest.raises(BundleError, match="alice/big-model has no peo_config.json, so it is not a PEO bundle"):
+        bundle_folder("alice/big-model")
+    cached = [p for p in (hub.home / "hub").rglob("*") if p.is_file() and p.stat().st_size > (1 << 20)]
+    assert not cached, f"the weights were downloaded: {cached}"
+
+
+def test_a_hub_bundle_missing_an_adapter_names_the_repo_not_a_retraining(hub: HubEnv, bundle: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 29: the fix offered was to retrain a folder inside the HF cache."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=hub.alice_token)
+    api.create_repo("alice/half")
+    api.upload_folder(folder_path=str(bundle), repo_id="alice/half", ignore_patterns=["adapters/harmless/*"])
+    capsys.readouterr()
+    assert main(["merge", "alice/half", "--weights", "helpful=1", "--output", str(tmp_path / "out")]) == 2
+    line = error_line(capsys.readouterr().err)
+    assert "the Hub bundle alice/half is incomplete" in line and "peo-hub push" in line
+    assert "recipe run" not in line and "retrain" not in line
+    assert not (tmp_path / "out").exists()
+
+
+KILLED_PUSH = """
+import os, sys
+from huggingface_hub import HfApi
+HfApi.create_commit = lambda *args, **kwargs: os.kill(os.getpid(), 9)  # killed between create_repo and the commit
+from peo_hub.cli import main
+main(["push", sys.argv[1], sys.argv[2]])
+"""
+
+
+def test_a_first_push_killed_halfway_leaves_a_repo_the_next_push_reuses(hub: HubEnv, fresh_bundle: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 29: kill -9 during a first push left an empty repo. The same command afterwards publishes into it
+    (no second repo, no error), and the local bundle is unchanged throughout."""
+    before = snapshot(fresh_bundle)
+    child = subprocess.run([sys.executable, "-c", KILLED_PUSH, str(fresh_bundle), "alice/killed"],
+                           env=hub.env(token=hub.alice_token), capture_output=True, text=True, timeout=300)
+    assert child.returncode == -9, child.stderr[-2000:]
+    assert set(hub.server.files("alice/killed")) <= {".gitattributes"}, "the killed push committed nothing"
+    monkeypatch.setenv("HF_TOKEN", hub.alice_token)
+    assert main(["push", str(fresh_bundle), "alice/killed"]) == 0
+    assert "peo_config.json" in hub.server.files("alice/killed")
+    assert snapshot(fresh_bundle) == before

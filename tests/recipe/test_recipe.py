@@ -144,6 +144,13 @@ LATE = {
     "path in name": (lambda d: d.update(name="../../x"), "field 'name'", "runs/<name>"),
     "bad prompts spec": (lambda d: d["evaluate"].update(prompts={"source": "x.jsonl", "colums": {}}),
                          "evaluate.prompts.colums", "did you mean 'columns'"),
+    # issue 29: recipes that validated but could not be meant
+    "negative loss weight": (lambda d: d["train"]["dpo"].update(loss_weights=[1.0, -0.5]), "train.dpo.loss_weights",
+                             "towards the rejected replies"),
+    "zero loss weight": (lambda d: d["train"]["dpo"].update(loss_weights=[1.0, 0.0]), "loss_weights[1] is 0",
+                         "remove it from loss_type"),
+    "max_steps 0": (lambda d: d["train"]["dpo"].update(max_steps=0), "train.dpo.max_steps", "trains nothing"),
+    "bootstrap 1e12": (lambda d: d["evaluate"].update(bootstrap=10**12), "evaluate.bootstrap", "at most 100000"),
 }
 
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from fakes import folder_digest
+from processes import kill_when
+from recipes import toy_recipe
 from peo_hub.bundle.manifest import adapter_complete
 from peo_hub.cli import main
 from peo_hub.utils.errors import RecipeError
@@ -39,18 +38,9 @@ def test_killed_run_resumes_without_half_written_adapters(tmp_path: Path, peo_ca
     recipe = _tiny_recipe(tmp_path, steps=100)
     out = tmp_path / "run"
     env = {**os.environ, "PEO_HUB_CACHE": str(peo_cache), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "peo_hub.cli", "recipe", "run", str(recipe), "--output", str(out)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    try:
-        while not adapter_complete(out / "adapters" / "helpful"):
-            assert proc.poll() is None, "the run ended before it could be interrupted"
-            assert time.time() < deadline
-            time.sleep(0.05)
-        # now loading or training the second aspect
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    # killed once the first aspect is done: now loading or training the second
+    kill_when([sys.executable, "-m", "peo_hub.cli", "recipe", "run", str(recipe), "--output", str(out)],
+              lambda: adapter_complete(out / "adapters" / "helpful"), env=env, poll=0.05)
 
     assert not (out / "adapters" / "harmless").exists(), "a killed training must leave no adapter folder"
     assert not (out / "peo_config.json").exists()
@@ -103,24 +93,19 @@ def test_bad_dataset_fails_before_writing_anything(tmp_path: Path, capsys: pytes
 
 
 def _recipe_file(tmp_path: Path, name: str = "r.yaml", **changes) -> Path:
-    data = yaml.safe_load((REPO / "tests" / "recipes" / "toy-ci.yaml").read_text())
-    for dotted, value in changes.items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return toy_recipe(tmp_path, name, **changes)
 
 
 def _fake_finished_adapter(folder: RunFolder, aspect: str) -> Path:
-    """A finished adapter of this run, as train_one leaves it (files plus the recipe's hash)."""
+    """A finished adapter of this run, as train_one leaves it (whole files, which --resume reads before it
+    keeps them, plus the recipe's hash)."""
+    import torch
+    from safetensors.torch import save_file
+
     target = folder.adapter_dir(aspect)
     target.mkdir(parents=True)
-    (target / "adapter_config.json").write_text("{}")
-    (target / "adapter_model.safetensors").write_bytes(b"x")
+    (target / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 1, "lora_alpha": 1}))
+    save_file({"base_model.model.x.lora_A.weight": torch.zeros(1, 2)}, str(target / "adapter_model.safetensors"))
     (target / "training_info.json").write_text(json.dumps({"recipe_hash": folder.fingerprint_hash}))
     return target
 
@@ -227,7 +212,9 @@ def test_a_base_folder_with_broken_weights_fails_in_validate(tmp_path: Path, cap
     ({"train.lora.target_modules": ["q_proj", "qkv"]}, "'qkv' matches no module of the base model; its linear layers "
                                                        "are named"),
     ({"aspects.helpful.judge": {"type": "reward_model", "model": "/nonexistent/judge"}},
-     "aspects.helpful.judge.model: cannot load '/nonexistent/judge'"),
+     "aspects.helpful.judge.model: the folder /nonexistent/judge does not exist"),
+    ({"aspects.helpful.judge": {"type": "reward_model", "model": "./my-reward-model"}},  # not a "repo id" error
+     "aspects.helpful.judge.model: the folder ./my-reward-model does not exist"),
     ({"train.dpo.lr_scheduler_type": "sometimes"}, "train.dpo: TRL refuses these settings"),
 ])
 def test_the_preflight_catches_what_needs_the_base_or_trl(tmp_path: Path, capsys: pytest.CaptureFixture[str],

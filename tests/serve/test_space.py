@@ -243,14 +243,60 @@ def test_browser_slider_chat_and_screenshot(served: Any, client: Any, tmp_path: 
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_the_upload_route_refuses_large_files(served: Any) -> None:
+def test_the_upload_route_keeps_no_anonymous_uploads(served: Any) -> None:
+    """Issue 29: the app takes no files, yet Gradio's upload route stored any number of anonymous uploads.
+    Every upload is refused now, large or small, on both spellings of the route, and nothing is stored."""
     import httpx
 
-    url = served.local_url.rstrip("/") + "/gradio_api/upload"
-    big = httpx.post(url, files={"files": ("big.bin", b"\0" * (1024 * 1024), "application/octet-stream")}, timeout=30)
-    assert big.status_code == 413, (big.status_code, big.text[:200])
-    small = httpx.post(url, files={"files": ("small.txt", b"hello", "text/plain")}, timeout=30)
-    assert small.status_code == 200
+    stored = Path(served.server_app.uploaded_file_dir)
+    before = sorted(stored.rglob("*")) if stored.exists() else []
+    for route in ("/gradio_api/upload", "/upload"):
+        url = served.local_url.rstrip("/") + route
+        for name, data in (("big.bin", b"\0" * (1024 * 1024)), ("small.txt", b"hello")):
+            answer = httpx.post(url, files={"files": (name, data, "application/octet-stream")}, timeout=30)
+            assert answer.status_code == 403, (route, name, answer.status_code, answer.text[:200])
+            assert "takes no files" in answer.text
+    assert (sorted(stored.rglob("*")) if stored.exists() else []) == before
+    assert httpx.get(served.local_url, timeout=30).status_code == 200  # the app itself still serves
+
+
+def test_the_space_writes_nothing_into_its_bundle(served: Any, client: Any, toy_bundle: Path) -> None:
+    """The Space reads the bundle; chatting, previews and plots leave every file of it as it was."""
+    from snapshots import sha256s
+
+    before = sha256s(toy_bundle)
+    space = served.peo_space
+    client.predict("how do i bake bread ?", 0.5, 0.5, 0.5, api_name="/chat")
+    space.preview(0.3, 0.7, 0.5)
+    space.plot(0.3, 0.7, 0.5)
+    assert sha256s(toy_bundle) == before
+
+
+def test_a_truncated_front_json_runs_without_its_plot_consistently(toy_bundle: Path, tmp_path: Path) -> None:
+    """Issue 29: the Space said it "runs without its Pareto plot" and then exited 2 reading the same file again
+    for its presets. Now it runs, without the plot, on the manifest's presets, and changes no file."""
+    import warnings
+
+    from peo_hub.serve.space import launch
+    from snapshots import assert_unchanged, sha256s
+    from space_screenshot import free_port
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(toy_bundle, bundle)
+    front = bundle / "front.json"
+    front.write_bytes(front.read_bytes()[: front.stat().st_size // 2])
+    before = sha256s(bundle)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        demo = launch(bundle, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        space = demo.peo_space
+        assert space.front is None and space.plot(0.5, 0.5, 0.0) is None
+        assert set(space.presets()) == set(json.loads((bundle / "peo_config.json").read_text())["presets"])
+        assert any("runs without its Pareto plot" in str(w.message) for w in caught)
+    finally:
+        demo.close()
+    assert_unchanged(before, bundle)
 
 
 # ---------------------------------------------------------------------- a real chat model's history
