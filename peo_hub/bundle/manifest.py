@@ -9,6 +9,9 @@ A bundle is what ``peo-hub recipe run`` (or ``compose``) writes and what a Hub r
     front.json           every evaluated point (peo_hub.bundle.front), front.png the plot
     evaluations/         per-point records (scores of every reply, sample replies)
     baselines/morl/      MORL baseline adapters, when the recipe trains them
+    seeds/<seed>/        the other training seeds of a recipe with ``seeds`` (the first seed's are the
+                         ones above): peo_config.json, adapters/, baselines/morl/, evaluations/, front.json
+    timings.json         wall-clock training seconds (kept out of front.json, which a rerun reproduces)
     peo_run.json         the recipe the run was started with (guards --resume)
     README.md            the model card
 
@@ -45,6 +48,8 @@ ADAPTERS_DIR = "adapters"
 MERGES_DIR = "merges"
 EVALUATIONS_DIR = "evaluations"
 MORL_DIR = "baselines/morl"
+SEEDS_DIR = "seeds"  # seeds/<seed>/: a training seed's replicate, other than the served (first) one
+TIMINGS_NAME = "timings.json"
 PLOT_NAME = "front.png"
 CARD_NAME = "README.md"
 RUN_RECORD = "peo_run.json"
