@@ -291,6 +291,19 @@ def validate_bundle(folder: str | os.PathLike[str]) -> Manifest:
     return manifest
 
 
+def training_seconds(bundle: str | os.PathLike[str]) -> dict[str, Any]:
+    """The run's wall-clock DPO seconds and run counts (``peo``, ``morl``, ``peo_runs``, ``morl_runs``): from
+    ``timings.json``, or from ``front.json``'s ``training_seconds`` in bundles written before it moved there;
+    ``{}`` when neither has them (a composed or evaluated bundle)."""
+    root = Path(bundle)
+    for path, key in ((root / TIMINGS_NAME, "training_seconds"), (root / FRONT_NAME, "training_seconds")):
+        if path.is_file():
+            data = read_json(path, "re-run `peo-hub recipe run RECIPE.yaml --resume` to rewrite it")
+            if isinstance(data, dict) and isinstance(data.get(key), dict):
+                return dict(data[key])
+    return {}
+
+
 def read_training_info(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """An adapter's ``training_info.json`` (``{}`` when absent)."""
     path = Path(folder) / TRAINING_INFO
