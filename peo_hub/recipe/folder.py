@@ -214,7 +214,9 @@ class RunFolder:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         top = first.split("/")[0]
         if top in DERIVED:
-            unit = "/".join(first.split("/")[:2]) if top != BASE_DIR else BASE_DIR
+            parts = first.split("/")
+            inner = 2 if top == SEEDS_DIR else 0  # seeds/<seed>/...: the same units inside a seed's folder
+            unit = "/".join(parts[:inner + 2]) if top != BASE_DIR else BASE_DIR
             raise RecipeError(f"{self.root / first}{more} is damaged or was changed since peo-hub wrote it (its "
                               f"sha256 differs); delete {self.root / unit} and run again with --resume to make it "
                               "again")

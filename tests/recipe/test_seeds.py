@@ -159,6 +159,9 @@ def test_a_killed_multi_seed_run_resumes_per_seed_to_the_same_front(tmp_path: Pa
     # Same recipe, same seeds, same machine: the same front.json, byte for byte (and each seed's own front).
     assert (killed / "front.json").read_bytes() == (whole / "front.json").read_bytes()
     assert (killed / "seeds" / "1" / "front.json").read_bytes() == (whole / "seeds" / "1" / "front.json").read_bytes()
+    for adapter in ("adapters/helpful", "seeds/1/adapters/harmless", "seeds/1/baselines/morl"):
+        for path in sorted((whole / adapter).rglob("adapter_*")):  # weights and config; training_info has the clock
+            assert path.read_bytes() == (killed / path.relative_to(whole)).read_bytes(), path
 
     front = load_front(whole)
     assert front.seeds == [0, 1] and front.across_seeds is not None
@@ -182,3 +185,18 @@ def test_a_killed_multi_seed_run_resumes_per_seed_to_the_same_front(tmp_path: Pa
     assert not (whole / "seeds" / "1" / "adapters").exists() and not (whole / "seeds" / "1" / "baselines").exists()
     assert (whole / "seeds" / "1" / "front.json").is_file() and any((whole / "seeds" / "1" / "evaluations").iterdir())
     assert adapter_complete(whole / "adapters" / "helpful") and (whole / "front.json").read_bytes() == before
+
+
+def test_a_damaged_file_of_another_seed_is_named_with_its_own_fix(tmp_path: Path) -> None:
+    from peo_hub.evaluate.records import RecordStore
+    from peo_hub.recipe.folder import RunFolder
+
+    folder = RunFolder(tmp_path / "run", parse_recipe(_data(seeds=[0, 1]), "r.yaml"))
+    folder.prepare(resume=False)
+    assert folder.evaluations_dir(1) == tmp_path / "run" / "seeds" / "1" / "evaluations"
+    assert folder.adapter_dir("helpful", 0) == tmp_path / "run" / "adapters" / "helpful"  # the first seed is served
+    store = RecordStore(folder.evaluations_dir(1))
+    store.write("soup", "x", {"method": "soup", "metrics": {}, "prompts": [], "recipe_hash": folder.fingerprint_hash})
+    store.path("soup", "x").write_text("{}")  # damaged since peo-hub wrote it
+    with pytest.raises(RecipeError, match=r"delete \S*/run/seeds/1/evaluations/soup-x.json and run again"):
+        folder.prepare(resume=True)
