@@ -279,22 +279,15 @@ def _train_morl(plan: Plan, folder: RunFolder, resume: bool, first_task: int, ta
 
 def evaluation_cost(evaluations: list[dict[str, Any]], samples: int) -> dict[str, Any]:
     """What the sweep spent, in policies evaluated and replies generated: the PEO family's
-    fixed grid, the alpha search (its trials on the selection prompts plus the kept points on
-    every prompt) and the baselines (base, MORL), so grid and search compare at equal cost."""
+    grid and the baselines (base, MORL), so methods compare at equal cost."""
     n_prompts = len(evaluations[0]["prompts"]) if evaluations else 0
 
     def full(records: list[dict[str, Any]]) -> dict[str, int]:
         return {"policies": len(records), "replies": len(records) * n_prompts * samples}
 
-    search = [r for r in evaluations if r.get("source") == "search"]
-    grid = [r for r in evaluations if r["method"] in FAMILY_METHODS and r.get("source") != "search"]
+    grid = [r for r in evaluations if r["method"] in FAMILY_METHODS]
     baselines = [r for r in evaluations if r["method"] not in FAMILY_METHODS]
     cost: dict[str, Any] = {"grid": full(grid), "baselines": full(baselines)}
-    if search:
-        trials = [r["search"] for r in search]
-        cost["search"] = {"trial_policies": sum(t["trials"] for t in trials), "kept_policies": len(search),
-                          "replies": sum(t["trials"] * t["trial_prompts"] for t in trials) * samples
-                          + full(search)["replies"]}
     return cost
 
 

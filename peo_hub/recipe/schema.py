@@ -24,7 +24,7 @@ from peo_hub.bundle.manifest import ASPECT_NAME
 from peo_hub.core.measures import GuardThresholds
 from peo_hub.core.policy import MAX_GRID_POINTS, grid_size
 from peo_hub.data.config import DatasetSpec, GenerateSpec
-from peo_hub.evaluate.config import AlphaSearchSpec, EvaluateSpec, SweepSpec
+from peo_hub.evaluate.config import EvaluateSpec, SweepSpec
 from peo_hub.judges.registry import JudgeSpec
 from peo_hub.train.config import DPOSpec, LoraSpec, TrainSpec
 from peo_hub.utils.errors import RecipeError, validation_message
@@ -201,7 +201,7 @@ def recipe_json(recipe: Recipe | EvaluationRecipe) -> dict[str, Any]:
 
 def _field_names() -> list[str]:
     """Every field name of every recipe section, for "did you mean" hints on typos."""
-    models = (Recipe, AspectSpec, JudgeSpec, LoraSpec, DPOSpec, TrainSpec, SweepSpec, AlphaSearchSpec, EvaluateSpec,
+    models = (Recipe, AspectSpec, JudgeSpec, LoraSpec, DPOSpec, TrainSpec, SweepSpec, EvaluateSpec,
               GuardThresholds, HubSpec, DatasetSpec, GenerateSpec)
     return sorted({name for model in models for name in model.model_fields})
 

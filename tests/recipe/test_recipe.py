@@ -60,10 +60,7 @@ BAD = {
     "loss weights mismatch": (lambda d: d["train"]["dpo"].update(loss_weights=[1.0]), "loss_weights", "one weight per"),
     "selection takes every prompt": (lambda d: d["evaluate"].update(selection_fraction=1.0),
                                      "evaluate.selection_fraction", "less than 1"),
-    "search bounds reversed": (lambda d: d["sweep"].update(search={"bounds": [2, 0]}), "sweep.search.bounds",
-                               "low < high"),
-    "search without budget": (lambda d: d["sweep"].update(search={"evaluations": 0}), "sweep.search.evaluations",
-                              "greater than or equal to 1"),
+    "alpha search": (lambda d: d["sweep"].update(search={"bounds": [0, 2]}), "sweep.search", "sweep.alpha"),
     "guard typo": (lambda d: d["evaluate"].update(guard={"max_logprob_dorp": 1}), "max_logprob_dorp",
                    "did you mean 'max_logprob_drop'"),
 }
