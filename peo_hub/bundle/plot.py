@@ -226,6 +226,8 @@ def _hv_text(front: Front) -> str:
     text = ("hypervolume on the confirmation prompts (95% CI): " if split or cis else "hypervolume: ") + ", ".join(parts)
     across = front.across_seeds
     if across is not None and across.n_seeds > 1:
+        if front.seeds:
+            text = f"training seed {front.seeds[0]}'s " + text
         means = [f"{k} {e.estimate:.3f}" + (f" [{e.ci[0]:.3f}, {e.ci[1]:.3f}]" if e.ci else "")
                  for k, e in across.hypervolume.items()]
         text += f"; mean over {across.n_seeds} training seeds (95% CI, seeds and prompts): " + ", ".join(means)
