@@ -37,11 +37,13 @@ from peo_hub.utils.errors import PEOError, RecipeError
 
 
 def train_aspect(recipe_path: str | Path, aspect: str, output: str | Path | None = None,
-                 seed: int | None = None, seeds: list[int] | None = None) -> Path:
+                 overrides: Sequence[str] = (), seed: int | None = None, seeds: list[int] | None = None) -> Path:
     """Train ``aspect``'s adapter of the recipe into ``output/adapters/<aspect>``; returns that folder.
 
-    ``seeds`` replaces the recipe's training seeds (as ``recipe run --seeds``); ``seed`` picks
-    one of them (default: the first, whose adapters are the bundle's).
+    ``overrides``: the ``--set FIELD.PATH=VALUE`` of ``recipe run``; give the same ones to
+    both, or the run refuses the adapter as made by another recipe. ``seeds`` replaces the
+    recipe's training seeds (as ``recipe run --seeds``); ``seed`` picks one of them (default:
+    the first, whose adapters are the bundle's; the others train into ``seeds/<seed>/``).
 
     An adapter that is already complete is kept (like ``--resume``). Safe under
     ``accelerate launch``: the main process runs the pre-flight first (downloads happen
@@ -55,7 +57,7 @@ def train_aspect(recipe_path: str | Path, aspect: str, output: str | Path | None
     from peo_hub.recipe.preflight import preflight
     from peo_hub.recipe.folder import sample_pairs
 
-    recipe = load_recipe(recipe_path)
+    recipe = load_recipe(recipe_path, overrides)
     if seeds is not None:
         recipe = recipe.with_seeds(seeds)
     if aspect not in recipe.aspects:
@@ -65,7 +67,7 @@ def train_aspect(recipe_path: str | Path, aspect: str, output: str | Path | None
     if seed is not None and seed not in recipe.training_seeds:
         raise RecipeError(f"--seed {seed} is not one of the recipe's training seeds "
                           f"({', '.join(map(str, recipe.training_seeds))}); give one of them, or --seeds")
-    run = RunFolder(output or Path("runs") / (recipe.name or "run"), recipe)
+    run = RunFolder(output or Path("runs") / (recipe.name or "run"), recipe, overrides=overrides)
     target = run.adapter_dir(aspect, seed)
     # cpu=True without CUDA so that torchrun/accelerate CPU processes form a gloo group here
     # too; the trainer's own arguments later set up the same state again.
@@ -110,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("recipe", help="path to RECIPE.yaml")
     parser.add_argument("aspect", help="the aspect to train, as named in the recipe")
     parser.add_argument("--output", "-o", default=None, help="bundle folder (default: runs/<recipe name>)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD.PATH=VALUE",
+                        help="override a recipe field, as `peo-hub recipe run --set` (repeat; give the same ones to both)")
     parser.add_argument("--seeds", type=_seed_list, default=None, metavar="S0,S1,...",
                         help="the run's training seeds, as given to `recipe run --seeds` (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=None,
@@ -120,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        folder = train_aspect(args.recipe, args.aspect, output=args.output, seed=args.seed, seeds=args.seeds)
+        folder = train_aspect(args.recipe, args.aspect, output=args.output, overrides=args.overrides, seed=args.seed,
+                              seeds=args.seeds)
     except PEOError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -31,7 +31,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from tqdm.auto import tqdm
 
@@ -102,15 +102,17 @@ def _replicate_manifest(manifest: Manifest, folder: RunFolder, seed: int) -> Man
 
 
 def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[str] | None = None,
-               resume: bool = False, push: str | None = None, seeds: list[int] | None = None,
-               keep_seed_adapters: bool = True) -> Path:
+               resume: bool = False, push: str | None = None, overrides: Sequence[str] = (),
+               seeds: list[int] | None = None, keep_seed_adapters: bool = True) -> Path:
     """Run a recipe into a bundle folder; returns the folder. See the module docstring.
 
-    ``seeds`` (``--seeds``) replaces the recipe's ``seed`` and ``seeds``; ``keep_seed_adapters``
-    False (``--drop-seed-adapters``) deletes the adapters of every seed but the first once the
-    front is written (their records and fronts stay, so the result can still be checked).
+    ``overrides``: ``FIELD.PATH=VALUE`` strings (``--set``) applied on top of the file; the
+    recipe the run records is the overridden one. ``seeds`` (``--seeds``) then replaces the
+    recipe's ``seed`` and ``seeds``; ``keep_seed_adapters`` False (``--drop-seed-adapters``)
+    deletes the adapters of every seed but the first once the front is written (their records
+    and fronts stay, so the result can still be checked).
     """
-    recipe = load_recipe(recipe_path)
+    recipe = load_recipe(recipe_path, overrides)
     if seeds is not None:
         recipe = recipe.with_seeds(seeds)
     repo_id = push or recipe.hub.repo_id
@@ -120,7 +122,7 @@ def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[st
 
         check_repo_id(repo_id, "--push repo id")
         require_token(None, f"push the run to {repo_id}")  # now, not after the whole run
-    folder = RunFolder(output or Path("runs") / (recipe.name or "run"), recipe)
+    folder = RunFolder(output or Path("runs") / (recipe.name or "run"), recipe, overrides=overrides)
     # Everything a user can get wrong is checked before the first write.
     plan = preflight(recipe)
     _refuse_nested(folder.root, plan.base)

@@ -57,6 +57,17 @@ class HubSpec(BaseModel):
             raise ValueError(f"{value!r} is not a Hub repo id; write it as namespace/name, e.g. alice/peo-toy")
         return value
     private: bool = Field(default=False, description="create the repo private")
+    license: str | None = Field(
+        default=None, description="the model card's license, a Hub license id (e.g. apache-2.0, llama3, other); "
+                                  "default: the base model's, read from its Hub card (left out when unknown)")
+
+    @field_validator("license")
+    @classmethod
+    def _license(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", value):
+            raise ValueError(f"{value!r} is not a Hub license id; write it as the Hub does, lowercase with dashes, "
+                             "e.g. apache-2.0, mit, cc-by-4.0, llama3 or other")
+        return value
 
 
 class Recipe(BaseModel):

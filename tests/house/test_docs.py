@@ -1,5 +1,5 @@
-"""The docs document what the code accepts: every recipe field (docs/recipes.md), every CLI verb (README),
-and every docs page is linked from the README."""
+"""The docs document what the code accepts: every recipe field (docs/recipes.md), every CLI verb (README) and
+every verb and flag (docs/cli.md, generated from the parser), and every docs page is linked from the README."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from peo_hub.evaluate.config import EvaluateSpec, SweepSpec
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
 RECIPES = (REPO / "docs" / "recipes.md").read_text()
+CLI_MD = (REPO / "docs" / "cli.md").read_text()
 MODELS = [Recipe, AspectSpec, JudgeSpec, TrainSpec, LoraSpec, DPOSpec, SweepSpec, EvaluateSpec, HubSpec, DatasetSpec]
 
 
@@ -101,3 +102,37 @@ def test_the_readmes_python_runs_on_a_real_bundle(toy_bundle: Path) -> None:
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
     assert namespace["m"].coefficients == pytest.approx({"helpful": 1.05, "harmless": 0.45})
+
+
+def test_cli_reference_is_generated_from_the_parser() -> None:
+    """docs/cli.md's reference equals what docs/cli_reference.py renders from build_parser() now."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(REPO / "docs" / "cli_reference.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def _parsers(parser, prefix: str = "peo-hub"):  # noqa: ANN001, ANN202 - argparse internals
+    """Every (command, parser) pair: peo-hub, each verb, each recipe action."""
+    import argparse
+
+    yield prefix, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, f"{prefix} {name}")
+
+
+def test_every_cli_verb_and_flag_is_in_the_cli_page() -> None:
+    import re
+
+    for command, parser in _parsers(build_parser()):
+        section = re.split(rf"^#+ `{re.escape(command)}`$", CLI_MD, maxsplit=1, flags=re.M)
+        assert len(section) == 2, f"{command} has no section (a heading) in docs/cli.md"
+        body = section[1].split("\n#", 1)[0]
+        for action in parser._actions:
+            for flag in action.option_strings:
+                if flag not in ("-h", "--help"):
+                    assert f"`{flag}`" in body, f"{command} {flag} is missing from its section of docs/cli.md"
