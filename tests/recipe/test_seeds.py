@@ -187,6 +187,15 @@ def test_a_killed_multi_seed_run_resumes_per_seed_to_the_same_front(tmp_path: Pa
     assert adapter_complete(whole / "adapters" / "helpful") and (whole / "front.json").read_bytes() == before
 
 
+def test_the_other_seeds_and_the_timings_belong_to_the_bundle_layout() -> None:
+    """A re-push replaces them like every file of the format (and deletes them when a rerun has fewer seeds)."""
+    from peo_hub.bundle.manifest import in_bundle_layout
+
+    assert in_bundle_layout("seeds/1/adapters/helpful/adapter_model.safetensors")
+    assert in_bundle_layout("seeds/1/front.json") and in_bundle_layout("timings.json")
+    assert not in_bundle_layout("notes/seeds.txt")
+
+
 def test_a_damaged_file_of_another_seed_is_named_with_its_own_fix(tmp_path: Path) -> None:
     from peo_hub.evaluate.records import RecordStore
     from peo_hub.recipe.folder import RunFolder
