@@ -37,6 +37,7 @@ from common import write_report  # noqa: E402
 
 from peo_hub.evaluate.confirm import front_from_records
 from peo_hub.bundle.front import load_front
+from peo_hub.bundle.manifest import training_seconds
 
 EXTRA_MORL_WEIGHTS = (0.125, 0.375, 0.625, 0.875)
 
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     soups = [r for r in grid if not r["alpha"]]
     soups3 = [r for r in soups if r["weights"][aspects[0]] in (0.0, 0.5, 1.0)]
     alphas = sorted({r["alpha"] for r in grid})
-    training = front.model_extra.get("training_seconds", {}) if front.model_extra else {}
+    training = training_seconds(args.bundle)  # timings.json (front.json before the wall-clock moved out of it)
     peo_runs, peo_seconds = training.get("peo_runs", 2), training.get("peo", None)
 
     # 1. hypervolume against policies evaluated (each row: PEO subset vs MORL with corners, paired)

@@ -14,6 +14,9 @@ DPO adapters, the sweep, the front) and records:
     python benchmarks/smollm2_world.py                 # writes runs/smollm2-bench, results/smollm2_world.json
     python benchmarks/smollm2_world.py --analyse runs/smollm2-bench   # only re-read a finished bundle (keeps
                                                                       # the wall time its run recorded)
+    python benchmarks/smollm2_world.py --seeds 0,1,2   # every adapter trained once per seed (3x the training and
+                                                       # sweep); writes results/smollm2_world_seeds.json with the
+                                                       # front's across_seeds (claims over training runs)
 """
 
 from __future__ import annotations
@@ -101,7 +104,8 @@ def front_summary(bundle: Path) -> dict:
                "on_front": p.get("on_front"), "flags": p.get("flags") or p.get("guard_flags")}
               for p in front["points"]]
     return {"points": points, "hypervolume": front.get("hypervolume"), "presets": front.get("presets"),
-            "hypervolume_difference": front.get("hypervolume_difference")}
+            "hypervolume_difference": front.get("hypervolume_difference"), "seeds": front.get("seeds"),
+            "across_seeds": front.get("across_seeds")}
 
 
 def slider_replies(bundle: Path, max_new_tokens: int) -> list[dict]:
@@ -128,7 +132,10 @@ def main() -> None:
     parser.add_argument("--analyse", type=Path, default=None, help="a finished bundle: skip the run, re-read it")
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--no-replies", action="store_true", help="skip the replies at several slider settings")
-    parser.add_argument("--output", type=Path, default=None, help="default: benchmarks/results/smollm2_world.json")
+    parser.add_argument("--output", type=Path, default=None, help="default: benchmarks/results/smollm2_world.json "
+                                                                   "(smollm2_world_seeds.json with --seeds)")
+    parser.add_argument("--seeds", default=None, metavar="S0,S1,...",
+                        help="train every adapter once per seed (recipe run --seeds); the first seed's are served")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     from common import machine, write_report
@@ -138,7 +145,14 @@ def main() -> None:
 
     report: dict = {"recipe": str(RECIPE.relative_to(REPO)), "machine": machine()}
     bundle = args.analyse
-    output = args.output or REPO / "benchmarks" / "results" / "smollm2_world.json"
+    seeds = None
+    if args.seeds is not None:
+        from peo_hub.recipe.schema import parse_seed_list
+
+        seeds = parse_seed_list(args.seeds)
+        report["seeds"] = seeds
+    default_name = "smollm2_world_seeds.json" if seeds and len(seeds) > 1 else "smollm2_world.json"
+    output = args.output or REPO / "benchmarks" / "results" / default_name
     if bundle is not None and output.is_file():
         # Re-reading the bundle this file's run made: keep that run's own record (wall time, load,
         # machine, which pairs were cached), which a re-read cannot measure.
@@ -157,7 +171,7 @@ def main() -> None:
         report["cached_before"] = sorted(cached_before)
         load_before = os.getloadavg()
         start = time.perf_counter()
-        bundle = run_recipe(RECIPE, output=args.output_dir)
+        bundle = run_recipe(RECIPE, output=args.output_dir, seeds=seeds)
         report["wall_seconds"] = round(time.perf_counter() - start, 1)
         report["load_average_1_5_15_before_after"] = [list(load_before), list(os.getloadavg())]
         report["note"] = ("wall time of one `recipe run` into a fresh folder; the GGUF conversion and the pairs' "
@@ -169,7 +183,9 @@ def main() -> None:
     if "cached_before" in report or "pairs_cache_was_warm" not in report:
         report["pairs_cache_was_warm"] = {a: key in set(report.pop("cached_before", [])) for a, key in pairs_cache.items()}
     report["bundle"] = str(bundle)
-    report["training_seconds"] = (manifest.front or {}).get("training_seconds") or {
+    from peo_hub.bundle.manifest import training_seconds
+
+    report["training_seconds"] = training_seconds(bundle) or (manifest.front or {}).get("training_seconds") or {
         a: manifest.aspects[a].train_seconds for a in aspects}
     report["pairs"] = {a: {k: v for k, v in manifest.aspects[a].dataset.items()
                            if k in ("rows_read", "train_rows", "dropped", "samples_cache", "mean_score", "mean_gap")}

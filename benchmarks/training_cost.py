@@ -7,7 +7,8 @@ arithmetic; MORL (here: DPO on the preference-weighted mixture of the aspects' p
 trains one model per weight vector. Both numbers come from one run of the toy recipe
 (``recipes/toy.yaml``: sweep ``weights: 5``, ``alpha: [0, 0.5, 1]``, ``baselines: [soup,
 morl]``; every DPO run has the same steps, batch and data size), which records
-``front.json`` ``training_seconds`` (per method) and ``hypervolume`` (per method), and each
+``timings.json`` ``training_seconds`` (per method; ``front.json`` in older bundles), ``front.json``
+``hypervolume`` (per method), and each
 run's ``training_info.json``. MORL's corners (one-hot weights) are single-aspect DPO runs,
 i.e. the PEO adapters themselves, so the recipe trains only the interior weights for MORL;
 a MORL front of the same resolution needs those corner runs too, and this script also
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from common import write_report
 
+    from peo_hub.bundle.manifest import training_seconds
+
     with tempfile.TemporaryDirectory(prefix="peo-bench-train-") as tmp:
         bundle, source = find_bundle(args, Path(tmp))
         front = json.loads((bundle / "front.json").read_text())
@@ -93,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         records = run_records(bundle)
         morl_hv_corners = morl_with_corners_hypervolume(front)
 
-    seconds, hv = front["training_seconds"], front["hypervolume"]
+        seconds = training_seconds(bundle)  # timings.json (front.json before the wall-clock moved out of it)
+    hv = front["hypervolume"]
     aspects = front["aspects"]
     n = len(aspects)
     order = {f"adapters/{a}": i for i, a in enumerate(config.get("aspects") or aspects)}

@@ -36,10 +36,19 @@ def _recipe_run(args: argparse.Namespace) -> int:
     from peo_hub.recipe.pipeline import run_recipe
 
     bundle = run_recipe(args.recipe, output=args.output, resume=args.resume, push=args.push,
-                        overrides=args.overrides)
+                        overrides=args.overrides, seeds=args.seeds, keep_seed_adapters=not args.drop_seed_adapters)
     print(f"bundle written to {bundle}")
     print(_next_steps(bundle, pushed=bool(args.push)))
     return 0
+
+
+def _seed_list(text: str) -> list[int]:
+    from peo_hub.recipe.schema import parse_seed_list
+
+    try:
+        return parse_seed_list(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _next_steps(bundle: "Path", pushed: bool) -> str:
@@ -252,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", "-o", default=None, help="bundle folder (default: runs/<recipe name>)")
     run.add_argument("--resume", action="store_true", help="keep finished aspects and sweep points")
     run.add_argument("--push", metavar="REPO_ID", default=None, help="push the bundle to this Hub repo")
+    run.add_argument("--seeds", type=_seed_list, default=None, metavar="S0,S1,...",
+                     help="train every adapter and MORL baseline once per seed (replaces the recipe's seed and "
+                          "seeds); the first seed's adapters are the bundle's, the others go to seeds/<seed>/, and "
+                          "front.json's across_seeds gives every comparison over the seeds")
+    run.add_argument("--drop-seed-adapters", action="store_true",
+                     help="with several seeds: delete the adapters of every seed but the first once the front is "
+                          "written (their records and fronts stay; --resume would train them again)")
     run.add_argument("--overwrite", action="store_true",
                        help="replace files of an earlier output even where they were edited or not written by "
                             "peo-hub (files this command does not write are never touched)")

@@ -14,6 +14,12 @@ keeps them, trains any aspect still missing, and runs the sweep::
         -m peo_hub.train_aspect recipes/pku-saferlhf-qwen2.5-0.5b.yaml harmless --output runs/pku
     peo-hub recipe run recipes/pku-saferlhf-qwen2.5-0.5b.yaml --output runs/pku --resume
 
+With training seeds (``seeds`` in the recipe, or ``--seeds`` given to ``recipe run``), ``--seed S``
+trains that seed's adapter (into ``DIR/seeds/S/adapters/<aspect>/`` for every seed but the
+first): seeds are independent runs, so separate launches (e.g. one per GPU set, with
+``CUDA_VISIBLE_DEVICES``) can train different seeds at once; the ``recipe run --resume``
+that follows must be given the same seeds.
+
 Run as plain ``python -m`` it is one process on one device (or the CPU): the same code path.
 Two aspects may train at once into one folder (e.g. on two GPU sets): each writes only its
 own adapter folder. Do not start ``recipe run --resume`` on the folder while one is still
@@ -31,11 +37,13 @@ from peo_hub.utils.errors import PEOError, RecipeError
 
 
 def train_aspect(recipe_path: str | Path, aspect: str, output: str | Path | None = None,
-                 overrides: Sequence[str] = ()) -> Path:
+                 overrides: Sequence[str] = (), seed: int | None = None, seeds: list[int] | None = None) -> Path:
     """Train ``aspect``'s adapter of the recipe into ``output/adapters/<aspect>``; returns that folder.
 
     ``overrides``: the ``--set FIELD.PATH=VALUE`` of ``recipe run``; give the same ones to
-    both, or the run refuses the adapter as made by another recipe.
+    both, or the run refuses the adapter as made by another recipe. ``seeds`` replaces the
+    recipe's training seeds (as ``recipe run --seeds``); ``seed`` picks one of them (default:
+    the first, whose adapters are the bundle's; the others train into ``seeds/<seed>/``).
 
     An adapter that is already complete is kept (like ``--resume``). Safe under
     ``accelerate launch``: the main process runs the pre-flight first (downloads happen
@@ -50,12 +58,17 @@ def train_aspect(recipe_path: str | Path, aspect: str, output: str | Path | None
     from peo_hub.recipe.folder import sample_pairs
 
     recipe = load_recipe(recipe_path, overrides)
+    if seeds is not None:
+        recipe = recipe.with_seeds(seeds)
     if aspect not in recipe.aspects:
         raise RecipeError(
             f"aspect {aspect!r} is not in {recipe_path}; choose one of: {', '.join(recipe.aspects)}"
         )
+    if seed is not None and seed not in recipe.training_seeds:
+        raise RecipeError(f"--seed {seed} is not one of the recipe's training seeds "
+                          f"({', '.join(map(str, recipe.training_seeds))}); give one of them, or --seeds")
     run = RunFolder(output or Path("runs") / (recipe.name or "run"), recipe, overrides=overrides)
-    target = run.adapter_dir(aspect)
+    target = run.adapter_dir(aspect, seed)
     # cpu=True without CUDA so that torchrun/accelerate CPU processes form a gloo group here
     # too; the trainer's own arguments later set up the same state again.
     state = PartialState(cpu=not torch.cuda.is_available())
@@ -77,8 +90,17 @@ def train_aspect(recipe_path: str | Path, aspect: str, output: str | Path | None
     if state.is_main_process:
         print(f"[{aspect}] DPO on {plan.data[aspect].train.num_rows} pairs from {recipe.aspects[aspect].dataset.source} "
               f"({state.num_processes} process(es), {state.distributed_type.value})")
-    run.train_one(plan, plan.data[aspect].train, target, {"aspect": aspect})
+    run.train_one(plan, plan.data[aspect].train, target, {"aspect": aspect}, seed=seed)
     return target
+
+
+def _seed_list(text: str) -> list[int]:
+    from peo_hub.recipe.schema import parse_seed_list
+
+    try:
+        return parse_seed_list(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,13 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", default=None, help="bundle folder (default: runs/<recipe name>)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD.PATH=VALUE",
                         help="override a recipe field, as `peo-hub recipe run --set` (repeat; give the same ones to both)")
+    parser.add_argument("--seeds", type=_seed_list, default=None, metavar="S0,S1,...",
+                        help="the run's training seeds, as given to `recipe run --seeds` (default: the recipe's)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="which training seed to train (default: the first, whose adapters are the bundle's)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        folder = train_aspect(args.recipe, args.aspect, output=args.output, overrides=args.overrides)
+        folder = train_aspect(args.recipe, args.aspect, output=args.output, overrides=args.overrides, seed=args.seed,
+                              seeds=args.seeds)
     except PEOError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from peo_hub.bundle.manifest import CARD_NAME, FRONT_NAME, PLOT_NAME, Bundle, Manifest, open_bundle
+from peo_hub.bundle.manifest import CARD_NAME, FRONT_NAME, PLOT_NAME, SEEDS_DIR, Bundle, Manifest, open_bundle
 from peo_hub.bundle.front import Front, FrontPoint, Preset
 from peo_hub.utils.errors import HubError, PreferenceError
 from peo_hub.utils.fsutil import atomic_write_text
@@ -240,12 +240,50 @@ def _front_summary(front: Front) -> list[str]:
         lines.append(f"- hv(PEO) - hv({other}) = {diff.estimate:+.4g}, paired 95% CI {ci}: {verdict}.")
     if front.hypervolume_difference:
         lines.append("")
+    lines += _seed_summary(front)
     if front.points:
         on_front = sum(p.on_front for p in front.points)
         flagged = sum(p.flagged for p in front.points)
         lines += [f"{len(front.points)} points evaluated, {on_front} on the front, {flagged} flagged by the "
                   f"degeneration guard (never a preset); all of them are in [`{FRONT_NAME}`]({FRONT_NAME}).", ""]
     return lines
+
+
+def _seed_summary(front: Front) -> list[str]:
+    """What the comparisons rest on in training runs: one seed said plainly, several seeds as the claims."""
+    across = front.across_seeds
+    if across is None:
+        return []
+    if across.n_seeds == 1:
+        seed = f" (seed {front.seeds[0]})" if front.seeds else ""
+        return [f"These comparisons rest on **one training run** per method{seed}: another training seed, or the "
+                "float differences of another machine, moves the adapters a little, which can change the points the "
+                "selection prompts pick and flip a verdict. `peo-hub recipe run RECIPE --seeds 0,1,2,3,4` trains "
+                "every adapter and baseline once per seed and states the comparisons over seeds.", ""]
+    seeds = ", ".join(map(str, front.seeds or []))
+    lines = [f"**Over {across.n_seeds} training seeds** ({seeds}): every adapter and MORL baseline was trained once "
+             "per seed and each seed's family swept on the same prompts with the same split; the numbers above are "
+             f"the first seed's alone (its adapters are the ones this bundle serves). Means over seeds, with 95% "
+             "intervals from a two-level bootstrap (training seeds and confirmation prompts resampled):", "",
+             "| comparison | mean over seeds | 95% CI | per seed | verdict |", "|---|---|---|---|---|"]
+    for name, entry in across.hypervolume.items():
+        lines.append(f"| hv({name}) | {_fmt(entry.estimate)} | {_ci(entry.ci)} | "
+                     + ", ".join(_fmt(v) for v in entry.per_seed) + " | – |")
+    claims = []
+    for name, entry in across.hypervolume_difference.items():
+        other = name.removeprefix("peo_minus_")
+        lines.append(f"| hv(PEO) - hv({other}) | {entry.estimate:+.3g} | {_ci(entry.ci)} | "
+                     + ", ".join(f"{v:+.3g}" for v in entry.per_seed) + f" | {entry.verdict} |")
+        positive = sum(v > 0 for v in entry.per_seed)
+        claim = {"better": f"PEO beats {other} over training seeds at 95%",
+                 "worse": f"{other} beats PEO over training seeds at 95%"}.get(
+            entry.verdict, f"no difference between PEO and {other} over training seeds at 95%")
+        claims.append(f"- {claim} (PEO ahead in {positive} of {across.n_seeds} seeds).")
+    return lines + [""] + claims + [""]
+
+
+def _ci(ci: Any) -> str:
+    return "–" if ci is None else f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
 
 
 def _preset_coefficients(manifest: Manifest, preset: Preset) -> dict[str, float] | None:
@@ -422,7 +460,9 @@ def render_model_card(bundle_dir: str | os.PathLike[str], repo_id: str | None = 
         "`peo_config.json` (manifest: base model, aspects, formulation, presets), `adapters/<aspect>/` "
         "(standard PEFT adapters)" + (f", `{manifest.base_model}/` (the base model)" if not base else "")
         + (", `merges/*.yaml` (mergekit configs)" if (bundle / "merges").is_dir() else "")
-        + (f", `{FRONT_NAME}` (every evaluated point)" if front is not None else "") + ".", "",
+        + (f", `{FRONT_NAME}` (every evaluated point)" if front is not None else "")
+        + (", `seeds/<seed>/` (the other training seeds: their adapters, evaluation records and fronts)"
+           if (bundle / SEEDS_DIR).is_dir() else "") + ".", "",
         "Made with peo-hub (PEO on the Hugging Face Hub).", "",
     ]
     return _with_digest(str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines).rstrip() + "\n")))

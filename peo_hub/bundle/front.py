@@ -156,6 +156,44 @@ class Difference(BaseModel):
     verdict: str = "undecided"
 
 
+class SeedEstimate(BaseModel):
+    """One quantity over training seeds (``across_seeds``): the mean of the per-seed values, its
+    two-level 95% interval (seeds and prompts resampled; ``None`` with one seed), the per-seed
+    values in the order of ``Front.seeds``, and their spread (``None`` with one seed)."""
+
+    model_config = _OPEN
+
+    estimate: float
+    ci: tuple[float, float] | None = None
+    per_seed: list[float]
+    spread: dict[str, float] | None = None
+
+
+class SeedDifference(SeedEstimate):
+    """A hypervolume difference over training seeds; ``verdict`` is ``better`` / ``worse`` /
+    ``undecided`` from the across-seed interval, or ``one training run`` with a single seed."""
+
+    verdict: str
+
+
+class AcrossSeeds(BaseModel):
+    """``front.json``'s ``across_seeds``: every method's hypervolume and every ``peo_minus_<method>``
+    over the training seeds (:mod:`peo_hub.evaluate.across_seeds`)."""
+
+    model_config = _OPEN
+
+    n_seeds: int = Field(ge=1)
+    note: str | None = None  # one seed: what the numbers rest on
+    unit: str | None = None  # several seeds: how the interval was made (unit, method, confidence, ...)
+    method: str | None = None
+    confidence: float | None = None
+    resamples: int | None = None
+    seed: int | None = None
+    prompts: int | None = None
+    hypervolume: dict[str, SeedEstimate] = Field(default_factory=dict)
+    hypervolume_difference: dict[str, SeedDifference] = Field(default_factory=dict)
+
+
 class EvaluationSplit(BaseModel):
     """Which evaluation prompts selected the front and which confirmed it (indices into the
     recipe's evaluation prompts, in their order)."""
@@ -184,6 +222,8 @@ class Front(BaseModel):
     evaluation_split: EvaluationSplit | None = None
     guard_thresholds: GuardThresholds | None = None
     intervals: dict[str, Any] | None = None
+    seeds: list[int] | None = None
+    across_seeds: AcrossSeeds | None = None
 
     @field_validator("aspects")
     @classmethod
@@ -229,6 +269,8 @@ class Front(BaseModel):
                 metric.setdefault("ci", None)
         data["presets"] = {name: {k: v for k, v in p.items() if v is not None or k in ("weights", "alpha", "coefficients")}
                            for name, p in data["presets"].items()}
+        if data.get("across_seeds") is not None:
+            data["across_seeds"] = {k: v for k, v in data["across_seeds"].items() if v is not None}
         return data
 
     def save(self, bundle_dir: str | os.PathLike[str], check: bool = True) -> Path:
@@ -237,7 +279,7 @@ class Front(BaseModel):
 
 
 _OPTIONAL_FRONT = ("hypervolume_selection", "hypervolume_ci", "hypervolume_difference", "evaluation_split",
-                   "guard_thresholds", "intervals")
+                   "guard_thresholds", "intervals", "seeds", "across_seeds")
 
 
 # --------------------------------------------------------------------------------------------
@@ -568,6 +610,7 @@ def check_front(front: Front | Mapping[str, Any], thresholds: Iterable[float] = 
     if typed.hypervolume_ci is not None and set(typed.hypervolume_ci) - set(typed.hypervolume):
         extra_keys = sorted(set(typed.hypervolume_ci) - set(typed.hypervolume))
         problems.append(f"hypervolume_ci has entries without a hypervolume: {', '.join(extra_keys)}")
+    problems += _check_across_seeds(typed)
     expected = compute_presets(points, aspects, thresholds)
     problems += [f"preset {name!r} is missing" for name in expected if name not in typed.presets]
     for name, entry in typed.presets.items():
@@ -575,6 +618,30 @@ def check_front(front: Front | Mapping[str, Any], thresholds: Iterable[float] = 
             problems.append(f"preset {name!r} does not follow from the points")
         elif entry.point_index != expected[name]["point_index"]:
             problems.append(f"preset {name!r} points at {entry.point_index}, recomputed {expected[name]['point_index']}")
+    return problems
+
+
+def _check_across_seeds(front: Front) -> list[str]:
+    """``across_seeds`` agrees with ``seeds`` and with this front: one value per seed, the estimate
+    their mean, and the first seed's values this front's own (its adapters are the served ones)."""
+    across = front.across_seeds
+    if across is None:
+        return []
+    problems = []
+    if front.seeds is not None and across.n_seeds != len(front.seeds):
+        problems.append(f"across_seeds.n_seeds is {across.n_seeds} for {len(front.seeds)} seeds")
+    own = dict(front.hypervolume)
+    own.update({f"peo_minus_{m}": front.hypervolume["peo"] - v for m, v in front.hypervolume.items()
+                if "peo" in front.hypervolume and m != "peo"})
+    entries: dict[str, SeedEstimate] = {**across.hypervolume, **across.hypervolume_difference}
+    for name, entry in entries.items():
+        if len(entry.per_seed) != across.n_seeds:
+            problems.append(f"across_seeds {name}: {len(entry.per_seed)} per-seed values for {across.n_seeds} seeds")
+        elif not _close(entry.estimate, float(np.mean(entry.per_seed))):
+            problems.append(f"across_seeds {name}: estimate {entry.estimate} is not the mean of its per-seed values")
+        if name in own and entry.per_seed and not _close(entry.per_seed[0], own[name]):
+            problems.append(f"across_seeds {name}: the first seed's value {entry.per_seed[0]} is not this front's "
+                            f"{own[name]:.12g}")
     return problems
 
 

@@ -9,6 +9,9 @@ A bundle is what ``peo-hub recipe run`` (or ``compose``) writes and what a Hub r
     front.json           every evaluated point (peo_hub.bundle.front), front.png the plot
     evaluations/         per-point records (scores of every reply, sample replies)
     baselines/morl/      MORL baseline adapters, when the recipe trains them
+    seeds/<seed>/        the other training seeds of a recipe with ``seeds`` (the first seed's are the
+                         ones above): peo_config.json, adapters/, baselines/morl/, evaluations/, front.json
+    timings.json         wall-clock training seconds (kept out of front.json, which a rerun reproduces)
     peo_run.json         the recipe the run was started with (guards --resume)
     README.md            the model card
 
@@ -45,6 +48,8 @@ ADAPTERS_DIR = "adapters"
 MERGES_DIR = "merges"
 EVALUATIONS_DIR = "evaluations"
 MORL_DIR = "baselines/morl"
+SEEDS_DIR = "seeds"  # seeds/<seed>/: a training seed's replicate, other than the served (first) one
+TIMINGS_NAME = "timings.json"
 PLOT_NAME = "front.png"
 CARD_NAME = "README.md"
 RUN_RECORD = "peo_run.json"
@@ -54,8 +59,9 @@ LEGACY_RUN_RECORD = ".peo_run.json"  # written by peo-hub 0.1.0; read, never wri
 #: Top-level files and folders that belong to a bundle. A Hub repo of a bundle may also hold
 #: files a person put there (notes, a .gitattributes, extra folders); a re-push deletes stale
 #: files only inside this layout, never those (see :func:`in_bundle_layout`).
-LAYOUT_FILES = (MANIFEST_NAME, FRONT_NAME, PLOT_NAME, CARD_NAME, RUN_RECORD)
-LAYOUT_DIRS = (BASE_DIR, ADAPTERS_DIR, MERGES_DIR, EVALUATIONS_DIR, MORL_DIR.split("/")[0], RUN_LOG.split("/")[0])
+LAYOUT_FILES = (MANIFEST_NAME, FRONT_NAME, PLOT_NAME, CARD_NAME, RUN_RECORD, TIMINGS_NAME)
+LAYOUT_DIRS = (BASE_DIR, ADAPTERS_DIR, MERGES_DIR, EVALUATIONS_DIR, MORL_DIR.split("/")[0], RUN_LOG.split("/")[0],
+               SEEDS_DIR)
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -335,6 +341,19 @@ def validate_bundle(folder: str | os.PathLike[str]) -> Manifest:
                           f"base_model to '{BASE_DIR}' in {MANIFEST_NAME}")
     _ = bundle.front  # a front.json that cannot be read is refused here, not by the Hub's users
     return manifest
+
+
+def training_seconds(bundle: str | os.PathLike[str]) -> dict[str, Any]:
+    """The run's wall-clock DPO seconds and run counts (``peo``, ``morl``, ``peo_runs``, ``morl_runs``): from
+    ``timings.json``, or from ``front.json``'s ``training_seconds`` in bundles written before it moved there;
+    ``{}`` when neither has them (a composed or evaluated bundle)."""
+    root = Path(bundle)
+    for path, key in ((root / TIMINGS_NAME, "training_seconds"), (root / FRONT_NAME, "training_seconds")):
+        if path.is_file():
+            data = read_json(path, "re-run `peo-hub recipe run RECIPE.yaml --resume` to rewrite it")
+            if isinstance(data, dict) and isinstance(data.get(key), dict):
+                return dict(data[key])
+    return {}
 
 
 def in_bundle_layout(path: str, base_folder: str | None = None) -> bool:

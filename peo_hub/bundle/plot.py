@@ -72,12 +72,26 @@ def _preset_labels(front: Front, panel: Sequence[str]) -> dict[int, list[str]]:
     return {i: sorted(names, key=lambda n: (n != "balanced", len(n), n)) for i, names in by_point.items()}
 
 
-def _draw_panel(ax: Any, front: Front, x: str, y: str, current: Mapping[str, float] | None
-                ) -> list[tuple[str, tuple[float, float]]]:
+def _front_line(front: Front, jx: int, jy: int) -> tuple[np.ndarray, np.ndarray]:
+    """(chosen points, their non-dominated step) of a front's family, projected on two aspects."""
+    points, means = front.points, front.means()
+    family = [i for i, p in enumerate(points) if p.on_front] or [i for i, p in enumerate(points) if p.in_family]
+    proj = means[family][:, [jx, jy]] if family else np.zeros((0, 2))
+    nd = proj[non_dominated_mask(proj)] if family else proj
+    return proj, nd[np.argsort(nd[:, 0], kind="stable")]
+
+
+def _draw_panel(ax: Any, front: Front, x: str, y: str, current: Mapping[str, float] | None,
+                replicates: Sequence[Front] = ()) -> list[tuple[str, tuple[float, float]]]:
     """Draw one panel; return its preset labels (placed once the layout is final)."""
     points = front.points
     means = front.means()
     jx, jy = front.aspects.index(x), front.aspects.index(y)
+    for k, other in enumerate(replicates):  # the other training seeds' fronts, faintly, under everything
+        _, line = _front_line(other, jx, jy)
+        if len(line):
+            ax.step(line[:, 0], line[:, 1], where="pre", color="tab:red", lw=1.0, alpha=0.25, zorder=0,
+                    label="PEO front, other training seeds" if k == 0 else None)
     others: list[str] = []
     for method in dict.fromkeys(p.method for p in points):
         idx = [i for i, p in enumerate(points) if p.method == method]
@@ -91,11 +105,8 @@ def _draw_panel(ax: Any, front: Front, x: str, y: str, current: Mapping[str, flo
     # The front the bundle offers: the points chosen on the selection prompts (on_front), drawn
     # at their reported scores; the step line is what they dominate there (what hypervolume.peo
     # measures). A chosen point that the confirmation prompts put behind another keeps its ring.
-    family = [i for i, p in enumerate(points) if p.on_front] or [i for i, p in enumerate(points) if p.in_family]
-    if family:
-        proj = means[family][:, [jx, jy]]
-        nd = proj[non_dominated_mask(proj)]
-        nd = nd[np.argsort(nd[:, 0], kind="stable")]
+    proj, nd = _front_line(front, jx, jy)
+    if len(proj):
         label = "PEO front" if len(front.aspects) == 2 else "PEO front (projection)"
         ax.step(nd[:, 0], nd[:, 1], where="pre", color="tab:red", lw=1.5, zorder=2, label=label)
         # rings mark every chosen point (and keep a one-point front visible)
@@ -189,14 +200,16 @@ def _outside(box: Any, frame: Any) -> float:
     return area - _overlap(box, frame) if area > 0 else 0.0
 
 
-def plot_front(front: Front, path: str | os.PathLike[str], current: Mapping[str, float] | None = None) -> Path:
+def plot_front(front: Front, path: str | os.PathLike[str], current: Mapping[str, float] | None = None,
+               replicates: Sequence[Front] = ()) -> Path:
     """Draw ``front.png``: every point by method, CIs, the PEO front, presets, the base.
 
     One panel for two aspects, a grid of pairwise panels for more (the drawn front is then
     the family's non-dominated set in that projection). ``current`` (aspect -> score) is
-    highlighted, for the Space to show the user's live preference.
+    highlighted, for the Space to show the user's live preference. ``replicates`` are the
+    fronts of the run's other training seeds, drawn as faint lines.
     """
-    fig = draw_front(front, current)
+    fig = draw_front(front, current, replicates)
     path = Path(path)
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -210,10 +223,18 @@ def _hv_text(front: Front) -> str:
         ci = cis.get(key)
         parts.append(f"{key} {value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
     split = front.evaluation_split is not None and front.evaluation_split.selection_fraction > 0
-    return ("hypervolume on the confirmation prompts (95% CI): " if split or cis else "hypervolume: ") + ", ".join(parts)
+    text = ("hypervolume on the confirmation prompts (95% CI): " if split or cis else "hypervolume: ") + ", ".join(parts)
+    across = front.across_seeds
+    if across is not None and across.n_seeds > 1:
+        if front.seeds:
+            text = f"training seed {front.seeds[0]}'s " + text
+        means = [f"{k} {e.estimate:.3f}" + (f" [{e.ci[0]:.3f}, {e.ci[1]:.3f}]" if e.ci else "")
+                 for k, e in across.hypervolume.items()]
+        text += f"; mean over {across.n_seeds} training seeds (95% CI, seeds and prompts): " + ", ".join(means)
+    return text
 
 
-def draw_front(front: Front, current: Mapping[str, float] | None = None) -> Any:
+def draw_front(front: Front, current: Mapping[str, float] | None = None, replicates: Sequence[Front] = ()) -> Any:
     """The front's matplotlib ``Figure`` (Agg canvas), laid out and labelled; see :func:`plot_front`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -225,7 +246,7 @@ def draw_front(front: Front, current: Mapping[str, float] | None = None) -> Any:
     fig = Figure(figsize=(7.4 * ncols, 5.2 * nrows), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    labels = [_draw_panel(ax, front, x, y, current) for ax, (x, y) in zip(axes, pairs)]
+    labels = [_draw_panel(ax, front, x, y, current, replicates) for ax, (x, y) in zip(axes, pairs)]
     for ax in axes[len(pairs):]:
         ax.set_visible(False)
     summary = textwrap.fill(_hv_text(front), width=100 * ncols) if front.hypervolume else ""

@@ -18,6 +18,10 @@ to the mean of prompt means when every prompt has the same number of replies).
 Intervals are percentile intervals (robust when a score is constant, e.g. a judge that
 gives every reply 1.0, where BCa is undefined). This module is pure numpy/scipy: the sweep,
 the front and the benchmarks call it.
+
+Training seeds are a second unit of chance (:func:`seed_prompt_bootstrap`): a claim about a
+method (its hypervolume, its margin over another) averaged over several training runs gets a
+two-level interval, training seeds and prompts both resampled by ``scipy.stats.bootstrap``.
 """
 
 from __future__ import annotations
@@ -61,6 +65,62 @@ def joint_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], n_prompts: in
         return None
     result = bootstrap((np.arange(n_prompts),), lambda idx, axis=-1: statistic(np.asarray(idx, dtype=int)),
                        paired=True, vectorized=True, n_resamples=resamples, batch=max(1, min(resamples, 250)),
+                       confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    return np.atleast_1d(np.asarray(low, dtype=float)), np.atleast_1d(np.asarray(high, dtype=float))
+
+
+def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """How often each of ``n`` items is drawn in each resample: ``(batch, n)`` counts from indices ``(batch, n)``.
+
+    A statistic that is a sum over items (prompt score sums, seed estimates) is then one matrix
+    product with the counts, whatever the number of resamples: no ``(batch, n, ...)`` gather.
+    """
+    idx = np.asarray(idx, dtype=np.int64)
+    batch = idx.shape[0]
+    flat = (idx + n * np.arange(batch)[:, None]).ravel()
+    return np.bincount(flat, minlength=batch * n).reshape(batch, n).astype(float)
+
+
+def seed_prompt_bootstrap(per_seed: Callable[[np.ndarray], np.ndarray], n_seeds: int, n_prompts: int,
+                          resamples: int = 1000, seed: int = 0, confidence: float = CONFIDENCE
+                          ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Percentile intervals of the mean over training seeds of quantities measured on prompts: two levels.
+
+    ``per_seed(counts)`` receives prompt counts ``(batch, n_prompts)`` (how often each prompt
+    is in each resample, :func:`resample_counts`) and returns ``(n_seeds, k, batch)``: every
+    seed's ``k`` quantities (hypervolumes, differences) on those prompts. A resample's value is
+    the mean of those quantities over a resample of the seeds (with multiplicity). Returns
+    ``(low, high)`` arrays of length ``k``, or ``None`` when fewer than two prompts leave
+    nothing to resample.
+
+    Both levels are drawn by ``scipy.stats.bootstrap``: the data are two unpaired samples,
+    the prompt indices and the seed indices, each resampled with replacement in every
+    resample. The design is *crossed*, not nested: every seed answered the same prompts, so one
+    draw of prompts serves every seed of a resample (a prompt hard for one seed's policies is
+    hard for the others'); drawing prompts independently per seed would count the same
+    prompts as ``n_seeds`` independent sets and shrink the prompt part of the interval. All
+    resamples are drawn in one batch, prompts first, so the prompt draws are exactly those of
+    the one-seed case with the same ``seed``: identical seeds give the one-seed interval back,
+    and one seed gives the prompt-level interval (the seed level has nothing to resample).
+    """
+    if n_prompts < 2:
+        return None
+    prompts = np.arange(n_prompts)
+    if n_seeds == 1:
+        data: tuple[np.ndarray, ...] = (prompts,)
+
+        def statistic(p: np.ndarray, axis: int = -1) -> np.ndarray:
+            return per_seed(resample_counts(p, n_prompts))[0]
+    else:
+        data = (prompts, np.arange(n_seeds))
+
+        def statistic(p: np.ndarray, s: np.ndarray, axis: int = -1) -> np.ndarray:
+            values = per_seed(resample_counts(p, n_prompts))  # (seeds, k, batch)
+            weights = resample_counts(s, n_seeds) / n_seeds  # (batch, seeds): a seed drawn twice counts twice
+            return np.einsum("skb,bs->kb", values, weights)
+
+    result = bootstrap(data, statistic, paired=False, vectorized=True, n_resamples=resamples, batch=None,
                        confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
     low, high = result.confidence_interval
     return np.atleast_1d(np.asarray(low, dtype=float)), np.atleast_1d(np.asarray(high, dtype=float))

@@ -19,18 +19,20 @@ grouped by prompt, guard measures per reply); output: a :class:`~peo_hub.bundle.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from peo_hub.bundle.front import Difference, EvaluationSplit, Front, build_front, method_front_indices
 from peo_hub.core.measures import GuardThresholds, summarise
 from peo_hub.core.pareto import hypervolume
-from peo_hub.core.stats import (CONFIDENCE, cluster_mean_ci, joint_bootstrap, paired_difference_ci, prompt_sums,
-                                ratio_mean)
+from peo_hub.core.stats import (CONFIDENCE, cluster_mean_ci, paired_difference_ci, prompt_sums, ratio_mean,
+                                seed_prompt_bootstrap)
 
 #: Record keys that are per-reply data, not front.json point fields.
-_RAW_KEYS = ("samples", "recipe_hash", "guard", "prompts", "metrics")
+#: ``train_seconds`` (a MORL point's) is wall-clock: it lives in the records and ``timings.json``, so that
+#: front.json is the same, byte for byte, when the same run is made again on the same machine.
+_RAW_KEYS = ("samples", "recipe_hash", "guard", "prompts", "metrics", "train_seconds")
 
 
 def _subset(scores: Sequence[Sequence[float]], prompts: Sequence[int]) -> list[Sequence[float]]:
@@ -61,20 +63,17 @@ def _point(record: Mapping[str, Any], base: Mapping[str, Any] | None, aspects: S
     return point
 
 
-def _verdict(ci: tuple[float, float] | None) -> str:
-    if ci is None:
-        return "undecided"
-    return "better" if ci[0] > 0 else "worse" if ci[1] < 0 else "undecided"
+def volume_statistic(front: Front, records: Sequence[Mapping[str, Any]], confirmation: Sequence[int]
+                     ) -> tuple[list[str], list[str], Callable[[np.ndarray], np.ndarray]]:
+    """Every method's hypervolume and every ``hv(peo) - hv(m)``, as a function of resampled prompts.
 
-
-def hypervolume_intervals(front: Front, records: Sequence[Mapping[str, Any]], confirmation: Sequence[int],
-                          resamples: int = 1000, seed: int = 0, confidence: float = CONFIDENCE
-                          ) -> tuple[dict[str, tuple[float, float] | None], dict[str, Difference]]:
-    """Intervals of every method's hypervolume and of ``hv(peo) - hv(m)`` for every other method ``m``.
-
-    One bootstrap over the confirmation prompts: each resample recomputes every point's
-    means on the same prompts, then every method's hypervolume over the points its front
-    chose on the selection prompts (fixed), then the differences.
+    Returns ``(methods, others, statistic)``: ``statistic(counts)`` takes confirmation-prompt
+    counts ``(batch, n_prompts)`` (:func:`peo_hub.core.stats.resample_counts`) and returns
+    ``(len(methods) + len(others), batch)``: each method's hypervolume, then ``peo`` minus each
+    of ``others`` (every method but ``peo``, so a new baseline's difference comes with it).
+    Every point's means are recomputed on the same resampled prompts (the points are paired
+    through their prompts); each method's points are the ones its front chose on the
+    selection prompts, which the resampling does not touch.
     """
     aspects = front.aspects
     chosen = method_front_indices(front.points, aspects)
@@ -85,22 +84,42 @@ def hypervolume_intervals(front: Front, records: Sequence[Mapping[str, Any]], co
     methods = list(chosen)
     others = [m for m in methods if m != "peo"] if "peo" in chosen else []
 
-    def statistic(idx: np.ndarray) -> np.ndarray:
-        total = counts[:, idx].sum(axis=-1)  # (points, batch)
-        means = sums[:, :, idx].sum(axis=-1) / total[:, None, :]  # (points, aspects, batch)
-        out = np.empty((len(methods) + len(others), idx.shape[0]))
-        for b in range(idx.shape[0]):
+    def statistic(drawn: np.ndarray) -> np.ndarray:
+        means = (sums @ drawn.T) / (counts @ drawn.T)[:, None, :]  # (points, aspects, batch)
+        out = np.empty((len(methods) + len(others), drawn.shape[0]))
+        for b in range(drawn.shape[0]):
             volumes = {m: hypervolume(means[rows, :, b], ref) for m, rows in chosen.items()}
             out[:len(methods), b] = [volumes[m] for m in methods]
             out[len(methods):, b] = [volumes["peo"] - volumes[m] for m in others]
         return out
 
-    bounds = joint_bootstrap(statistic, len(confirmation), resamples, seed, confidence)
+    return methods, others, statistic
+
+
+def verdict(ci: tuple[float, float] | None) -> str:
+    """``better`` when the whole interval is above 0, ``worse`` when below, else ``undecided``."""
+    if ci is None:
+        return "undecided"
+    return "better" if ci[0] > 0 else "worse" if ci[1] < 0 else "undecided"
+
+
+def hypervolume_intervals(front: Front, records: Sequence[Mapping[str, Any]], confirmation: Sequence[int],
+                          resamples: int = 1000, seed: int = 0, confidence: float = CONFIDENCE
+                          ) -> tuple[dict[str, tuple[float, float] | None], dict[str, Difference]]:
+    """Intervals of every method's hypervolume and of ``hv(peo) - hv(m)`` for every other method ``m``.
+
+    One bootstrap over the confirmation prompts (:func:`volume_statistic`): the one-seed case
+    of the across-seed bootstrap (:func:`peo_hub.core.stats.seed_prompt_bootstrap`), so that
+    identical training seeds give exactly this interval back.
+    """
+    methods, others, statistic = volume_statistic(front, records, confirmation)
+    bounds = seed_prompt_bootstrap(lambda drawn: statistic(drawn)[None], 1, len(confirmation), resamples, seed,
+                                   confidence)
     intervals = [None] * (len(methods) + len(others)) if bounds is None else \
         [(float(lo), float(hi)) for lo, hi in zip(*bounds)]
     volume_ci = dict(zip(methods, intervals[:len(methods)]))
     differences = {f"peo_minus_{m}": Difference(estimate=front.hypervolume["peo"] - front.hypervolume[m], ci=ci,
-                                                verdict=_verdict(ci))
+                                                verdict=verdict(ci))
                    for m, ci in zip(others, intervals[len(methods):])}
     return volume_ci, differences
 

@@ -30,6 +30,7 @@ from peo_hub.bundle.manifest import (
     MANIFEST_NAME,
     MORL_DIR,
     RUN_RECORD,
+    SEEDS_DIR,
     TRAINING_INFO,
     adapter_complete,
     load_manifest,
@@ -37,7 +38,7 @@ from peo_hub.bundle.manifest import (
 )
 from peo_hub.data.base import Base
 from peo_hub.recipe.preflight import Plan
-from peo_hub.recipe.schema import Recipe
+from peo_hub.recipe.schema import Recipe, recipe_json
 from peo_hub.utils.errors import BundleError, RecipeError
 from peo_hub.utils.fsutil import (
     atomic_dir,
@@ -54,11 +55,13 @@ from peo_hub.utils.ledger import LEDGER_NAME, Ledger, relative_files
 def recipe_fingerprint(recipe: Recipe) -> dict[str, Any]:
     """What must not change between a run and its ``--resume``: everything but the name and the push.
 
+    ``seeds`` counts only when set, so a one-seed run's hash is what it was before ``seeds`` existed.
+
     Fields added to the recipe after runs were first recorded (:func:`later_fields`) count only
     when set to something other than their default, so a folder started before they existed
     still resumes, and an unchanged recipe keeps its hash.
     """
-    return without_later_defaults(recipe.model_dump(mode="json", exclude={"hub", "name"}))
+    return without_later_defaults({k: v for k, v in recipe_json(recipe).items() if k not in ("hub", "name")})
 
 
 @functools.cache
@@ -105,11 +108,14 @@ OWNER = "bundle"  # the ledger's writer name for run folders (peo_hub.utils.ledg
 
 def derived_unit(rel: str) -> str | None:
     """The artefact a run-folder file belongs to, as a run makes it again: ``base``, ``adapters/<a>``,
-    ``baselines/morl/<label>``, or the evaluation record itself; ``None`` for the rest (card, merges).
+    ``baselines/morl/<label>``, the same inside ``seeds/<seed>/``, or the evaluation record itself; ``None`` for the rest (card, merges).
 
     A damaged artefact is never kept as it is: it is named with the fix (delete the unit, and
     ``--resume`` makes exactly that again)."""
     parts = rel.split("/")
+    if parts[0] == SEEDS_DIR and len(parts) > 2:  # seeds/<seed>/...: the same units inside a seed's folder
+        inner = derived_unit("/".join(parts[2:]))
+        return "/".join(parts[:2] + [inner or parts[2]])
     if parts[0] == BASE_DIR:
         return BASE_DIR
     for folder in (MORL_DIR, ADAPTERS_DIR):
@@ -139,15 +145,27 @@ class RunFolder:
 
     # -- paths
 
-    def adapter_dir(self, aspect: str) -> Path:
-        return self.root / ADAPTERS_DIR / aspect
+    def replicate_root(self, seed: int | None = None) -> Path:
+        """Where a training seed's adapters, MORL baselines and records live: the run folder itself for
+        the run's seed (the first of ``seeds``: its adapters are the bundle's), ``seeds/<seed>/`` for the others."""
+        return self.root if seed is None or seed == self.recipe.seed else self.root / SEEDS_DIR / str(seed)
 
-    def morl_dir(self, label: str) -> Path:
-        return self.root / MORL_DIR / label
+    def adapter_dir(self, aspect: str, seed: int | None = None) -> Path:
+        return self.replicate_root(seed) / ADAPTERS_DIR / aspect
+
+    def morl_dir(self, label: str, seed: int | None = None) -> Path:
+        return self.replicate_root(seed) / MORL_DIR / label
+
+    def evaluations_dir(self, seed: int | None = None) -> Path:
+        return self.replicate_root(seed) / EVALUATIONS_DIR
 
     @property
     def evaluations(self) -> Path:
-        return self.root / EVALUATIONS_DIR
+        return self.evaluations_dir()
+
+    def replicate_roots(self) -> list[Path]:
+        """Every training seed's folder, the run's seed first."""
+        return [self.replicate_root(seed) for seed in self.recipe.training_seeds]
 
     # -- identity
 
@@ -174,10 +192,11 @@ class RunFolder:
         return None, ""
 
     def _artefacts(self) -> list[Path]:
-        """Finished things a recipe made here: adapters (aspects, MORL) and evaluation records."""
-        adapters = [f for pattern in (f"{ADAPTERS_DIR}/*", f"{MORL_DIR}/*") for f in self.root.glob(pattern)
+        """Finished things a recipe made here: adapters (aspects, MORL) and evaluation records, of every seed."""
+        roots = [self.root, *sorted((self.root / SEEDS_DIR).glob("*"))]
+        adapters = [f for root in roots for pattern in (f"{ADAPTERS_DIR}/*", f"{MORL_DIR}/*") for f in root.glob(pattern)
                     if adapter_complete(f)]
-        return adapters + sorted(self.evaluations.glob("*.json"))
+        return adapters + [r for root in roots for r in sorted((root / EVALUATIONS_DIR).glob("*.json"))]
 
     def check_identity(self) -> None:
         """Refuse a folder started with another recipe; every kept artefact must carry this recipe's hash."""
@@ -229,8 +248,10 @@ class RunFolder:
             self._check_whole()  # verify before trusting: what --resume keeps must be readable
         self.root.mkdir(parents=True, exist_ok=True)
         self._adopt()
-        for folder in (self.root, self.root / ADAPTERS_DIR, self.evaluations, self.root / MORL_DIR):
-            clean_stale_temps(folder)
+        replicates = [self.root, self.root / SEEDS_DIR, *sorted((self.root / SEEDS_DIR).glob("*"))]
+        for root in replicates:
+            for folder in (root, root / ADAPTERS_DIR, root / EVALUATIONS_DIR, root / MORL_DIR):
+                clean_stale_temps(folder)
         self.write_record()
         (self.root / LEGACY_RUN_RECORD).unlink(missing_ok=True)
 
@@ -383,24 +404,42 @@ class RunFolder:
     # -- training
 
     def train_one(self, plan: Plan, dataset: Any, output: Path, info: Mapping[str, Any],
-                  progress: str | None = None) -> dict[str, Any]:
+                  progress: str | None = None, seed: int | None = None) -> dict[str, Any]:
         """Train one DPO LoRA adapter of this run into ``output`` (the one place adapters are trained).
 
         Aspects, MORL baselines and ``python -m peo_hub.train_aspect`` all come here, so every
         adapter of a bundle is trained from the same base at the same revision with the same
         settings, and carries this recipe's hash. ``progress`` names the task in the run's
         progress view (``None``: the Trainer's own bar, as under ``accelerate launch``).
+        ``seed`` is the training seed (data order, LoRA init; default: the run's seed); a
+        replicate's adapter records it in its ``training_info.json``.
         """
+        seed = self.recipe.seed if seed is None else seed
+        if len(self.recipe.training_seeds) > 1:
+            info = {**dict(info), "seed": seed}
         from peo_hub.recipe.progress import training_callback
         from peo_hub.train.dpo import train_adapter
 
         return train_adapter(
             base_path=self.base_path(plan.base), tokenizer=plan.tokenizer, dataset=dataset,
-            lora=self.recipe.train.lora, dpo=self.recipe.train.dpo, output=output, seed=self.recipe.seed,
+            lora=self.recipe.train.lora, dpo=self.recipe.train.dpo, output=output, seed=seed,
             base_model_id=plan.base.name, base_revision=plan.base.revision,
             info={**dict(info), "recipe_hash": self.fingerprint_hash},
             callbacks=[training_callback(progress)] if progress else (), model=self.recipe.train.model,
         )
+
+    def drop_adapters(self, seed: int) -> None:
+        """Delete a replicate's adapters and MORL baselines (``--drop-seed-adapters``), never the run seed's.
+
+        Only files this run wrote and nobody changed go (through the ledger); the seed's records,
+        front and manifest stay, so its share of ``across_seeds`` can still be checked.
+        """
+        root = self.replicate_root(seed)
+        if root == self.root:
+            raise ValueError("the run seed's adapters are the bundle's; they are never dropped")
+        ledger = self.ledger
+        prefixes = [(root / name).relative_to(self.root).as_posix() + "/" for name in (ADAPTERS_DIR, MORL_DIR)]
+        ledger.place({}, stale=[rel for rel in ledger.owned() if rel.startswith(tuple(prefixes))])
 
     def kept(self, folder: Path) -> dict[str, Any] | None:
         """The training record of a finished adapter in ``folder`` (``None``: train it)."""

@@ -14,27 +14,37 @@ Order of work and what makes it safe to interrupt:
    live preference switching; each point's record lands in ``evaluations/<point>.json``
    when done, so a resumed sweep continues where it stopped;
 4. ``front.json``, ``front.png``, ``merges/<point>.yaml`` for the front, the model card,
-   and the manifest's presets and front summary.
+   and the manifest's presets and front summary; wall-clock training seconds go to
+   ``timings.json``, so the same recipe, seed and machine give the same front.json, byte for byte.
+
+With several training seeds (``seeds`` / ``--seeds``), phases 1-3 run once per seed, seed by
+seed (so a stopped run resumes per seed and, within a seed, per adapter and per point): the
+first seed into the folders above (its adapters are the bundle's), every other seed into
+``seeds/<seed>/`` (its own ``peo_config.json``, adapters, MORL baselines, records and front);
+every seed is swept on the same prompts with the same split and sampling seed, and
+``front.json`` gains ``seeds`` and ``across_seeds`` (:mod:`peo_hub.evaluate.across_seeds`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from tqdm.auto import tqdm
 
 from peo_hub import __version__
-from peo_hub.bundle.manifest import MERGES_DIR, PLOT_NAME, RUN_LOG, AspectEntry, Manifest, save_manifest
+from peo_hub.bundle.manifest import (BASE_DIR, MERGES_DIR, PLOT_NAME, RUN_LOG, TIMINGS_NAME, AspectEntry, Manifest,
+                                     save_manifest)
 from peo_hub.evaluate.confirm import front_from_records
 from peo_hub.utils.errors import RecipeError
 from peo_hub.bundle.front import FAMILY_METHODS
-from peo_hub.utils.fsutil import atomic_dir, atomic_write_text
+from peo_hub.utils.fsutil import atomic_dir, atomic_write_json, atomic_write_text
 from peo_hub.core.policy import make_preference, weight_grid
 from peo_hub.recipe.progress import library_output_to
-from peo_hub.recipe.schema import EvaluationRecipe, Recipe
+from peo_hub.recipe.schema import EvaluationRecipe, Recipe, recipe_json
 from peo_hub.recipe.load import load_recipe
 from peo_hub.recipe.preflight import Plan, preflight
 from peo_hub.recipe.folder import sample_pairs
@@ -66,18 +76,45 @@ def _manifest(plan: Plan, records: dict[str, dict[str, Any]]) -> Manifest:
         base_source=plan.base.provenance,
         aspects=aspects,
         lora=recipe.train.lora.model_dump(),
-        recipe=recipe.model_dump(mode="json"),
+        recipe=recipe_json(recipe),
     )
 
 
+@dataclass
+class Replicate:
+    """One training seed's run: its folder (the bundle's, or ``seeds/<seed>/``), training records and sweep."""
+
+    seed: int
+    root: Path
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # aspect -> training record
+    morl: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> MORL training record
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _replicate_manifest(manifest: Manifest, folder: RunFolder, seed: int) -> Manifest:
+    """A replicate's ``seeds/<seed>/peo_config.json``: its own adapters, the run's base (a relative path when
+    it ships inside), so ``PEOModel.from_pretrained("RUN/seeds/<seed>")`` loads that seed's family."""
+    root = folder.replicate_root(seed)
+    base = manifest.base_model
+    if base == BASE_DIR:
+        base = Path(os.path.relpath(folder.root / BASE_DIR, root)).as_posix()
+    return manifest.model_copy(update={"base_model": base})
+
+
 def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[str] | None = None,
-               resume: bool = False, push: str | None = None, overrides: Sequence[str] = ()) -> Path:
+               resume: bool = False, push: str | None = None, overrides: Sequence[str] = (),
+               seeds: list[int] | None = None, keep_seed_adapters: bool = True) -> Path:
     """Run a recipe into a bundle folder; returns the folder. See the module docstring.
 
     ``overrides``: ``FIELD.PATH=VALUE`` strings (``--set``) applied on top of the file; the
-    recipe the run records is the overridden one.
+    recipe the run records is the overridden one. ``seeds`` (``--seeds``) then replaces the
+    recipe's ``seed`` and ``seeds``; ``keep_seed_adapters`` False (``--drop-seed-adapters``)
+    deletes the adapters of every seed but the first once the front is written (their records
+    and fronts stay, so the result can still be checked).
     """
     recipe = load_recipe(recipe_path, overrides)
+    if seeds is not None:
+        recipe = recipe.with_seeds(seeds)
     repo_id = push or recipe.hub.repo_id
     if repo_id:  # every prerequisite of the push now (id, token, Hub, write access), not after the whole run
         from peo_hub.publish.hub import check_push_access
@@ -96,6 +133,9 @@ def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[st
         sample_pairs(plan, folder)  # aspects whose pairs the base model samples (dataset.generate)
         if not _run_phases(plan, folder, resume):
             return folder.root  # one of several `accelerate launch` processes: process 0 writes the front
+        if not keep_seed_adapters:
+            for seed in recipe.training_seeds[1:]:
+                folder.drop_adapters(seed)
     if repo_id:
         from peo_hub.publish.hub import push_bundle
 
@@ -126,74 +166,116 @@ def _morl_grid(recipe: Recipe) -> list[dict[str, float]]:
 
 
 def _run_phases(plan: Plan, folder: RunFolder, resume: bool) -> bool:
-    """Phases 1-3 into a prepared run folder, as numbered tasks of the progress view.
+    """Phases 1-3 into a prepared run folder, seed by seed, as numbered tasks of the progress view.
 
     False on the processes of an ``accelerate launch`` sweep that are not process 0 (they
-    evaluate their share of the points; process 0 writes the front).
+    evaluate their share of every seed's points; process 0 writes the front).
     """
     recipe = plan.recipe
-    tasks = len(recipe.aspects) + len(_morl_grid(recipe))
-
-    # Phase 1: one adapter per aspect.
-    records: dict[str, dict[str, Any]] = {}
-    for number, (aspect, spec) in enumerate(recipe.aspects.items(), start=1):
-        target = folder.adapter_dir(aspect)
-        kept = folder.kept(target) if resume else None
-        if kept is not None:
-            records[aspect] = kept
-            tqdm.write(f"[{number}/{tasks}] {aspect}: adapter already trained, kept ({target})")
-            continue
-        tqdm.write(f"[{number}/{tasks}] {aspect}: DPO on {plan.data[aspect].train.num_rows} pairs from "
-                   f"{spec.dataset.source}")
-        records[aspect] = folder.train_one(plan, plan.data[aspect].train, target, {"aspect": aspect},
-                                           progress=f"[{number}/{tasks}] train {aspect}")
-    manifest = _manifest(plan, records)
-    save_manifest(folder.root, manifest)
-
-    # Baseline: MORL, one DPO run per interior weight vector on the mixed data.
-    morl_records = _train_morl(plan, folder, resume, first_task=len(recipe.aspects) + 1, tasks=tasks)
-
-    # Phases 2-3: the sweep.
+    seeds = recipe.training_seeds
+    per_seed = len(recipe.aspects) + len(_morl_grid(recipe))
+    tasks = per_seed * len(seeds)
     from peo_hub.evaluate.sweep import run_sweep
 
-    evaluations = run_sweep(sweep_job(plan, folder, morl_records))
-    if evaluations is None:
+    replicates: list[Replicate] = []
+    manifest: Manifest | None = None
+    gathered = True
+    for index, seed in enumerate(seeds):
+        first_task = index * per_seed + 1
+        replicate = Replicate(seed, folder.replicate_root(seed))
+        # Phase 1: one adapter per aspect.
+        replicate.records = _train_aspects(plan, folder, resume, seed, first_task, tasks)
+        if index == 0:
+            manifest = _manifest(plan, replicate.records)
+            save_manifest(folder.root, manifest)
+        else:
+            save_manifest(replicate.root, _replicate_manifest(_manifest(plan, replicate.records), folder, seed))
+        # Baseline: MORL, one DPO run per interior weight vector on the mixed data.
+        replicate.morl = _train_morl(plan, folder, resume, first_task=first_task + len(recipe.aspects), tasks=tasks,
+                                     seed=seed)
+        # Phases 2-3: the sweep.
+        if len(seeds) > 1:
+            tqdm.write(f"seed {seed}: sweep ({index + 1} of {len(seeds)} seeds)")
+        evaluations = run_sweep(sweep_job(plan, folder, replicate.morl, seed=seed))
+        if evaluations is None:
+            gathered = False  # not process 0: on to the next seed's share
+            continue
+        replicate.evaluations = evaluations
+        replicates.append(replicate)
+    if not gathered:
         return False
-    _finish(recipe, folder.root, manifest, evaluations, records, morl_records)
+    assert manifest is not None
+    _finish(recipe, folder.root, manifest, replicates)
     return True
 
 
-def sweep_job(plan: Plan, folder: RunFolder, morl_records: dict[str, dict[str, Any]]) -> "SweepJob":
-    """The sweep of a recipe's run, in the evaluate stage's terms (the base copied into the run if it ships inside)."""
+def _task(recipe: Recipe, seed: int, what: str) -> str:
+    """A task's name in the progress view: the seed is named when there are several."""
+    return f"seed {seed} {what}" if len(recipe.training_seeds) > 1 else what
+
+
+def _train_aspects(plan: Plan, folder: RunFolder, resume: bool, seed: int, first_task: int, tasks: int
+                   ) -> dict[str, dict[str, Any]]:
+    """Phase 1 for one training seed: one adapter per aspect (finished ones kept under ``--resume``)."""
+    recipe = plan.recipe
+    records: dict[str, dict[str, Any]] = {}
+    for number, (aspect, spec) in enumerate(recipe.aspects.items(), start=first_task):
+        target = folder.adapter_dir(aspect, seed)
+        name = _task(recipe, seed, aspect)
+        kept = folder.kept(target) if resume else None
+        if kept is not None:
+            records[aspect] = kept
+            tqdm.write(f"[{number}/{tasks}] {name}: adapter already trained, kept ({target})")
+            continue
+        tqdm.write(f"[{number}/{tasks}] {name}: DPO on {plan.data[aspect].train.num_rows} pairs from "
+                   f"{spec.dataset.source}")
+        records[aspect] = folder.train_one(plan, plan.data[aspect].train, target, {"aspect": aspect},
+                                           progress=f"[{number}/{tasks}] train {name}", seed=seed)
+    return records
+
+
+def sweep_job(plan: Plan, folder: RunFolder, morl_records: dict[str, dict[str, Any]],
+              seed: int | None = None) -> "SweepJob":
+    """The sweep of a recipe's run (of one training seed's family), in the evaluate stage's terms.
+
+    Every seed is swept with the run's seed (the same prompts, split and sampling streams:
+    common random numbers, so seeds differ by their training only), from its own folder; the
+    base is the one copied into the run if it ships inside.
+    """
     from peo_hub.evaluate.records import RecordStore
     from peo_hub.evaluate.sweep import SweepJob
 
     recipe = plan.recipe
-    return SweepJob(bundle=folder.root, records=RecordStore(folder.evaluations),
+    return SweepJob(bundle=folder.replicate_root(seed), records=RecordStore(folder.evaluations_dir(seed)),
                     aspects={aspect: spec.judge for aspect, spec in recipe.aspects.items()},
                     sweep=recipe.sweep, evaluate=recipe.evaluate, seed=recipe.seed, prompts=plan.prompts,
                     tokenizer=plan.tokenizer, base=folder.base_path(plan.base), base_revision=plan.base.revision,
                     stamp=folder.fingerprint_hash, morl=morl_records)
 
 
-def _train_morl(plan: Plan, folder: RunFolder, resume: bool, first_task: int, tasks: int
+def _train_morl(plan: Plan, folder: RunFolder, resume: bool, first_task: int, tasks: int, seed: int | None = None
                 ) -> dict[str, dict[str, Any]]:
+    """MORL for one training seed (default: the run's): one DPO run per interior weight vector on the mixed
+    data, mixed and trained with that seed; ``adapter`` paths are relative to the seed's folder."""
     from peo_hub.train.dpo import mix_datasets
 
     recipe = plan.recipe
+    seed = recipe.seed if seed is None else seed
     aspects = list(recipe.aspects)
     data = {a: plan.data[a].train for a in aspects}
+    root = folder.replicate_root(seed)
     records: dict[str, dict[str, Any]] = {}
     for number, weights in enumerate(_morl_grid(recipe), start=first_task):
         label = make_preference(aspects, weights).label()
-        target = folder.morl_dir(label)
+        target = folder.morl_dir(label, seed)
+        name = _task(recipe, seed, f"morl {label}")
         record = folder.kept(target) if resume else None
         if record is None:
-            tqdm.write(f"[{number}/{tasks}] morl {label}: DPO on the mixture")
-            record = folder.train_one(plan, mix_datasets(data, weights, recipe.seed), target,
+            tqdm.write(f"[{number}/{tasks}] {name}: DPO on the mixture")
+            record = folder.train_one(plan, mix_datasets(data, weights, seed), target,
                                       {"weights": weights, "method": "morl"},
-                                      progress=f"[{number}/{tasks}] train morl {label}")
-        records[label] = {**record, "weights": weights, "adapter": str(target.relative_to(folder.root))}
+                                      progress=f"[{number}/{tasks}] train {name}", seed=seed)
+        records[label] = {**record, "weights": weights, "adapter": str(target.relative_to(root))}
     return records
 
 
@@ -211,29 +293,53 @@ def evaluation_cost(evaluations: list[dict[str, Any]], samples: int) -> dict[str
     return cost
 
 
-def _finish(recipe: Recipe | EvaluationRecipe, out: Path, manifest: Manifest, evaluations: list[dict[str, Any]],
-            records: dict[str, dict[str, Any]], morl_records: dict[str, dict[str, Any]]) -> None:
-    """front.json/png, merges for the front, the card, the manifest summary."""
-    from peo_hub.bundle.manifest import open_bundle
+def _training_seconds(replicate: Replicate) -> dict[str, Any]:
+    return {"peo": round(sum(r.get("train_seconds", 0.0) for r in replicate.records.values()), 2),
+            "morl": round(sum(r.get("train_seconds", 0.0) for r in replicate.morl.values()), 2),
+            "peo_runs": len(replicate.records), "morl_runs": len(replicate.morl)}
+
+
+def _finish(recipe: Recipe | EvaluationRecipe, out: Path, manifest: Manifest, replicates: list[Replicate],
+            trained: bool = True) -> None:
+    """front.json/png (and every other seed's front.json), merges for the front, the card, the manifest
+    summary, timings.json. ``trained``: the adapters were trained by this run, so their seeds are known."""
     from peo_hub.bundle.card import write_model_card
-    from peo_hub.family.merge import mergekit_config, mergekit_yaml
+    from peo_hub.bundle.front import AcrossSeeds
+    from peo_hub.bundle.manifest import open_bundle
     from peo_hub.bundle.plot import plot_front
+    from peo_hub.evaluate.across_seeds import SeedFront, across_seeds
+    from peo_hub.family.merge import mergekit_config, mergekit_yaml
 
     aspects = list(recipe.aspects)
-    training_seconds = {
-        "peo": round(sum(r.get("train_seconds", 0.0) for r in records.values()), 2),
-        "morl": round(sum(r.get("train_seconds", 0.0) for r in morl_records.values()), 2),
-        "peo_runs": len(records),
-        "morl_runs": len(morl_records),
-    }
     spec = recipe.evaluate
-    selection, confirmation = split_prompts(len(evaluations[0]["prompts"]), spec.selection_fraction, recipe.seed)
-    front = front_from_records(aspects, evaluations, selection, confirmation, resamples=spec.bootstrap,
-                               seed=recipe.seed, guard_thresholds=spec.guard,
-                               selection_fraction=spec.selection_fraction, training_seconds=training_seconds,
-                               evaluation_cost=evaluation_cost(evaluations, spec.samples))
+    seeds = [r.seed for r in replicates]
+    selection, confirmation = split_prompts(len(replicates[0].evaluations[0]["prompts"]), spec.selection_fraction,
+                                            recipe.seed)
+    fronts = [front_from_records(aspects, r.evaluations, selection, confirmation, resamples=spec.bootstrap,
+                                 seed=recipe.seed, guard_thresholds=spec.guard,
+                                 selection_fraction=spec.selection_fraction,
+                                 training_runs={"peo": len(r.records), "morl": len(r.morl)},
+                                 evaluation_cost=evaluation_cost(r.evaluations, spec.samples))
+              for r in replicates]
+    for replicate, other in zip(replicates[1:], fronts[1:]):
+        other.seeds = [replicate.seed]  # that seed's own front, for checking it
+        other.save(replicate.root)
+    front = fronts[0]
+    front.seeds = seeds if trained else None
+    front.across_seeds = AcrossSeeds.model_validate(across_seeds(
+        [SeedFront(r.seed, f, r.evaluations) for r, f in zip(replicates, fronts)], confirmation,
+        resamples=spec.bootstrap, seed=recipe.seed))
+    if not trained:
+        front.across_seeds.note = ("one set of adapters, not trained by this run: nothing measures how these numbers "
+                                   "move with another training run")
     front.save(out)
-    plot_front(front, out / PLOT_NAME)
+    plot_front(front, out / PLOT_NAME, replicates=fronts[1:])
+    timings = {"about": "wall-clock DPO seconds and run counts (kept out of front.json, which a rerun of the same "
+                        "recipe on the same machine reproduces byte for byte)",
+               "training_seconds": _training_seconds(replicates[0]),
+               "per_seed": {str(r.seed): _training_seconds(r) for r in replicates}}
+    if trained:
+        atomic_write_json(out / TIMINGS_NAME, timings)
 
     bundle = open_bundle(out)
     with atomic_dir(out / MERGES_DIR) as tmp:
@@ -245,19 +351,31 @@ def _finish(recipe: Recipe | EvaluationRecipe, out: Path, manifest: Manifest, ev
             atomic_write_text(tmp / f"{point.label or preference.label()}.yaml", mergekit_yaml(config, preference))
 
     manifest.presets = {name: preset.model_dump(mode="json", exclude_none=True) for name, preset in front.presets.items()}
+    across = front.across_seeds
     manifest.front = {
         "hypervolume": front.hypervolume,
         "hypervolume_ci": front.hypervolume_ci,
         "hypervolume_difference": {k: d.model_dump(mode="json") for k, d in (front.hypervolume_difference or {}).items()},
         "n_points": len(front.points),
         "on_front": sum(p.on_front for p in front.points),
-        "training_seconds": training_seconds,
+        "training_seconds": timings["training_seconds"],
+        "seeds": front.seeds,
+        "across_seeds": {k: {"estimate": d.estimate, "ci": d.ci, "verdict": d.verdict}
+                         for k, d in across.hypervolume_difference.items()},
     }
     save_manifest(out, manifest)
     write_model_card(out)
     tqdm.write("hypervolume (confirmation prompts): " + ", ".join(f"{k}={v:.4f}" for k, v in front.hypervolume.items()))
     for name, diff in (front.hypervolume_difference or {}).items():
         tqdm.write(f"{name}: {diff.estimate:+.4f}, 95% CI {diff.ci}, {diff.verdict}")
+    if across.n_seeds > 1:
+        for name, entry in across.hypervolume_difference.items():
+            ci = "no interval" if entry.ci is None else f"[{entry.ci[0]:+.4f}, {entry.ci[1]:+.4f}]"
+            tqdm.write(f"{name} over {across.n_seeds} seeds: {entry.estimate:+.4f}, 95% CI {ci} (seeds and prompts "
+                       f"resampled), per seed " + ", ".join(f"{v:+.4f}" for v in entry.per_seed) + f": {entry.verdict}")
+    elif trained:
+        tqdm.write("these verdicts rest on one training run (seed "
+                   f"{replicates[0].seed}); --seeds 0,1,2,3,4 measures how they move with the training seed")
 
 
 def evaluate_bundle(bundle_dir: str | os.PathLike[str], recipe: EvaluationRecipe) -> Path:
@@ -321,6 +439,6 @@ def evaluate_bundle(bundle_dir: str | os.PathLike[str], recipe: EvaluationRecipe
         return root
     for aspect, spec in recipe.aspects.items():
         manifest.aspects[aspect].judge = spec.judge.model_dump(mode="json", exclude_none=True)
-    manifest.recipe = recipe.model_dump(mode="json")
-    _finish(recipe, root, manifest, evaluations, {}, {})
+    manifest.recipe = recipe_json(recipe)
+    _finish(recipe, root, manifest, [Replicate(recipe.seed, root, evaluations=evaluations)], trained=False)
     return root

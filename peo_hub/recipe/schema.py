@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from peo_hub.bundle.manifest import ASPECT_NAME
 from peo_hub.core.measures import GuardThresholds
@@ -79,6 +79,13 @@ class Recipe(BaseModel):
                                                     "writes to runs/<name> unless --output is given; default: "
                                                     "the file name")
     seed: int = Field(default=0, ge=0, lt=2**32, description="seed for data order, LoRA init, sampling")
+    seeds: list[StrictInt] | None = Field(
+        default=None,
+        description="training seeds, each a replicate: every aspect adapter and MORL baseline is trained once per "
+                    "seed and each seed's family swept on the same prompts and split; front.json's across_seeds "
+                    "gives every hypervolume and difference over seeds. The first is the run's seed (as seed: the "
+                    "base, the prompt split, sampling, the bootstrap) and its adapters are the bundle's; the others "
+                    "live in seeds/<seed>/. seed, if given too, must equal the first. null: one training run (seed)")
     base_model: str = Field(description="embedded:toy, a Hub id, a local model folder, or a GGUF file: path/x.gguf, "
                                         "pypi:<package>/<file>.gguf or hf://<namespace>/<repo>/<file>.gguf "
                                         "(dequantised once, cached by its sha256)")
@@ -101,6 +108,49 @@ class Recipe(BaseModel):
             if not ASPECT_NAME.match(name):
                 raise ValueError(f"aspect name {name!r} must be letters, digits, '-' or '_' (it names a folder)")
         return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("give at least one seed, e.g. [0, 1, 2, 3, 4] (or leave seeds out for one training run)")
+        for seed in value:
+            if not 0 <= seed < 2**32:
+                raise ValueError(f"seed {seed} is out of range; seeds are integers from 0 to {2**32 - 1}")
+        repeated = next((seed for i, seed in enumerate(value) if seed in value[:i]), None)
+        if repeated is not None:
+            raise ValueError(f"seed {repeated} is listed twice; each seed is one training run, list it once")
+        return value
+
+    @model_validator(mode="after")
+    def _seed_is_first_of_seeds(self) -> "Recipe":
+        """``seeds`` sets ``seed`` (its first); one seed is the same recipe as ``seed`` alone."""
+        if self.seeds is None:
+            return self
+        if "seed" in self.model_fields_set and self.seed != self.seeds[0]:
+            raise ValueError(f"seeds: seed {self.seed} is not the first of seeds {self.seeds}; the first seed is the run's "
+                             "seed, so drop seed or make it the first of seeds")
+        self.seed = self.seeds[0]
+        if len(self.seeds) == 1:
+            self.seeds = None
+        return self
+
+    @property
+    def training_seeds(self) -> list[int]:
+        """Every training seed, the run's (served) seed first."""
+        return list(self.seeds) if self.seeds else [self.seed]
+
+    def with_seeds(self, seeds: list[int]) -> "Recipe":
+        """This recipe trained with ``seeds`` instead (``--seeds``): its ``seed`` and ``seeds`` replaced."""
+        data = self.model_dump(mode="json")
+        data.update(seeds=list(seeds), seed=seeds[0] if seeds else self.seed)
+        try:
+            return Recipe.model_validate(data)
+        except ValidationError as exc:
+            message = validation_message(exc).removeprefix("field 'seeds': ")
+            raise RecipeError(f"--seeds: {message}") from None
 
     @field_validator("name")
     @classmethod
@@ -139,6 +189,25 @@ def _check_spec(spec: DatasetSpec, purpose: str, where: str) -> None:
 def _check_prompt_spec(evaluate: EvaluateSpec) -> None:
     if isinstance(evaluate.prompts, DatasetSpec):
         _check_spec(evaluate.prompts, "prompts", "evaluate.prompts")
+
+
+def parse_seed_list(text: str) -> list[int]:
+    """``--seeds 0,1,2,3,4`` as a list (ranges and repeats are the schema's to refuse, with the recipe)."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise ValueError(f"{text!r} is not a list of seeds; write non-negative integers separated by commas, "
+                         "e.g. 0,1,2,3,4")
+    return [int(part) for part in parts]
+
+
+def recipe_json(recipe: Recipe | EvaluationRecipe) -> dict[str, Any]:
+    """The recipe as JSON for a bundle's records, ``seeds`` left out when unset (one training run), so the
+    records of a one-seed recipe are what they were before ``seeds`` existed (same run hash; readers of
+    earlier peo-hub versions, which refuse unknown recipe fields, still read them)."""
+    data = recipe.model_dump(mode="json")
+    if data.get("seeds") is None:
+        data.pop("seeds", None)
+    return data
 
 
 def _field_names() -> list[str]:

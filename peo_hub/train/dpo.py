@@ -170,6 +170,8 @@ def train_adapter(
                 config = json.loads(config_path.read_text())
                 config["base_model_name_or_path"] = base_model_id
                 config["revision"] = base_revision
+                if isinstance(config.get("target_modules"), list):  # PEFT saves a set: its order varies per process
+                    config["target_modules"] = sorted(config["target_modules"])
                 config_path.write_text(json.dumps(config, indent=2) + "\n")
                 (tmp / TRAINING_INFO).write_text(json.dumps(record, indent=2) + "\n")
         accelerator.wait_for_everyone()
