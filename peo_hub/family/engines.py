@@ -182,7 +182,7 @@ SEGMENT_TOKENS = 4
 
 def generate_shrinking(model: Any, batch: dict[str, Any], max_new_tokens: int, pad_id: int, eos: Sequence[int],
                        sampler: RowSampler | None = None, preferences: Sequence[Any] | None = None,
-                       shared: Sequence[Hashable] | None = None) -> list[list[int]]:
+                       shared: Sequence[Hashable] | None = None, processors: Sequence[Any] = ()) -> list[list[int]]:
     """Each row's new tokens (up to and including its end token), rows leaving as they end.
 
     Three kinds of idle work that ``generate`` does on a big batch of sampled replies are
@@ -202,6 +202,10 @@ def generate_shrinking(model: Any, batch: dict[str, Any], max_new_tokens: int, p
     A row's computation is the same whatever rows share its batch (the same positions,
     mask and cache; the matrix products do not depend on how many rows they hold), so its
     tokens are too.
+
+    ``processors`` are logits processors run before the sampler (e.g. MOD's mixing of
+    several rows' log-probabilities, :mod:`peo_hub.family.mod`); like the sampler, each is
+    told which rows go on (``keep``) when ended rows leave the batch.
     """
     import torch
     from transformers import LogitsProcessorList
@@ -212,6 +216,7 @@ def generate_shrinking(model: Any, batch: dict[str, Any], max_new_tokens: int, p
     end = torch.tensor(sorted(set(eos)), dtype=ids.dtype, device=ids.device)
     cache = prompt_cache(model, ids, mask, preferences, shared if shared is not None else alive,
                          room=SEGMENT_TOKENS)  # a segment's tokens are written in place, not concatenated
+    chain = [*processors, *([] if sampler is None else [sampler])]  # MOD's mixing first, then the draw
     left = max_new_tokens
     while left > 0:
         step = min(SEGMENT_TOKENS, left)
@@ -219,8 +224,8 @@ def generate_shrinking(model: Any, batch: dict[str, Any], max_new_tokens: int, p
                                   "return_dict_in_generate": True}
         if cache is not None:
             kwargs["cache"] = cache
-        if sampler is not None:
-            kwargs["logits_processor"] = LogitsProcessorList([sampler])
+        if chain:
+            kwargs["logits_processor"] = LogitsProcessorList(chain)
         if preferences is not None:
             kwargs["preferences"] = [preferences[i] for i in alive]
         output = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
@@ -237,8 +242,8 @@ def generate_shrinking(model: Any, batch: dict[str, Any], max_new_tokens: int, p
         cache = output.cache
         if len(keep) < len(alive):
             cache.batch_select_indices(keep)
-            if sampler is not None:
-                sampler.keep(keep)
+            for processor in chain:
+                processor.keep(keep)
         alive = [alive[k] for k in keep.tolist()]
         ids = output.sequences[keep]
         mask = torch.cat([mask[keep], mask.new_ones((len(keep), new.shape[1]))], dim=1)
