@@ -12,6 +12,14 @@ confirmation split, the intervals) is :mod:`peo_hub.evaluate.confirm`'s job. Wit
 each weight vector also gets a bounded search over alpha on the selection prompts
 (:mod:`peo_hub.evaluate.search`); its trials are recorded as ``search-trial-*.json`` and the alpha
 it keeps is evaluated on every prompt like a grid point (``source: search``).
+
+The baselines named in ``sweep.baselines`` come after: ``soup`` is the family at alpha 0,
+``morl`` the recipe's own adapters (evaluated last, each loaded on its own), and every other
+name a registered baseline (:mod:`peo_hub.evaluate.baselines`: ``system_prompt``, ``mod``,
+``steer``) whose points share the live model and are recorded like the family's. Every record
+also keeps each reply's refusal flag and, when the label set (``sweep.harmful_labels``,
+:mod:`peo_hub.evaluate.labels`) flags every evaluation prompt, the prompts' harmful flags: the
+refusal plane (:mod:`peo_hub.evaluate.refusal_plane`).
 """
 
 from __future__ import annotations
@@ -28,11 +36,14 @@ from peo_hub.core.measures import flag_reasons, summarise, text_measures
 from peo_hub.core.policy import Preference, make_preference, weight_grid
 from peo_hub.core.stats import prompt_sums, ratio_mean, split_prompts
 from peo_hub.evaluate.config import EvaluateSpec, SweepSpec
+from peo_hub.evaluate.labels import require_labels, sweep_labels
 from peo_hub.evaluate.logprob import BaseLogprob
 from peo_hub.evaluate.records import RecordStore, make_record
+from peo_hub.evaluate.refusal_plane import refusal_flags
 from peo_hub.evaluate.search import search_alpha, trials_json
 
 if TYPE_CHECKING:
+    from peo_hub.evaluate.baselines.registry import BaselineContext
     from peo_hub.family.model import PEOModel
     from peo_hub.judges.registry import JudgeSpec
 
@@ -170,6 +181,9 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
             return model
         return policy
 
+    labels = sweep_labels(job.sweep.harmful_labels, job.aspects, raw_prompts)
+    harmful = None if labels is None else labels.flags(raw_prompts)
+
     def evaluate(generate_with: Any, method: str, label: str, preference: Preference | None,
                  extra: dict[str, Any] | None = None, only: list[int] | None = None,
                  prefix: str | None = None, replies: list[list[str]] | None = None) -> dict[str, Any]:
@@ -188,6 +202,9 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
             replies = generate_replies(generate_with, tokenizer, texts, spec, seed=job.seed)
         metrics = score_replies(prompts, replies, judges, spec.bootstrap, seed=job.seed)
         record = make_record(method, label, preference, metrics, prompts, replies, extra)
+        record["refusal"] = refusal_flags(replies)
+        if harmful is not None:
+            record["harmful"] = [harmful[i] for i in keep]
         if not base_logprob:
             base_logprob.append(BaseLogprob(job.base, job.base_revision, tokenizer, device))
         # The guard reads the selection prompts only (it helps choose, like the front): the
@@ -238,8 +255,9 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
     searched = [] if search is None else \
         [j for j in range(len(weight_grid(list(job.aspects), job.sweep.weights))) if shard is None or shard.owns(j)]
     trials = 0 if search is None else search.evaluations
-    bar = tqdm(total=len(mine) + len(searched) * (trials + 1) + len(job.morl), desc="sweep", unit="point",
-               disable=bool(shard and shard.rank))
+    baselines = baseline_points(job, shard)
+    bar = tqdm(total=len(mine) + len(searched) * (trials + 1) + len(baselines) + len(job.morl), desc="sweep",
+               unit="point", disable=bool(shard and shard.rank))
     records = evaluate_points([(*family[i], None) for i in mine])
     if shard is not None:
         shard.barrier()  # the search compares with the base point's record, which one process wrote
@@ -247,6 +265,13 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
     if search is not None:
         records += _search(job, records[0], selection, evaluate_points, searched)
     bar.update(len(mine) + len(searched) * (trials + 1) - bar.n)  # a search may stop short of its budget
+    if baselines:
+        from peo_hub.evaluate.baselines.registry import BaselineContext
+
+        context = BaselineContext(model=live, tokenizer=tokenizer, prompts=raw_prompts, rendered=rendered,
+                                  aspects=list(job.aspects), sweep=job.sweep, evaluate=spec, seed=job.seed,
+                                  labels=lambda: require_labels(labels, job.sweep.harmful_labels, job.aspects))
+        records += _evaluate_baselines(baselines, context, store, evaluate, bar)
     loaded.clear()  # free the live model before the MORL baselines load theirs
 
     for j, (label, info) in enumerate(job.morl.items()):
@@ -265,6 +290,44 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
         bar.update(1)
     bar.close()
     return records
+
+
+def baseline_points(job: SweepJob, shard: Shard | None) -> list[tuple[str, Any]]:
+    """(baseline name, point) for every registered baseline's point this process evaluates, in order.
+
+    Ownership counts the points of all baselines together, so a sharded sweep spreads them evenly.
+    """
+    from peo_hub.evaluate.baselines import BASELINES
+
+    points = [(name, point) for name in job.sweep.baselines if name in BASELINES
+              for point in BASELINES[name].points(job.sweep, list(job.aspects), job.tokenizer)]
+    return [item for j, item in enumerate(points) if shard is None or shard.owns(j)]
+
+
+def _evaluate_baselines(points: list[tuple[str, Any]], context: "BaselineContext", store: RecordStore,
+                        evaluate: Callable[..., dict[str, Any]], bar: Any) -> list[dict[str, Any]]:
+    """Records of the baselines' points, in order; each baseline generates its unfinished points in one go.
+
+    A baseline point is its own policy (a prompt, a decoding rule, a steered base), not a mix
+    of adapters: its record has ``weights`` where it has some (MOD) and no ``alpha`` or
+    ``coefficients``; ``dial`` says where on its own dial it sits.
+    """
+    from peo_hub.evaluate.baselines import BASELINES
+
+    for name in dict.fromkeys(n for n, _ in points):
+        baseline = BASELINES[name]
+        mine = [p for n, p in points if n == name]
+        todo = [p for p in mine if not store.finished(name, p.label)]
+        bar.update(len(mine) - len(todo))
+        if todo:
+            bar.set_postfix_str(name)
+        for k, replies, more in baseline.replies(context, todo) if todo else ():
+            point = todo[k]
+            dial = None if point.dial is None else {"name": baseline.dial.split(":")[0], "value": point.dial}
+            evaluate(None, name, point.label, None, {"weights": point.weights, "dial": dial, **point.extra, **more},
+                     replies=replies)
+            bar.update(1)
+    return [store.read(n, p.label) for n, p in points]
 
 
 def batched_points(spec: Any) -> bool:

@@ -133,14 +133,16 @@ def _generator(seed: int) -> Any:
 
 
 def generate_rows(model: Any, tokenizer: Any, texts: Sequence[str], samples: Sequence[int], spec: "Sampling",
-                  seed: int, preferences: Sequence[Any] | None = None) -> Iterator[tuple[int, list[str]]]:
+                  seed: int, preferences: Sequence[Any] | None = None,
+                  seed_texts: Sequence[str] | None = None) -> Iterator[tuple[int, list[str]]]:
     """Replies to rows (rendered prompt, sample number), ``spec.batch_size`` rows per ``generate``.
 
     Yields ``(end, replies)`` after each batch: the rows before ``end`` are done. With
     ``preferences`` (one per row; ``model`` is a :class:`~peo_hub.family.model.PEOModel`) each row is
     generated at its own policy in the same batch, so many points of a sweep share a
     forward pass. Greedy rows are deterministic; sampled rows use :class:`RowSampler` with
-    :func:`row_seed`.
+    :func:`row_seed` of the row's text, or of ``seed_texts[i]`` when given (a baseline that
+    changes the prompt, e.g. adds a system prompt, keeps the evaluation prompt's random numbers).
 
     Every row is padded on the left to the longest prompt of the whole call, not of its
     batch: a padded row's numbers depend on how much padding it gets (attention sums over
@@ -164,7 +166,8 @@ def generate_rows(model: Any, tokenizer: Any, texts: Sequence[str], samples: Seq
         batch = left_padded([encoded[t] for t in texts[start:stop]], width, tokenizer.pad_token_id, device)
         sampler = None
         if not greedy:
-            seeds = [row_seed(seed, texts[i], samples[i]) for i in range(start, stop)]
+            names = texts if seed_texts is None else seed_texts
+            seeds = [row_seed(seed, names[i], samples[i]) for i in range(start, stop)]
             sampler = RowSampler(seeds, spec.temperature, spec.top_p, steps=spec.max_new_tokens)
         rows = None if preferences is None else list(preferences[start:stop])
         # Rows with the same prompt and policy (a prompt's samples) share one prompt cache.

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from peo_hub import __version__
 from peo_hub.bundle.manifest import MERGES_DIR, PLOT_NAME, RUN_LOG, AspectEntry, Manifest, save_manifest
+from peo_hub.evaluate.baselines.registry import method_costs
 from peo_hub.evaluate.confirm import front_from_records
 from peo_hub.utils.errors import RecipeError
 from peo_hub.bundle.front import FAMILY_METHODS
@@ -231,10 +232,12 @@ def _finish(recipe: Recipe | EvaluationRecipe, out: Path, manifest: Manifest, ev
     }
     spec = recipe.evaluate
     selection, confirmation = split_prompts(len(evaluations[0]["prompts"]), spec.selection_fraction, recipe.seed)
+    methods = [r["method"] for r in evaluations]
     front = front_from_records(aspects, evaluations, selection, confirmation, resamples=spec.bootstrap,
                                seed=recipe.seed, guard_thresholds=spec.guard,
                                selection_fraction=spec.selection_fraction, training_seconds=training_seconds,
-                               evaluation_cost=evaluation_cost(evaluations, spec.samples))
+                               evaluation_cost=evaluation_cost(evaluations, spec.samples),
+                               method_cost=method_costs(methods, recipe.sweep, aspects, len(morl_records)))
     front.save(out)
     plot_front(front, out / PLOT_NAME)
 

@@ -2,7 +2,7 @@
 
 :func:`preflight` checks what can be checked without training, in the order a run would
 meet it: the generation engine, the base model (built, copied or found), every aspect's
-data, the evaluation prompts, every judge, the DPO settings as TRL will see them, and the
+data, the evaluation prompts, their harmful flags (the refusal plane's, steer's), every judge, the DPO settings as TRL will see them, and the
 LoRA target modules against the base's own module names. ``peo-hub recipe validate`` and
 ``recipe run`` call the same function, so a recipe that validates does not fail an hour
 later on something that could have been seen at once.
@@ -78,6 +78,16 @@ def _check_judges(recipe: Recipe) -> None:
                               "id or path (offline, it must be in the HF cache)") from None
 
 
+def _check_labels(recipe: Recipe, prompts: list[Any]) -> None:
+    """``sweep.harmful_labels`` flags every evaluation prompt, and steer has harmful flags to read."""
+    from peo_hub.evaluate.labels import require_labels, sweep_labels
+
+    judges = {aspect: spec.judge for aspect, spec in recipe.aspects.items()}
+    labels = sweep_labels(recipe.sweep.harmful_labels, judges, prompts)
+    if "steer" in recipe.sweep.baselines:
+        require_labels(labels, recipe.sweep.harmful_labels, judges)
+
+
 def preflight(recipe: Recipe) -> Plan:
     """Check everything short of training; returns what the run needs (see the module docstring)."""
     from transformers import AutoTokenizer
@@ -96,6 +106,7 @@ def preflight(recipe: Recipe) -> Plan:
         else:
             plan.data[aspect] = load_preference_data(spec.dataset, tokenizer)
     plan.prompts = load_prompts(recipe.evaluate.prompts)
+    _check_labels(recipe, plan.prompts)
     _check_judges(recipe)
     _check_dpo(recipe)
     _check_target_modules(recipe, base)
