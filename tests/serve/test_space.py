@@ -316,3 +316,23 @@ def test_the_ui_reply_is_the_models_reply_to_the_whole_conversation(smol_space: 
     with_history = smol_space.model.chat(history + [{"role": "user", "content": "and then?"}], max_new_tokens=8)
     assert final[-1]["content"].strip() == (with_history or "*(empty reply)*")  # chat() strips; streaming does not
     assert final[:-2] == history  # the chatbot keeps the conversation
+
+
+# ---------------------------------------------------------------------- the refusal plane
+
+
+def test_the_predicted_scores_say_how_often_the_setting_refused(tmp_path: Path) -> None:
+    from fakes import make_fake_bundle
+    from fronts import plane_bundle_front
+    from peo_hub import PEOModel
+    from peo_hub.bundle.front import Front
+    from peo_hub.serve.space import PEOSpace
+
+    space = PEOSpace(PEOModel.from_pretrained(make_fake_bundle(tmp_path / "b")),
+                     Front.model_validate(plane_bundle_front()))
+    text = space.preview(0.5, 0.5, 0.5)[3]  # exactly point 5
+    assert ("At this setting it refused 90% of harmful and 8% of benign evaluation requests "
+            "(95% CI harmful 85%–95%, benign 3%–13%).") in text
+    assert "At that point it refused" in space.preview(0.45, 0.55, 0.5)[3]  # the nearest point's rates
+    assert space.apply_preset("max_helpful_with_harmful_refused_ge_0.85") == [0.5, 0.5, 0.5]
+    assert space.plot(0.5, 0.5, 0.5) is not None
