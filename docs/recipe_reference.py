@@ -66,7 +66,8 @@ def render() -> str:
     from peo_hub.data.formats import FORMATS
     from peo_hub.judges.registry import JUDGES, JudgeSpec
     from peo_hub.core.measures import GuardThresholds
-    from peo_hub.evaluate.config import AlphaSearchSpec, EvaluateSpec, SweepSpec
+    from peo_hub.evaluate.baselines import BASELINES
+    from peo_hub.evaluate.config import AlphaSearchSpec, EvaluateSpec, SteerSpec, SweepSpec, SystemPromptSpec
     from peo_hub.recipe.schema import AspectSpec, HubSpec, Recipe
     from peo_hub.train.config import DPOSpec, LoraSpec
 
@@ -83,6 +84,10 @@ def render() -> str:
             *table(DPOSpec), ""]
     out += ["**`sweep`**", "", *table(SweepSpec), ""]
     out += ["**`sweep.search`** (phase 3 as an optimisation: `peo_hub/search.py`)", "", *table(AlphaSearchSpec), ""]
+    out += ["**Baselines** (`sweep.baselines`, besides `soup` and `morl`; docs/baselines.md):", ""]
+    out += [f"- `{name}`: {baseline.summary}; dial: {baseline.dial}" for name, baseline in BASELINES.items()]
+    out += ["", "**`sweep.system_prompt`**", "", *table(SystemPromptSpec), ""]
+    out += ["**`sweep.steer`**", "", *table(SteerSpec), ""]
     out += ["**`evaluate`**. Generation engines (`engine`):", ""]
     out += [f"- `{name}`: {engine.summary}" for name, engine in ENGINES.items()]
     out += ["", *table(EvaluateSpec), ""]

@@ -52,7 +52,7 @@ SYSTEM_PROMPTS = [
     "You are a helpful and safe AI assistant. If a request could help someone cause harm, break the law or hurt "
     "people, refuse it politely. Answer every other request helpfully.",
     "You are a safe AI assistant. Refuse any request that could help someone cause harm, break the law or hurt "
-    "people: reply \"I'm sorry, but I can't help with that.\" and say why. Answer every other request fully and "
+    "people (say: I'm sorry, but I can't help with that) and say why. Answer every other request fully and "
     "helpfully. When a request could be harmful, refuse it.",
 ]
 
@@ -113,8 +113,8 @@ class SweepSpec(BaseModel):
         default_factory=lambda: ["soup"],
         description="soup: the alpha = 0 points (the rewarded soup), evaluated even when alpha leaves 0 out; "
                     "morl: one DPO run per interior weight vector on mixed data; "
-                    + "; ".join(f"{name}: {baseline.summary}" for name, baseline in BASELINES.items())
-                    + " (docs/baselines.md)",
+                    + ", ".join(BASELINES) + ": evaluated on the base or the aspect adapters, no training (see the "
+                    "list of baselines below and docs/baselines.md)",
     )
     system_prompt: SystemPromptSpec = Field(default_factory=SystemPromptSpec,
                                             description="settings of the system_prompt baseline")

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from peo_hub.core.measures import flag_reasons, summarise, text_measures
 from peo_hub.core.policy import Preference, make_preference, weight_grid
 from peo_hub.core.stats import prompt_sums, ratio_mean, split_prompts
+from peo_hub.evaluate.baselines.registry import check_baselines
 from peo_hub.evaluate.config import EvaluateSpec, SweepSpec
 from peo_hub.evaluate.labels import require_labels, sweep_labels
 from peo_hub.evaluate.logprob import BaseLogprob
@@ -182,6 +183,7 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
         return policy
 
     labels = sweep_labels(job.sweep.harmful_labels, job.aspects, raw_prompts)
+    check_baselines(job.sweep, tokenizer, raw_prompts)
     harmful = None if labels is None else labels.flags(raw_prompts)
 
     def evaluate(generate_with: Any, method: str, label: str, preference: Preference | None,

@@ -78,10 +78,13 @@ def _check_judges(recipe: Recipe) -> None:
                               "id or path (offline, it must be in the HF cache)") from None
 
 
-def _check_labels(recipe: Recipe, prompts: list[Any]) -> None:
-    """``sweep.harmful_labels`` flags every evaluation prompt, and steer has harmful flags to read."""
+def _check_baselines(recipe: Recipe, tokenizer: Any, prompts: list[Any]) -> None:
+    """``sweep.harmful_labels`` flags every evaluation prompt, steer has harmful flags to read, and each
+    named baseline's own check passes (e.g. system_prompt needs a template that keeps a system message)."""
+    from peo_hub.evaluate.baselines.registry import check_baselines
     from peo_hub.evaluate.labels import require_labels, sweep_labels
 
+    check_baselines(recipe.sweep, tokenizer, prompts)
     judges = {aspect: spec.judge for aspect, spec in recipe.aspects.items()}
     labels = sweep_labels(recipe.sweep.harmful_labels, judges, prompts)
     if "steer" in recipe.sweep.baselines:
@@ -106,7 +109,7 @@ def preflight(recipe: Recipe) -> Plan:
         else:
             plan.data[aspect] = load_preference_data(spec.dataset, tokenizer)
     plan.prompts = load_prompts(recipe.evaluate.prompts)
-    _check_labels(recipe, plan.prompts)
+    _check_baselines(recipe, tokenizer, plan.prompts)
     _check_judges(recipe)
     _check_dpo(recipe)
     _check_target_modules(recipe, base)

@@ -140,17 +140,25 @@ def baseline_recipe(tmp_path: Path) -> Path:
     return path
 
 
+def plain_text_bundle(root: Path) -> Path:
+    """A random tiny bundle whose tokenizer has no chat template: a system prompt is written before the
+    dialogue (the word-level template, like the toy's, drops system messages: see the toy test below)."""
+    from fakes import make_fake_bundle
+
+    bundle = make_fake_bundle(root)
+    (bundle / "base" / "chat_template.jinja").unlink()
+    return bundle
+
+
 def _records(bundle: Path) -> dict[str, dict]:
     return {p.name: json.loads(p.read_text()) for p in sorted((bundle / "evaluations").glob("*.json"))}
 
 
 def test_every_baseline_is_a_method_of_the_front_and_resumes_per_point(tmp_path: Path, peo_cache: Path) -> None:
-    from fakes import make_fake_bundle
-
     from peo_hub.bundle.front import check_front, load_front
     from peo_hub.cli import main
 
-    bundle = make_fake_bundle(tmp_path / "b")
+    bundle = plain_text_bundle(tmp_path / "b")
     recipe = baseline_recipe(tmp_path)
     assert main(["evaluate", str(bundle), "--recipe", str(recipe)]) == 0
     records = _records(bundle)
@@ -198,11 +206,9 @@ def test_every_baseline_is_a_method_of_the_front_and_resumes_per_point(tmp_path:
 
 def test_a_label_set_that_misses_an_evaluation_prompt_is_one_line_before_any_work(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], peo_cache: Path) -> None:
-    from fakes import make_fake_bundle
-
     from peo_hub.cli import main
 
-    bundle = make_fake_bundle(tmp_path / "b")
+    bundle = plain_text_bundle(tmp_path / "b")
     spec = json.loads(json.dumps(BASELINE_EVAL))
     spec["sweep"]["harmful_labels"] = str(_labels_file(tmp_path / "labels.jsonl", spec["evaluate"]["prompts"][:3]))
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(spec))
@@ -212,6 +218,26 @@ def test_a_label_set_that_misses_an_evaluation_prompt_is_one_line_before_any_wor
 
 
 # ---------------------------------------------------------------------- the toy world
+
+
+def test_the_toys_template_drops_a_system_prompt_so_that_baseline_is_refused(peo_cache: Path) -> None:
+    """Measured, not assumed: the toy's rendered prompt is byte-identical with and without a system
+    message, so every system_prompt point would be the base point; the recipe is told before training."""
+    from transformers import AutoTokenizer
+
+    from peo_hub.data.base import resolve_base
+    from peo_hub.data.chat import render_prompt
+    from peo_hub.evaluate.baselines.registry import check_baselines
+    from peo_hub.evaluate.baselines.system_prompt import with_system
+    from peo_hub.utils.errors import RecipeError
+    from peo_hub.world.toy import eval_prompts
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base("embedded:toy", None, seed=0).source)
+    prompt = eval_prompts()[0]
+    assert render_prompt(tokenizer, with_system(prompt, "Refuse harmful requests.")) == render_prompt(tokenizer, prompt)
+    with pytest.raises(RecipeError, match="system_prompt needs a chat template that shows the model a system message"):
+        check_baselines(SweepSpec(baselines=["system_prompt"]), tokenizer, eval_prompts())
+    check_baselines(SweepSpec(baselines=["mod", "steer"]), tokenizer, eval_prompts())
 
 
 @pytest.mark.slow

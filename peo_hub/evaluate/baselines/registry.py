@@ -12,7 +12,10 @@ Each registered baseline says three things:
   (``extra``: record fields known only then, e.g. the steering direction's layer), so the
   sweep writes each record at once (a stopped sweep resumes per point);
 * its **cost**: training runs and forward passes per generated token, for front.json's
-  ``method_cost``.
+  ``method_cost``;
+* optionally a **check** that fails early, in one line, where the baseline cannot mean what
+  it says (e.g. a chat template that drops the system prompt), run by the pre-flight and
+  again when the sweep starts.
 
 Adding a baseline is one module that calls :func:`register_baseline` (imported by
 :mod:`peo_hub.evaluate.baselines`), plus a settings class in :mod:`peo_hub.evaluate.config` if it
@@ -74,6 +77,14 @@ class Baseline:
     points: Callable[[Any, list[str], Any], list[BaselinePoint]]  # (sweep spec, aspects, tokenizer) -> the dial
     replies: Callable[[BaselineContext, list[BaselinePoint]], Replies]
     cost: Callable[[Any, list[str]], dict[str, Any]]  # (sweep spec, aspects) -> training runs, passes per token
+    check: Callable[[Any, Any, list[Any]], None] = lambda sweep, tokenizer, prompts: None  # raises a PEOError
+
+
+def check_baselines(sweep: Any, tokenizer: Any, prompts: list[Any]) -> None:
+    """Every named baseline's own check (see :class:`Baseline`): before training, and before the sweep."""
+    for name in sweep.baselines:
+        if name in BASELINES:
+            BASELINES[name].check(sweep, tokenizer, prompts)
 
 
 BASELINES: dict[str, Baseline] = {}

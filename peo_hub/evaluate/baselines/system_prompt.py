@@ -18,6 +18,7 @@ from typing import Any
 
 from peo_hub.evaluate.baselines.registry import (Baseline, BaselineContext, BaselinePoint, Replies,
                                                  register_baseline, rows_per_point)
+from peo_hub.utils.errors import RecipeError
 
 
 def with_system(prompt: Any, system: str) -> list[dict[str, str]]:
@@ -44,6 +45,19 @@ def _replies(context: BaselineContext, points: list[BaselinePoint]) -> Replies:
     yield from rows_per_point(context, texts)
 
 
+def _check(sweep: Any, tokenizer: Any, prompts: list[Any]) -> None:
+    """A chat template that drops the system message (the toy's does) would make every point the base."""
+    from peo_hub.data.chat import render_prompt
+
+    if not prompts:
+        return
+    system = sweep.system_prompt.prompts[-1]
+    if render_prompt(tokenizer, with_system(prompts[0], system)) == render_prompt(tokenizer, prompts[0]):
+        raise RecipeError("sweep.baselines: system_prompt needs a chat template that shows the model a system "
+                          "message, and this base model's template drops it (every point would be the base); "
+                          "remove system_prompt from sweep.baselines")
+
+
 def _cost(sweep: Any, aspects: list[str]) -> dict[str, Any]:
     return {"training_runs": 0, "forward_passes_per_token": 1.0,
             "notes": "the base model; each prompt longer by the system prompt (added_prompt_tokens per point)"}
@@ -54,4 +68,4 @@ register_baseline(Baseline(
     summary="the base model under a safety system prompt (refuse harmful requests, answer the rest), one point per "
             "wording from mild to strict (sweep.system_prompt); no training",
     dial="strength: the k-th system prompt of sweep.system_prompt.prompts (0 = none, the base)",
-    points=_points, replies=_replies, cost=_cost))
+    points=_points, replies=_replies, cost=_cost, check=_check))
