@@ -345,20 +345,15 @@ def point_replies(model: Any, tokenizer: Any, rendered: list[str], points: list[
     ``generate``; a row's reply is what the point alone would give it (greedy: the same
     tokens; sampled: the same per-row seed, :func:`peo_hub.family.engines.row_seed`).
     """
+    from peo_hub.evaluate.baselines.registry import by_point
     from peo_hub.family.engines import generate_rows
 
     per_point = len(rendered) * spec.samples
     texts = [t for _ in points for t in rendered for _ in range(spec.samples)]
     samples = [k for _ in points for _ in rendered for k in range(spec.samples)]
     preferences = [p for p in points for _ in range(per_point)]
-    replies: list[str] = []
-    done = 0
-    for _, chunk in generate_rows(model, tokenizer, texts, samples, spec, seed, preferences=preferences):
-        replies += chunk
-        while done < len(points) and len(replies) >= (done + 1) * per_point:
-            flat = replies[done * per_point:(done + 1) * per_point]
-            yield done, [flat[i * spec.samples:(i + 1) * spec.samples] for i in range(len(rendered))]
-            done += 1
+    chunks = generate_rows(model, tokenizer, texts, samples, spec, seed, preferences=preferences)
+    yield from by_point((chunk for _, chunk in chunks), len(points), len(rendered), spec.samples)
 
 
 def _search(job: SweepJob, base: dict[str, Any], selection: list[int],

@@ -217,6 +217,41 @@ def test_a_label_set_that_misses_an_evaluation_prompt_is_one_line_before_any_wor
     assert not list((bundle / "evaluations").glob("*.json")) if (bundle / "evaluations").exists() else True
 
 
+@pytest.mark.slow
+def test_accelerate_launch_shards_the_baselines_with_the_family(tmp_path: Path, peo_cache: Path) -> None:
+    """Two processes under `accelerate launch --cpu` split the baselines' points with the family's; every
+    record and the front equal a one-process evaluation of the same bundle."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from peo_hub.cli import main
+
+    recipe = baseline_recipe(tmp_path)
+    alone, sharded = plain_text_bundle(tmp_path / "alone"), plain_text_bundle(tmp_path / "sharded")
+    assert main(["evaluate", str(alone), "--recipe", str(recipe)]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PEO_HUB_CACHE": str(peo_cache)}
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    result = subprocess.run([accelerate, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no",
+                             "-m", "peo_hub.cli", "evaluate", str(sharded), "--recipe", str(recipe)],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    mine, theirs = _records(sharded), _records(alone)
+    assert mine.keys() == theirs.keys() and len([n for n in mine if n.startswith(("mod", "steer", "system"))]) == 8
+    for name in mine:  # the base model's log-probs (and steer's direction) differ in float rounding
+        ours, ref = mine[name].pop("guard"), theirs[name].pop("guard")
+        flat = [[x for row in g.pop("base_logprob") for x in row] for g in (ours, ref)]
+        assert flat[0] == pytest.approx(flat[1], abs=1e-4)
+        norms = [r.pop("direction_norm", 0.0) for r in (mine[name], theirs[name])]
+        assert norms[0] == pytest.approx(norms[1], rel=1e-4)
+        assert ours == ref and mine[name] == theirs[name], name
+    front, ref_front = (json.loads((b / "front.json").read_text()) for b in (sharded, alone))
+    assert [p["metrics"] for p in front["points"]] == [p["metrics"] for p in ref_front["points"]]
+    assert front["hypervolume_difference"] == ref_front["hypervolume_difference"]
+
+
 # ---------------------------------------------------------------------- the toy world
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from peo_hub.core.policy import make_preference, weight_grid
-from peo_hub.evaluate.baselines.registry import (Baseline, BaselineContext, BaselinePoint, Replies,
+from peo_hub.evaluate.baselines.registry import (Baseline, BaselineContext, BaselinePoint, Replies, by_point,
                                                  register_baseline)
 
 
@@ -34,18 +34,12 @@ def _replies(context: BaselineContext, points: list[BaselinePoint]) -> Replies:
     from peo_hub.family.mod import mod_rows
 
     spec = context.evaluate
-    per_point = len(context.rendered) * spec.samples
     texts = [t for _ in points for t in context.rendered for _ in range(spec.samples)]
     samples = [s for _ in points for _ in context.rendered for s in range(spec.samples)]
-    weights = [point.weights for point in points for _ in range(per_point)]
-    replies: list[str] = []
-    done = 0
-    for _, chunk in mod_rows(context.model(), context.tokenizer, texts, samples, weights, spec, context.seed):
-        replies += chunk
-        while done < len(points) and len(replies) >= (done + 1) * per_point:
-            flat = replies[done * per_point:(done + 1) * per_point]
-            yield done, [flat[i * spec.samples:(i + 1) * spec.samples] for i in range(len(context.rendered))], {}
-            done += 1
+    weights = [point.weights for point in points for _ in range(len(context.rendered) * spec.samples)]
+    chunks = mod_rows(context.model(), context.tokenizer, texts, samples, weights, spec, context.seed)
+    for k, replies in by_point((chunk for _, chunk in chunks), len(points), len(context.rendered), spec.samples):
+        yield k, replies, {}
 
 
 def _cost(sweep: Any, aspects: list[str]) -> dict[str, Any]:

@@ -114,17 +114,26 @@ def rows_per_point(context: BaselineContext, texts: list[list[str]]) -> Replies:
     spec = context.evaluate
     model = context.model()
     model.set_preference(coefficients=base_preference(context.aspects).coefficients)
-    per_point = len(context.rendered) * spec.samples
     rows = [t for point in texts for t in point for _ in range(spec.samples)]
     samples = [s for point in texts for _ in point for s in range(spec.samples)]
     named = [context.rendered[i] for _ in texts for i in range(len(context.rendered)) for _ in range(spec.samples)]
+    chunks = generate_rows(model, context.tokenizer, rows, samples, spec, context.seed, seed_texts=named)
+    for k, replies in by_point((chunk for _, chunk in chunks), len(texts), len(context.rendered), spec.samples):
+        yield k, replies, {}
+
+
+def by_point(chunks: Iterator[list[str]], points: int, prompts: int, samples: int
+             ) -> Iterator[tuple[int, list[list[str]]]]:
+    """Flat replies (point x prompt x sample, in chunks as batches end) regrouped: ``(k, replies by prompt)``
+    for point k as soon as its last row is in."""
     replies: list[str] = []
     done = 0
-    for _, chunk in generate_rows(model, context.tokenizer, rows, samples, spec, context.seed, seed_texts=named):
+    per_point = prompts * samples
+    for chunk in chunks:
         replies += chunk
-        while done < len(texts) and len(replies) >= (done + 1) * per_point:
+        while done < points and len(replies) >= (done + 1) * per_point:
             flat = replies[done * per_point:(done + 1) * per_point]
-            yield done, [flat[i * spec.samples:(i + 1) * spec.samples] for i in range(len(context.rendered))], {}
+            yield done, [flat[i * samples:(i + 1) * samples] for i in range(prompts)]
             done += 1
 
 
