@@ -102,12 +102,20 @@ def test_steering_at_scale_zero_is_the_base_and_a_scale_moves_it(smol: Any) -> N
     with pytest.raises(PEOError, match="sweep.steer.layer is 5 but the model has 2 decoder layers"):
         resolve_layer(smol.model, 5)
     direction = refusal_direction(smol.model, smol.tokenizer, texts[:2], texts[2:], layer=1)
-    base = replies()
+    ids = smol.tokenizer(texts[0], add_special_tokens=False, return_tensors="pt")["input_ids"]
+
+    def logits() -> torch.Tensor:
+        with torch.no_grad():
+            return smol.model(input_ids=ids).logits
+
+    base, base_logits = replies(), logits()
     with steered(smol.model, direction, 1, 0.0):
-        assert replies() == base
+        assert torch.equal(logits(), base_logits) and replies() == base  # bit for bit the base
+    with steered(smol.model, direction, 1, 1.0):
+        assert not torch.allclose(logits(), base_logits, atol=1e-4)
     with steered(smol.model, direction, 1, 30.0):
         assert replies() != base
-    assert replies() == base  # the hook is gone
+    assert torch.equal(logits(), base_logits) and replies() == base  # the hook is gone
 
 
 # ---------------------------------------------------------------------- in the sweep
