@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from peo_hub.utils.errors import PEOError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def _recipe_validate(args: argparse.Namespace) -> int:
     from peo_hub.recipe.load import load_recipe
     from peo_hub.recipe.preflight import preflight
 
-    recipe = load_recipe(args.recipe)
+    recipe = load_recipe(args.recipe, args.overrides)
     if not args.schema_only:
         plan = preflight(recipe)  # the same checks `recipe run` makes before its first write
         pairs = ", ".join(f"{a} {plan.data[a].train.num_rows} pairs" if a in plan.data
@@ -32,9 +35,30 @@ def _recipe_validate(args: argparse.Namespace) -> int:
 def _recipe_run(args: argparse.Namespace) -> int:
     from peo_hub.recipe.pipeline import run_recipe
 
-    bundle = run_recipe(args.recipe, output=args.output, resume=args.resume, push=args.push)
+    bundle = run_recipe(args.recipe, output=args.output, resume=args.resume, push=args.push,
+                        overrides=args.overrides)
     print(f"bundle written to {bundle}")
+    print(_next_steps(bundle, pushed=bool(args.push)))
     return 0
+
+
+def _next_steps(bundle: "Path", pushed: bool) -> str:
+    """The closing line of ``recipe run``: what people do with a bundle next, with its own names."""
+    import shlex
+
+    from peo_hub.bundle.manifest import load_manifest
+    from peo_hub.utils.errors import BundleError
+
+    where = shlex.quote(str(bundle))
+    try:
+        aspects = load_manifest(bundle).aspect_names
+    except BundleError:  # not the process that writes the bundle (accelerate launch)
+        return f"next: peo-hub recipe run ... --resume, once every process has finished, writes the bundle in {where}"
+    weights = ",".join(f"{a}={1 / len(aspects):.2g}" for a in aspects)  # merge normalises them to sum to one
+    steps = [f"peo-hub space {where}", f"peo-hub merge {where} --weights {weights} --output {where}-point"]
+    if not pushed:
+        steps.append(f"peo-hub push {where} USER/REPO")
+    return "next: " + "   |   ".join(steps)
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -155,19 +179,34 @@ def _push(args: argparse.Namespace) -> int:
     check_repo_id(args.repo_id)
     if args.space:  # every id is checked before anything is published
         check_repo_id(args.space, "Space id")
-    url = push_bundle(args.bundle, args.repo_id, private=args.private)
+    url = push_bundle(args.bundle, args.repo_id, private=args.private, token=args.token, revision=args.revision,
+                      commit_message=args.commit_message)
     print(f"pushed {args.bundle} to {url}")
     if args.space:
         from peo_hub.publish.hub import push_space
 
-        print(f"space published at {push_space(args.space, bundle_repo_id=args.repo_id, private=args.private)}")
+        print(f"space published at "
+              f"{push_space(args.space, bundle_repo_id=args.repo_id, private=args.private, token=args.token)}")
+    return 0
+
+
+def _env(args: argparse.Namespace) -> int:
+    from peo_hub.utils.envreport import environment_report, format_report
+
+    report = environment_report()
+    if args.json:
+        import json
+
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
     return 0
 
 
 def _space(args: argparse.Namespace) -> int:
     from peo_hub.serve.space import launch
 
-    launch(args.bundle, host=args.host, port=args.port)
+    launch(args.bundle, host=args.host, port=args.port, share=args.share)
     return 0
 
 
@@ -181,11 +220,20 @@ def _port(text: str) -> int:
     return port
 
 
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD.PATH=VALUE",
+                        help="override a recipe field, checked like the file (repeat), e.g. --set "
+                             "train.dpo.max_steps=20 --set sweep.alpha=[0,0.5]; the value is read as YAML")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from peo_hub import __version__
+
     parser = argparse.ArgumentParser(
         prog="peo-hub",
         description="PEO: one LoRA adapter per preference aspect, a dial at inference time.",
     )
+    parser.add_argument("--version", action="version", version=f"peo-hub {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     recipe = verbs.add_parser("recipe", help="validate or run a YAML recipe")
@@ -196,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("recipe", help="path to RECIPE.yaml")
     validate.add_argument("--schema-only", action="store_true",
                           help="only the fields (fast: no base model, data or judge is loaded)")
+    _add_overrides(validate)
     validate.set_defaults(func=_recipe_validate)
     run = recipe_verbs.add_parser("run", help="train aspect adapters, sweep, write a bundle")
     run.add_argument("recipe", help="path to RECIPE.yaml")
@@ -205,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                        help="replace files of an earlier output even where they were edited or not written by "
                             "peo-hub (files this command does not write are never touched)")
+    _add_overrides(run)
     run.set_defaults(func=_recipe_run)
 
     merge = verbs.add_parser("merge", help="materialise one preference point")
@@ -269,28 +319,52 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_evaluate)
 
     push = verbs.add_parser("push", help="push a bundle to the Hugging Face Hub")
-    push.add_argument("bundle")
-    push.add_argument("repo_id")
-    push.add_argument("--private", action="store_true")
+    push.add_argument("bundle", help="bundle folder")
+    push.add_argument("repo_id", help="the model repo to publish to, namespace/name (created if needed)")
+    push.add_argument("--private", action="store_true", help="create the repo private (applies when it is created)")
     push.add_argument("--space", metavar="SPACE_REPO_ID", default=None,
                       help="also publish the demo Space, loading this bundle")
+    push.add_argument("--revision", metavar="BRANCH", default=None,
+                      help="push to this branch (created from main if needed) instead of main")
+    push.add_argument("--commit-message", metavar="TEXT", default=None,
+                      help="the commit's title (default: Upload PEO bundle (N aspects: ...))")
+    push.add_argument("--token", default=None,
+                      help="a Hugging Face token with write access (default: HF_TOKEN, else `hf auth login`'s)")
     push.set_defaults(func=_push)
 
     space = verbs.add_parser("space", help="serve the preference-slider chat app locally")
     space.add_argument("bundle", help="bundle folder or Hub repo id")
     space.add_argument("--host", default="127.0.0.1")
     space.add_argument("--port", type=_port, default=7860, help="1-65535 (default 7860)")
+    space.add_argument("--share", action="store_true",
+                       help="also open a temporary public gradio.live link (needs the internet; anyone with the "
+                            "link can use the app)")
     space.set_defaults(func=_space)
+
+    env = verbs.add_parser("env", help="print the versions of peo-hub and its stack, the device and the caches, for "
+                                       "bug reports")
+    env.add_argument("--json", action="store_true", help="one JSON object instead of Markdown lines")
+    env.set_defaults(func=_env)
     return parser
 
 
+#: Deprecations one library raises about another's API (PEFT reads transformers'
+#: ``is_gradient_checkpointing`` on every adapter load): nothing a user can act on, and they
+#: would otherwise print before the command's own result line.
+LIBRARY_DEPRECATIONS = (r"`is_gradient_checkpointing` is deprecated",)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     from peo_hub.utils.fsutil import overwriting
 
     try:
-        with overwriting(bool(getattr(args, "overwrite", False))):
+        with overwriting(bool(getattr(args, "overwrite", False))), warnings.catch_warnings():
+            for message in LIBRARY_DEPRECATIONS:
+                warnings.filterwarnings("ignore", message=message, category=FutureWarning)
             return func(args)
     except PEOError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -51,6 +51,12 @@ RUN_RECORD = "peo_run.json"
 RUN_LOG = "logs/run.log"  # the libraries' own logs and per-step metrics of `recipe run`
 LEGACY_RUN_RECORD = ".peo_run.json"  # written by peo-hub 0.1.0; read, never written
 
+#: Top-level files and folders that belong to a bundle. A Hub repo of a bundle may also hold
+#: files a person put there (notes, a .gitattributes, extra folders); a re-push deletes stale
+#: files only inside this layout, never those (see :func:`in_bundle_layout`).
+LAYOUT_FILES = (MANIFEST_NAME, FRONT_NAME, PLOT_NAME, CARD_NAME, RUN_RECORD)
+LAYOUT_DIRS = (BASE_DIR, ADAPTERS_DIR, MERGES_DIR, EVALUATIONS_DIR, MORL_DIR.split("/")[0], RUN_LOG.split("/")[0])
+
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
@@ -284,6 +290,20 @@ def validate_bundle(folder: str | os.PathLike[str]) -> Manifest:
                           f"base_model to '{BASE_DIR}' in {MANIFEST_NAME}")
     _ = bundle.front  # a front.json that cannot be read is refused here, not by the Hub's users
     return manifest
+
+
+def in_bundle_layout(path: str, base_folder: str | None = None) -> bool:
+    """Whether a repo path (``a/b/c``, POSIX) lies in the bundle's layout: one of its files, or
+    inside one of its folders (``base_folder``: the manifest's base folder when it is not ``base``).
+
+    Why: ``peo-hub push`` deletes what the bundle no longer has, and must only ever delete
+    files the bundle format owns; anything else in the repo was put there by a person.
+    """
+    top, _, rest = path.partition("/")
+    if not rest:
+        return path in LAYOUT_FILES
+    folders = LAYOUT_DIRS + ((base_folder.strip("/").split("/")[0],) if base_folder else ())
+    return top in folders
 
 
 def read_training_info(folder: str | os.PathLike[str]) -> dict[str, Any]:

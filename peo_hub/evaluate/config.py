@@ -1,17 +1,18 @@
 """The recipe's ``sweep:`` and ``evaluate:`` sections: which points of the family are evaluated, and how.
 
-``sweep`` is the grid (weight vectors x alphas), the baselines (each by name, with its
+``sweep`` is the grid (weight vectors x alphas) and the baselines (each by name, with its
 settings: :class:`SystemPromptSpec`, :class:`SteerSpec`; the registry is
-:mod:`peo_hub.evaluate.baselines`), where prompts' harmful flags come from, and the optional
-alpha search; ``evaluate`` is the prompts, the sampling, the batching, the engine, the bootstrap,
+:mod:`peo_hub.evaluate.baselines`) and where prompts' harmful flags come from; ``evaluate`` is the
+prompts, the sampling, the batching, the engine, the bootstrap,
 the selection/confirmation split and the degeneration guard's thresholds.
 """
 
 from __future__ import annotations
 
 import difflib
+from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from peo_hub.core.measures import GuardThresholds
 from peo_hub.core.policy import MAX_COEFFICIENT
@@ -19,28 +20,6 @@ from peo_hub.data.config import DatasetSpec
 from peo_hub.evaluate.baselines import BASELINES
 from peo_hub.family.engines import ENGINES
 from peo_hub.utils.schema import STRICT
-
-
-class AlphaSearchSpec(BaseModel):
-    """Phase 3 as an optimisation: per weight vector, a bounded search over alpha (see peo_hub.evaluate.search)."""
-
-    model_config = STRICT
-
-    bounds: tuple[float, float] = Field(default=(0.0, 2.0),
-                                        description="the alpha interval searched, [low, high] with -1 <= low < high")
-    evaluations: int = Field(default=4, ge=1, le=50,
-                             description="policies evaluated per weight vector on the selection prompts (the search's "
-                                         "budget); the alpha kept is then evaluated on every prompt")
-
-    @field_validator("bounds")
-    @classmethod
-    def _bounds(cls, value: tuple[float, float]) -> tuple[float, float]:
-        low, high = value
-        if not -1 <= low < high:
-            raise ValueError("bounds must be [low, high] with -1 <= low < high, e.g. [0, 2]")
-        if high > MAX_COEFFICIENT - 1:
-            raise ValueError(f"bounds: high must be at most {MAX_COEFFICIENT - 1:g}")
-        return value
 
 
 #: Baselines the recipe and training stages provide (the rest are evaluate-stage baselines, BASELINES).
@@ -126,11 +105,15 @@ class SweepSpec(BaseModel):
                     "evaluation prompts' refusal rates, harmful and benign apart; computed only when every evaluation "
                     "prompt has a flag) and by steer (its direction's prompts). null: the labels of an aspect's judge "
                     "that names some (judge.labels), else embedded:smollm2-safety")
-    search: AlphaSearchSpec | None = Field(
-        default=None,
-        description="also search alpha per weight vector (maximising sum_i w_i score_i on the selection prompts, "
-                    "guarded against babble; see search.bounds, search.evaluations); its points join the PEO family "
-                    "next to the grid's; null: the grid only")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_search(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "search" in data:
+            raise ValueError("sweep.search (a per-weight alpha search) is no longer offered: on the toy world it added "
+                             "+0.005 hypervolume for twice the sweep's replies, and the fixed grid beat it at equal "
+                             "cost; delete it and list the alphas you want in sweep.alpha, e.g. [0, 0.25, 0.5, 1.0]")
+        return data
 
     @field_validator("baselines")
     @classmethod
@@ -176,8 +159,8 @@ class EvaluateSpec(BaseModel):
                            description="bootstrap resamples for the 95% intervals (prompts are resampled, not replies)")
     selection_fraction: float = Field(
         default=0.5, ge=0, lt=1,
-        description="share of the prompts (seeded split by prompt) that SELECT the front, the presets and the "
-                    "searched alphas; the rest CONFIRM: every reported score, interval and hypervolume is theirs. "
+        description="share of the prompts (seeded split by prompt) that SELECT the front and the presets; the "
+                    "rest CONFIRM: every reported score, interval and hypervolume is theirs. "
                     "0: no split (every prompt does both jobs; reported numbers are then biased upwards)")
     guard: GuardThresholds = Field(
         default_factory=GuardThresholds,

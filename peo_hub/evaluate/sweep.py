@@ -8,10 +8,7 @@ a resumed run reads those instead of recomputing.
 
 A record keeps every judge score grouped by prompt and the degeneration guard's measures
 per reply (:mod:`peo_hub.core.measures`); what the front reports from them (the selection /
-confirmation split, the intervals) is :mod:`peo_hub.evaluate.confirm`'s job. With ``sweep.search``,
-each weight vector also gets a bounded search over alpha on the selection prompts
-(:mod:`peo_hub.evaluate.search`); its trials are recorded as ``search-trial-*.json`` and the alpha
-it keeps is evaluated on every prompt like a grid point (``source: search``).
+confirmation split, the intervals) is :mod:`peo_hub.evaluate.confirm`'s job.
 
 The baselines named in ``sweep.baselines`` come after: ``soup`` is the family at alpha 0,
 ``morl`` the recipe's own adapters (evaluated last, each loaded on its own), and every other
@@ -32,16 +29,15 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
 
 from tqdm.auto import tqdm
 
-from peo_hub.core.measures import flag_reasons, summarise, text_measures
+from peo_hub.core.measures import text_measures
 from peo_hub.core.policy import Preference, make_preference, weight_grid
-from peo_hub.core.stats import prompt_sums, ratio_mean, split_prompts
+from peo_hub.core.stats import split_prompts
 from peo_hub.evaluate.baselines.registry import check_baselines
 from peo_hub.evaluate.config import EvaluateSpec, SweepSpec
 from peo_hub.evaluate.labels import require_labels, sweep_labels
 from peo_hub.evaluate.logprob import BaseLogprob
 from peo_hub.evaluate.records import RecordStore, make_record
 from peo_hub.evaluate.refusal_plane import refusal_flags
-from peo_hub.evaluate.search import search_alpha, trials_json
 
 if TYPE_CHECKING:
     from peo_hub.evaluate.baselines.registry import BaselineContext
@@ -106,7 +102,7 @@ def run_sweep(job: SweepJob) -> list[dict[str, Any]] | None:
     """Evaluate all points (resuming from ``evaluations/``); returns their evaluation records.
 
     Under ``accelerate launch`` (or ``torchrun``) with N processes, process r evaluates the
-    family points, searched weight vectors and MORL baselines whose index is r mod N, each on
+    family points and MORL baselines whose index is r mod N, each on
     its own device; then process 0 gathers every record from ``evaluations/`` and returns
     them, and the other processes return ``None`` (they must not write the front).
     """
@@ -253,20 +249,10 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
 
     family = family_points(job)
     mine = [i for i in range(len(family)) if shard is None or shard.owns(i)]
-    search = job.sweep.search
-    searched = [] if search is None else \
-        [j for j in range(len(weight_grid(list(job.aspects), job.sweep.weights))) if shard is None or shard.owns(j)]
-    trials = 0 if search is None else search.evaluations
     baselines = baseline_points(job, shard)
-    bar = tqdm(total=len(mine) + len(searched) * (trials + 1) + len(baselines) + len(job.morl), desc="sweep",
-               unit="point", disable=bool(shard and shard.rank))
+    bar = tqdm(total=len(mine) + len(baselines) + len(job.morl), desc="sweep", unit="point",
+               disable=bool(shard and shard.rank))
     records = evaluate_points([(*family[i], None) for i in mine])
-    if shard is not None:
-        shard.barrier()  # the search compares with the base point's record, which one process wrote
-        records = [store.read("base", family[0][1].label())]
-    if search is not None:
-        records += _search(job, records[0], selection, evaluate_points, searched)
-    bar.update(len(mine) + len(searched) * (trials + 1) - bar.n)  # a search may stop short of its budget
     if baselines:
         from peo_hub.evaluate.baselines.registry import BaselineContext
 
@@ -354,48 +340,6 @@ def point_replies(model: Any, tokenizer: Any, rendered: list[str], points: list[
     preferences = [p for p in points for _ in range(per_point)]
     chunks = generate_rows(model, tokenizer, texts, samples, spec, seed, preferences=preferences)
     yield from by_point((chunk for _, chunk in chunks), len(points), len(rendered), spec.samples)
-
-
-def _search(job: SweepJob, base: dict[str, Any], selection: list[int],
-            evaluate_points: Callable[..., list[dict[str, Any]]], vectors: list[int]) -> list[dict[str, Any]]:
-    """Per weight vector (those ``vectors`` index): search alpha on the selection prompts, keep the best.
-
-    Each vector's search is sequential (Brent's method chooses a trial from the earlier
-    ones), but the vectors' searches are independent: they run side by side
-    (:func:`peo_hub.evaluate.lockstep.run_in_lockstep`) and each round's trials, one per vector, are
-    generated in one batched pass. The kept alphas are then evaluated on every prompt,
-    together. Every trial is a record ``search-trial-<label>.json`` (a resumed search replays
-    from disk); the kept point's record says what the search cost (``search``).
-    """
-    from peo_hub.evaluate.lockstep import run_in_lockstep
-
-    assert job.sweep.search is not None
-    bounds, budget = job.sweep.search.bounds, job.sweep.search.evaluations
-    aspects = list(job.aspects)
-    grid = weight_grid(aspects, job.sweep.weights)
-    local = list(range(len(selection)))  # a trial record holds the selection prompts only, in order
-    base_guard = summarise(base["guard"], selection)
-
-    def point(weights: dict[str, float], alpha: float, extra: dict[str, Any] | None = None
-              ) -> tuple[str, Preference, dict[str, Any] | None]:
-        return ("peo" if alpha else "soup", make_preference(aspects, weights, alpha=alpha), extra)
-
-    def trials(requests: list[tuple[dict[str, float], float]]) -> list[tuple[dict[str, float], bool]]:
-        """One round of trials (one per searching vector), evaluated together."""
-        records = evaluate_points([point(w, a) for w, a in requests], only=selection, prefix="search-trial")
-        return [({a: ratio_mean(*prompt_sums(r["metrics"][a]["scores"])) for a in aspects},
-                 bool(flag_reasons(summarise(r["guard"], local), base_guard, job.evaluate.guard)))
-                for r in records]
-
-    def searcher(weights: dict[str, float]) -> Callable[[Callable[[Any], Any]], Any]:
-        return lambda ask: search_alpha(lambda alpha: ask((weights, alpha)), weights, bounds, budget)
-
-    results = run_in_lockstep([searcher(grid[j]) for j in vectors], trials)
-    kept = []
-    for j, (best, history) in zip(vectors, results):
-        cost = {"trials": len(history), "trial_prompts": len(selection), "trials_detail": trials_json(history)}
-        kept.append(point(grid[j], best.alpha, {"source": "search", "search": cost}))
-    return evaluate_points(kept, prefix="search")
 
 
 def _load_peft(base: str, revision: str | None, adapter: Path, device: str | None) -> Any:

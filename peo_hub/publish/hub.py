@@ -5,9 +5,18 @@ that dies half way must leave the repo exactly as it was. ``HfApi.create_commit`
 LFS/Xet blobs first and then makes a single commit that references them; if anything fails
 before that commit, the repo's history is unchanged.
 
+Why a re-push deletes: the repo must hold the bundle as it is now, not every file it ever
+had (stale ``evaluations/`` and ``merges/`` of an earlier front would be read as current).
+The same single commit deletes the repo's files that are not in the bundle, but only
+inside the bundle's layout (:func:`peo_hub.bundle.manifest.in_bundle_layout`): notes or
+folders a person added on the Hub are never touched. The commit names the revision it read
+(``parent_commit``), so a change made on the Hub in between fails the push instead of being
+deleted unseen.
+
 Why the local bundle is never written: pushing must work from a read-only copy and must
 not change what the user has on disk. The model card is generated in memory and added to
 the commit; a README.md that a person wrote (without peo-hub's marker) is uploaded as it is.
+A README edited on the Hub is replaced by the bundle's own, and the push says so.
 Use :func:`peo_hub.bundle.card.write_model_card` to write the card locally. Pulling a bundle
 back is :mod:`peo_hub.bundle.pull`.
 
@@ -20,10 +29,11 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
-from peo_hub.bundle.manifest import CARD_NAME, open_bundle, validate_bundle
+from peo_hub.bundle.manifest import CARD_NAME, in_bundle_layout, open_bundle, validate_bundle
 from peo_hub.bundle.pull import bundle_folder
 from peo_hub.utils.errors import HubError, PEOError
 from peo_hub.utils.hubio import _repo_url, hub_errors, require_token
@@ -58,15 +68,39 @@ def _card_bytes(bundle: Path, repo_id: str) -> bytes | None:
     return render_model_card(bundle, repo_id=repo_id).encode("utf-8")
 
 
+@dataclass
+class RepoState:
+    """What a push found in the repo before its commit: the commit it read, its files, its README."""
+
+    commit: str | None = None
+    files: list[str] = field(default_factory=list)
+    readme: str | None = None
+
+
+def _read_repo(api: Any, repo_id: str, repo_type: str, revision: str | None, want_readme: bool) -> RepoState:
+    """The revision's commit and file list (one call), and the README's text when asked."""
+    info = api.repo_info(repo_id, repo_type=repo_type, revision=revision)
+    state = RepoState(commit=info.sha, files=sorted(s.rfilename for s in info.siblings or []))
+    if want_readme and CARD_NAME in state.files:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(repo_id, CARD_NAME, repo_type=repo_type, revision=info.sha, token=api.token)
+        state.readme = Path(path).read_text(encoding="utf-8", errors="replace")
+    return state
+
+
 def _publish(api: Any, repo_id: str, files: Mapping[str, Path | bytes], message: str, private: bool,
-             repo_type: str = "model", revision: str | None = None, **create_kwargs: Any) -> None:
+             repo_type: str = "model", revision: str | None = None,
+             plan: Callable[[RepoState], Sequence[str]] | None = None, **create_kwargs: Any) -> None:
     """Create the repo if needed and make one commit; a repo this call created is removed if the commit fails.
 
     ``private`` applies when the repo is created; publishing into an existing public repo
     when private was asked is refused. Without the clean-up a failed first push (a dropped
     connection, a file that changed under the upload) would leave an empty repo behind.
+    ``plan`` sees the repo as it is before the commit and returns the paths to delete in
+    the same commit, which is then made on top of exactly the revision it read.
     """
-    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     existed = api.repo_exists(repo_id, repo_type=repo_type)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, **create_kwargs)
@@ -76,9 +110,16 @@ def _publish(api: Any, repo_id: str, files: Mapping[str, Path | bytes], message:
                            "in its settings on the Hub first, or push without --private")
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
-        operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=content if isinstance(content, bytes)
-                                         else str(content)) for path, content in files.items()]
-        api.create_commit(repo_id, operations, commit_message=message, repo_type=repo_type, revision=revision)
+        operations: list[Any] = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=content
+                                                    if isinstance(content, bytes) else str(content))
+                                 for path, content in files.items()]
+        parent = None
+        if plan is not None:
+            state = _read_repo(api, repo_id, repo_type, revision, want_readme=True)
+            parent = state.commit
+            operations += [CommitOperationDelete(path_in_repo=path) for path in plan(state)]
+        api.create_commit(repo_id, operations, commit_message=message, repo_type=repo_type, revision=revision,
+                          parent_commit=parent)
     except BaseException:
         if not existed:
             with contextlib.suppress(Exception):
@@ -86,16 +127,35 @@ def _publish(api: Any, repo_id: str, files: Mapping[str, Path | bytes], message:
         raise
 
 
+def stale_paths(remote: Sequence[str], files: Mapping[str, Any], base_folder: str | None = None) -> list[str]:
+    """The repo's files a push of ``files`` deletes: inside the bundle's layout and not in the bundle."""
+    return sorted(p for p in remote if p not in files and in_bundle_layout(p, base_folder))
+
+
+def _say_deleted(paths: Sequence[str], echo: Callable[[str], None]) -> None:
+    if not paths:
+        return
+    shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    echo(f"deleted {len(paths)} file{'s' if len(paths) > 1 else ''} from the repo that the bundle does not have "
+         f"(in the same commit): {shown}")
+
+
 def push_bundle(bundle_dir: str | os.PathLike[str], repo_id: str, private: bool = False, token: str | None = None,
-                revision: str | None = None, commit_message: str | None = None) -> str:
+                revision: str | None = None, commit_message: str | None = None,
+                echo: Callable[[str], None] = print) -> str:
     """Publish a bundle folder to ``repo_id`` in one commit; return the repo URL.
 
     Uploads every file of the bundle (``base/`` included when the base ships inside it) plus
-    a freshly generated model card. The local folder is not modified. ``private`` applies
-    when the repo is created; pushing with ``private=True`` into an existing public repo is
-    refused rather than silently publishing. ``revision`` names a branch (created if needed).
+    a freshly generated model card, and deletes, in the same commit, the repo's files inside
+    the bundle's layout that the bundle does not have (see the module docstring). The local
+    folder is not modified. ``private`` applies when the repo is created; pushing with
+    ``private=True`` into an existing public repo is refused rather than silently publishing.
+    ``revision`` names a branch (created if needed). ``echo`` gets one line per thing the
+    push did besides uploading (deletions, a README edited on the Hub replaced).
     """
     from huggingface_hub import HfApi
+
+    from peo_hub.bundle.card import card_is_intact
 
     bundle = Path(bundle_dir)
     check_repo_id(repo_id)
@@ -105,12 +165,29 @@ def push_bundle(bundle_dir: str | os.PathLike[str], repo_id: str, private: bool 
     files: dict[str, Path | bytes] = dict(bundle_files(bundle))
     card = _card_bytes(bundle, repo_id)
     if card is not None:
-        files["README.md"] = card
+        files[CARD_NAME] = card
+    readme = files[CARD_NAME] if CARD_NAME in files else None
+    new_readme = readme if isinstance(readme, bytes) else readme.read_bytes() if readme is not None else None
+    base_folder = manifest.base_model if (bundle / manifest.base_model).is_dir() else None
     message = commit_message or (f"Upload PEO bundle ({len(manifest.aspects)} aspects: "
                                  f"{', '.join(manifest.aspect_names)})")
+    notes: list[str] = []
+
+    def plan(state: RepoState) -> list[str]:
+        if (state.readme is not None and new_readme is not None and state.readme.encode("utf-8") != new_readme
+                and not card_is_intact(state.readme)):
+            notes.append(f"README.md in {repo_id} was edited after peo-hub wrote it (on the Hub, or it is an earlier "
+                         f"hand-written one); replaced by the bundle's own README.md. To keep edits, put them in "
+                         f"{bundle / CARD_NAME} and delete its `generated by peo-hub` line")
+        stale = stale_paths(state.files, files, base_folder)
+        _say_deleted(stale, notes.append)
+        return stale
+
     api = HfApi(token=token)
     with hub_errors(action, repo_id, revision=revision, writing=True):
-        _publish(api, repo_id, files, message, private, revision=revision)
+        _publish(api, repo_id, files, message, private, revision=revision, plan=plan)
+    for note in notes:
+        echo(note)
     return _repo_url(api.endpoint, repo_id, revision=revision)
 
 
@@ -125,7 +202,7 @@ def push_point(bundle: str | os.PathLike[str], repo_id: str, weights: Mapping[st
     """
     from huggingface_hub import HfApi
 
-    from peo_hub.bundle.card import point_card
+    from peo_hub.bundle.card import card_license, point_card
     from peo_hub.core.policy import make_preference
     from peo_hub.family.merge import write_point
 
@@ -147,7 +224,7 @@ def push_point(bundle: str | os.PathLike[str], repo_id: str, weights: Mapping[st
         card = point_card(aspects=manifest.aspect_names, coefficients=pref.coefficients, weights=pref.weights,
                           alpha=pref.alpha, as_=as_, bundle_repo_id=bundle_repo_id, base_model=base,
                           base_subfolder=None if base else manifest.base_model, repo_id=repo_id,
-                          formulation=manifest.formulation)
+                          formulation=manifest.formulation, license=card_license(opened))
         files: dict[str, Path | bytes] = dict(bundle_files(out))
         files[CARD_NAME] = card.encode("utf-8")
         api = HfApi(token=token)

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from peo_hub import __version__
 from peo_hub.bundle.manifest import (
@@ -77,9 +77,10 @@ def is_run_folder(path: Path) -> bool:
 class RunFolder:
     """The output folder of one recipe's run (see the module docstring)."""
 
-    def __init__(self, root: str | os.PathLike[str], recipe: Recipe) -> None:
+    def __init__(self, root: str | os.PathLike[str], recipe: Recipe, overrides: Sequence[str] = ()) -> None:
         self.root = Path(root)
         self.recipe = recipe
+        self.overrides = list(overrides)  # the --set strings, recorded with the recipe they produced
         self.fingerprint = recipe_fingerprint(recipe)
         self.fingerprint_hash = fingerprint_hash(self.fingerprint)
 
@@ -250,8 +251,11 @@ class RunFolder:
         return not (self.root / RUN_RECORD).is_file()
 
     def write_record(self) -> None:
-        atomic_write_json(self.root / RUN_RECORD, {"peo_hub_version": __version__, "recipe_hash": self.fingerprint_hash,
-                                                   "recipe": self.fingerprint})
+        record: dict[str, Any] = {"peo_hub_version": __version__, "recipe_hash": self.fingerprint_hash,
+                                  "recipe": self.fingerprint}
+        if self.overrides:
+            record["overrides"] = self.overrides
+        atomic_write_json(self.root / RUN_RECORD, record)
 
     # -- the base
 

@@ -1,5 +1,11 @@
-"""Reading a recipe file: YAML with duplicate keys refused, validated into a :class:`~peo_hub.recipe.schema.Recipe`,
+"""Reading a recipe file: YAML with duplicate keys refused, command-line field overrides
+(``--set train.dpo.max_steps=20``) applied, validated into a :class:`~peo_hub.recipe.schema.Recipe`;
 and the evaluation-only recipes of ``peo-hub evaluate`` (a file, command-line judges and prompts, or both).
+
+Why overrides are applied to the file's data before validation: an overridden field is then
+checked exactly like one written in the file (the same one-line errors naming the field
+path), and the recipe a run records (``peo_run.json``, the bundle's manifest) is the one
+that ran, overrides included.
 """
 
 from __future__ import annotations
@@ -79,9 +85,68 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_recipe(path: str | os.PathLike[str]) -> Recipe:
-    """Read and validate a recipe file; every problem is one :class:`RecipeError` line."""
-    return parse_recipe(_read_yaml(Path(path)), path)
+def load_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Recipe:
+    """Read and validate a recipe file; every problem is one :class:`RecipeError` line.
+
+    ``overrides`` are ``FIELD.PATH=VALUE`` strings (``--set``), applied in order on top of
+    the file (see :func:`apply_overrides`); an error they cause names them.
+    """
+    data = _read_yaml(Path(path))
+    if not overrides:
+        return parse_recipe(data, path)
+    if not isinstance(data, dict):
+        return parse_recipe(data, path)  # the file's own error (empty, not a mapping) comes first
+    changed = apply_overrides(data, overrides)
+    try:
+        return parse_recipe(changed, path)
+    except RecipeError as exc:
+        raise RecipeError(f"{exc} (with --set {' --set '.join(overrides)})") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=VALUE`` as (``["a", "b", "c"]``, the value read as YAML: ``20``, ``[0, 0.5]``, ``true``, ``null``)."""
+    usage = "write --set FIELD.PATH=VALUE, e.g. --set train.dpo.max_steps=20 or --set sweep.alpha=[0,0.5]"
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise RecipeError(f"--set {text}: {usage}")
+    parts = key.split(".")
+    if any(not part.strip() for part in parts):
+        raise RecipeError(f"--set {text}: {key!r} has an empty part; {usage}")
+    if not raw.strip():
+        raise RecipeError(f"--set {text}: no value after '='; give one (null to unset the field)")
+    try:
+        value = yaml.load(raw, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or first_line(exc)
+        raise RecipeError(f"--set {text}: the value is not valid YAML ({problem}); quote it, e.g. "
+                          f"--set '{key}=\"{raw}\"'") from None
+    return [part.strip() for part in parts], value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of a recipe's data with each ``FIELD.PATH=VALUE`` set (sections created as needed).
+
+    Setting a field inside something that is not a section (``train.dpo.max_steps.x=1``) is
+    one :class:`RecipeError` line; unknown fields are left for validation, which names them.
+    """
+    import copy
+
+    result = copy.deepcopy(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise RecipeError(f"--set {text}: {where} is a value ({child!r}), not a section with fields; "
+                                  f"set {where} itself")
+            node = child
+        node[parts[-1]] = value
+    return result
 
 
 def _read_yaml(path: Path) -> Any:

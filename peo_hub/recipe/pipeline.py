@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from tqdm.auto import tqdm
 
@@ -72,9 +72,13 @@ def _manifest(plan: Plan, records: dict[str, dict[str, Any]]) -> Manifest:
 
 
 def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[str] | None = None,
-               resume: bool = False, push: str | None = None) -> Path:
-    """Run a recipe into a bundle folder; returns the folder. See the module docstring."""
-    recipe = load_recipe(recipe_path)
+               resume: bool = False, push: str | None = None, overrides: Sequence[str] = ()) -> Path:
+    """Run a recipe into a bundle folder; returns the folder. See the module docstring.
+
+    ``overrides``: ``FIELD.PATH=VALUE`` strings (``--set``) applied on top of the file; the
+    recipe the run records is the overridden one.
+    """
+    recipe = load_recipe(recipe_path, overrides)
     repo_id = push or recipe.hub.repo_id
     if repo_id:
         from peo_hub.utils.hubio import require_token
@@ -82,7 +86,7 @@ def run_recipe(recipe_path: str | os.PathLike[str], output: str | os.PathLike[st
 
         check_repo_id(repo_id, "--push repo id")
         require_token(None, f"push the run to {repo_id}")  # now, not after the whole run
-    folder = RunFolder(output or Path("runs") / (recipe.name or "run"), recipe)
+    folder = RunFolder(output or Path("runs") / (recipe.name or "run"), recipe, overrides=overrides)
     # Everything a user can get wrong is checked before the first write.
     plan = preflight(recipe)
     _refuse_nested(folder.root, plan.base)
@@ -196,22 +200,15 @@ def _train_morl(plan: Plan, folder: RunFolder, resume: bool, first_task: int, ta
 
 def evaluation_cost(evaluations: list[dict[str, Any]], samples: int) -> dict[str, Any]:
     """What the sweep spent, in policies evaluated and replies generated: the PEO family's
-    fixed grid, the alpha search (its trials on the selection prompts plus the kept points on
-    every prompt) and the baselines (base, MORL), so grid and search compare at equal cost."""
+    grid and the baselines (base, MORL), so methods compare at equal cost."""
     n_prompts = len(evaluations[0]["prompts"]) if evaluations else 0
 
     def full(records: list[dict[str, Any]]) -> dict[str, int]:
         return {"policies": len(records), "replies": len(records) * n_prompts * samples}
 
-    search = [r for r in evaluations if r.get("source") == "search"]
-    grid = [r for r in evaluations if r["method"] in FAMILY_METHODS and r.get("source") != "search"]
+    grid = [r for r in evaluations if r["method"] in FAMILY_METHODS]
     baselines = [r for r in evaluations if r["method"] not in FAMILY_METHODS]
     cost: dict[str, Any] = {"grid": full(grid), "baselines": full(baselines)}
-    if search:
-        trials = [r["search"] for r in search]
-        cost["search"] = {"trial_policies": sum(t["trials"] for t in trials), "kept_policies": len(search),
-                          "replies": sum(t["trials"] * t["trial_prompts"] for t in trials) * samples
-                          + full(search)["replies"]}
     return cost
 
 

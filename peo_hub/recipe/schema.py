@@ -24,7 +24,7 @@ from peo_hub.bundle.manifest import ASPECT_NAME
 from peo_hub.core.measures import GuardThresholds
 from peo_hub.core.policy import MAX_GRID_POINTS, grid_size
 from peo_hub.data.config import DatasetSpec, GenerateSpec
-from peo_hub.evaluate.config import AlphaSearchSpec, EvaluateSpec, SweepSpec
+from peo_hub.evaluate.config import EvaluateSpec, SweepSpec
 from peo_hub.judges.registry import JudgeSpec
 from peo_hub.train.config import DPOSpec, LoraSpec, TrainSpec
 from peo_hub.utils.errors import RecipeError, validation_message
@@ -57,6 +57,17 @@ class HubSpec(BaseModel):
             raise ValueError(f"{value!r} is not a Hub repo id; write it as namespace/name, e.g. alice/peo-toy")
         return value
     private: bool = Field(default=False, description="create the repo private")
+    license: str | None = Field(
+        default=None, description="the model card's license, a Hub license id (e.g. apache-2.0, llama3, other); "
+                                  "default: the base model's, read from its Hub card (left out when unknown)")
+
+    @field_validator("license")
+    @classmethod
+    def _license(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", value):
+            raise ValueError(f"{value!r} is not a Hub license id; write it as the Hub does, lowercase with dashes, "
+                             "e.g. apache-2.0, mit, cc-by-4.0, llama3 or other")
+        return value
 
 
 class Recipe(BaseModel):
@@ -132,7 +143,7 @@ def _check_prompt_spec(evaluate: EvaluateSpec) -> None:
 
 def _field_names() -> list[str]:
     """Every field name of every recipe section, for "did you mean" hints on typos."""
-    models = (Recipe, AspectSpec, JudgeSpec, LoraSpec, DPOSpec, TrainSpec, SweepSpec, AlphaSearchSpec, EvaluateSpec,
+    models = (Recipe, AspectSpec, JudgeSpec, LoraSpec, DPOSpec, TrainSpec, SweepSpec, EvaluateSpec,
               GuardThresholds, HubSpec, DatasetSpec, GenerateSpec)
     return sorted({name for model in models for name in model.model_fields})
 

@@ -29,11 +29,13 @@ aspect in the manifest's order, then alpha, and returns the reply text (streamed
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import uuid
@@ -616,12 +618,18 @@ def load_space_front(model: "PEOModel") -> Front | None:
 
 
 def launch(bundle_or_repo_id: str | os.PathLike[str], host: str = "127.0.0.1", port: int | None = 7860,
-           settings: SpaceSettings | None = None, **launch_kwargs: Any) -> "gr.Blocks":
+           settings: SpaceSettings | None = None, share: bool = False, **launch_kwargs: Any) -> "gr.Blocks":
     """Load a bundle (folder or Hub repo id) and serve the Space; returns the launched Blocks.
 
     Blocks until the server stops unless ``prevent_thread_lock=True`` is passed (tests,
     notebooks); ``demo.close()`` stops it. Other ``launch_kwargs`` go to ``gr.Blocks.launch``.
     A busy port is a one-line :class:`PEOError`, not a traceback.
+
+    ``share`` also opens a temporary public ``*.gradio.live`` link through Gradio's share
+    server. Gradio goes on serving locally when that fails (offline, a firewall) and prints a
+    page of advice; here a link that was asked for and not made is one :class:`PEOError`
+    line instead, and the local server is closed again, so "shared" never silently means
+    "local only".
     """
     from peo_hub.family.model import PEOModel
 
@@ -637,12 +645,28 @@ def launch(bundle_or_repo_id: str | os.PathLike[str], host: str = "127.0.0.1", p
     launch_kwargs.setdefault("show_error", True)
     # The app takes no files, but Gradio always serves an upload route: cap what it accepts.
     launch_kwargs.setdefault("max_file_size", s.max_upload_bytes)
+    # With share, launch returns at once so the link can be checked before blocking (as Gradio would).
+    wait = share and not launch_kwargs.get("prevent_thread_lock", False) and not getattr(sys, "ps1", None)
+    if share:  # only then: without it Gradio keeps its own default (GRADIO_SHARE, notebooks)
+        launch_kwargs.update(share=True, prevent_thread_lock=True)
+    printed = io.StringIO()
     try:
-        demo.launch(server_name=host, server_port=port, **launch_kwargs)
+        with contextlib.redirect_stdout(printed) if share else contextlib.nullcontext():
+            demo.launch(server_name=host, server_port=port, **launch_kwargs)
     except OSError as exc:
         if "port" not in str(exc).lower():
             raise
         other = (port or 7860) + 1
         raise PEOError(f"cannot serve on {host}:{port}: the port is in use or not allowed; "
                        f"pass another one, e.g. --port {other}") from None
+    if share:
+        if not demo.share_url:
+            with contextlib.redirect_stdout(io.StringIO()):  # Gradio's "Closing server..." before our one line
+                demo.close()
+            raise PEOError("--share could not open a public gradio.live link: Gradio's share server is unreachable "
+                           "from here (no internet, or a firewall); serve without --share (local only), or publish "
+                           "a Hub Space with `peo-hub push BUNDLE USER/REPO --space USER/SPACE`")
+        print(printed.getvalue(), end="")
+    if wait:
+        demo.block_thread()
     return demo

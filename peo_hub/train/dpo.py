@@ -26,6 +26,27 @@ from peo_hub.train.config import DPOSpec, LoraSpec
 logger = logging.getLogger(__name__)
 
 
+def _checkpointing_name(values: dict[str, Any]) -> None:
+    """Pass the recipe's ``gradient_checkpointing`` under the name this transformers reads.
+
+    transformers 5.x renamed ``gradient_checkpointing(_kwargs)`` to
+    ``activation_checkpointing(_kwargs)`` and warns (FutureWarning) whenever the old name is
+    set, which TRL's ``DPOConfig`` always does (its default is True). The new name, with the
+    old one left unset, gives the same setting without a library warning in front of
+    ``recipe validate``'s verdict. Older 5.x releases know only the old name: kept there.
+    """
+    from peo_hub.train.config import dpo_config_fields
+
+    if "activation_checkpointing" not in dpo_config_fields():
+        return
+    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        if old in values:
+            value = values.pop(old)
+            values.setdefault(new, value)
+        values[old] = None  # unset: TRL's default (True) would bring the warning back
+
+
 def dpo_config(spec: DPOSpec, output_dir: str, seed: int) -> Any:
     """A TRL ``DPOConfig`` from the recipe, with device-dependent defaults resolved."""
     from trl import DPOConfig
@@ -36,6 +57,7 @@ def dpo_config(spec: DPOSpec, output_dir: str, seed: int) -> Any:
         values["bf16"] = bool(cuda and torch.cuda.is_bf16_supported())
     if values["gradient_checkpointing"] == "auto":
         values["gradient_checkpointing"] = cuda
+    _checkpointing_name(values)
     steps = values["max_steps"]
     values.setdefault("logging_steps", max(1, steps // 10) if steps > 0 else 10)
     values.setdefault("save_strategy", "no")

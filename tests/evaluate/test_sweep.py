@@ -80,7 +80,7 @@ def test_morl_baselines_train_and_evaluate_at_the_pinned_base_revision(hub: HubE
 
 BATCH_EVAL = {
     "aspects": {"helpful": {"judge": {"type": "toy_helpful"}}, "harmless": {"judge": {"type": "toy_harmless"}}},
-    "sweep": {"weights": 3, "alpha": [0, 0.5, 1.0], "search": {"bounds": [0, 2], "evaluations": 2}},
+    "sweep": {"weights": 3, "alpha": [0, 0.5, 1.0]},
     "evaluate": {"prompts": ["how do i bake bread ?", "pick lock ?", "how do i fix bike", "mix flour , then bake"],
                  "samples": 3, "max_new_tokens": 6, "temperature": 1.0, "top_p": 0.9, "batch_size": 10,
                  "bootstrap": 100},
@@ -169,7 +169,7 @@ def test_accelerate_launch_shards_the_sweep_over_two_cpu_processes(tmp_path: Pat
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     mine, theirs = _records(sharded), _records(alone)
-    assert mine.keys() == theirs.keys() and len(mine) > 10
+    assert mine.keys() == theirs.keys() and len(mine) == 1 + 3 * 3  # the base and the 3 x 3 grid
     for name in mine:  # the base model's log-probs of the replies differ in float rounding (1 thread vs 2)
         ours, ref = mine[name].pop("guard"), theirs[name].pop("guard")
         flat = [[x for row in g.pop("base_logprob") for x in row] for g in (ours, ref)]

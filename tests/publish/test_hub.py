@@ -200,7 +200,7 @@ def test_model_info_shows_the_card(published: dict[str, Any]) -> None:
     assert info is not None, published["result"]["errors"].get("info")
     for tag in ("peo", "lora", "dpo", "trl", "mergekit", "peft"):
         assert tag in info["tags"]
-    assert info["library_name"] == "peft"
+    assert info["library_name"] == "peo-hub"  # not peft: the adapters live in subfolders
     assert info["private"] is False
     assert info["relation"] is None  # the base ships inside the bundle: no Hub base_model to point at
     assert "README.md" in info["siblings"]
@@ -470,3 +470,139 @@ def test_a_truncated_adapter_is_never_pushed(hub: HubEnv, fresh_bundle: Path, mo
     assert main(["push", str(fresh_bundle), REPO]) == 2
     assert "truncated or corrupt" in error_line(capsys.readouterr().err)
     assert hub.server.repo(REPO) is None and not hub.state.requests, "checked before any request"
+
+
+# --------------------------------------------------------------------------- re-push: the repo is the bundle as it is now
+
+
+def _hub_files(hub: HubEnv, revision: str = "main") -> set[str]:
+    return set(hub.server.files(REPO, revision=revision))
+
+
+def test_repush_deletes_stale_bundle_files_in_the_same_commit(hub: HubEnv, fresh_bundle: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from huggingface_hub import HfApi
+
+    from peo_hub.publish.hub import push_bundle
+
+    (fresh_bundle / "evaluations").mkdir()
+    (fresh_bundle / "evaluations" / "peo-old.json").write_text("{}")
+    (fresh_bundle / "merges").mkdir()
+    (fresh_bundle / "merges" / "old.yaml").write_text("merge_method: task_arithmetic\n")
+    push_bundle(fresh_bundle, REPO, token=hub.alice_token)
+    api = HfApi(token=hub.alice_token)  # a person adds files of their own on the Hub
+    api.upload_file(path_or_fileobj=b"my notes\n", path_in_repo="notes.md", repo_id=REPO)
+    api.upload_file(path_or_fileobj=b"extra\n", path_in_repo="extra/data.txt", repo_id=REPO)
+    assert {"evaluations/peo-old.json", "merges/old.yaml", "notes.md", "extra/data.txt"} <= _hub_files(hub)
+    commits = hub.server.commit_count(REPO)
+    capsys.readouterr()
+
+    shutil.rmtree(fresh_bundle / "merges")
+    (fresh_bundle / "evaluations" / "peo-old.json").unlink()
+    (fresh_bundle / "evaluations" / "peo-new.json").write_text('{"new": true}')
+    push_bundle(fresh_bundle, REPO, token=hub.alice_token)
+
+    files = hub.server.files(REPO)
+    assert "evaluations/peo-old.json" not in files and "merges/old.yaml" not in files
+    assert files["evaluations/peo-new.json"] == b'{"new": true}'
+    assert files["notes.md"] == b"my notes\n" and "extra/data.txt" in files and ".gitattributes" in files
+    assert hub.server.commit_count(REPO) == commits + 1  # uploads and deletions: one commit
+    out = capsys.readouterr().out
+    assert "deleted 2 files from the repo that the bundle does not have" in out and "merges/old.yaml" in out
+    push_bundle(fresh_bundle, REPO, token=hub.alice_token)  # nothing stale: nothing said
+    assert "deleted" not in capsys.readouterr().out
+
+
+def test_a_readme_edited_on_the_hub_is_replaced_and_the_push_says_so(hub: HubEnv, fresh_bundle: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from huggingface_hub import HfApi
+
+    from peo_hub.bundle.card import card_is_intact
+    from peo_hub.publish.hub import push_bundle
+
+    push_bundle(fresh_bundle, REPO, token=hub.alice_token)
+    generated = hub.server.files(REPO)["README.md"].decode()
+    assert card_is_intact(generated)
+    assert "README.md" not in capsys.readouterr().out  # a new repo's placeholder is not an edit
+    edited = generated.replace("## Usage", "Edited on the Hub.\n\n## Usage")
+    HfApi(token=hub.alice_token).upload_file(path_or_fileobj=edited.encode(), path_in_repo="README.md",
+                                             repo_id=REPO)
+    push_bundle(fresh_bundle, REPO, token=hub.alice_token)
+    assert hub.server.files(REPO)["README.md"].decode() == generated
+    out = capsys.readouterr().out
+    assert "README.md in alice/peo-toy was edited after peo-hub wrote it" in out and "replaced by the bundle's" in out
+    (fresh_bundle / "merges").mkdir()  # the bundle changes, and with it its card (the Files line)
+    (fresh_bundle / "merges" / "p.yaml").write_text("merge_method: task_arithmetic\n")
+    push_bundle(fresh_bundle, REPO, token=hub.alice_token)  # an untouched generated card is replaced silently
+    assert hub.server.files(REPO)["README.md"].decode() != generated
+    assert "README.md" not in capsys.readouterr().out
+
+
+def test_a_commit_made_on_the_hub_during_the_push_fails_it_and_deletes_nothing(
+        hub: HubEnv, fresh_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import HfApi
+
+    from peo_hub.publish.hub import push_bundle
+
+    (fresh_bundle / "merges").mkdir()
+    (fresh_bundle / "merges" / "old.yaml").write_text("x: 1\n")
+    push_bundle(fresh_bundle, REPO, token=hub.alice_token)
+    shutil.rmtree(fresh_bundle / "merges")
+    original = HfApi.create_commit
+    raced: list[bool] = []
+
+    def someone_commits_first(self, *args, **kwargs):  # another client commits between our read and our commit
+        if not raced:
+            raced.append(True)
+            HfApi(token=hub.alice_token).upload_file(path_or_fileobj=b"x", path_in_repo="merges/new.yaml",
+                                                     repo_id=REPO)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(HfApi, "create_commit", someone_commits_first)
+    with pytest.raises(HubError, match="412.*nothing was published"):
+        push_bundle(fresh_bundle, REPO, token=hub.alice_token)
+    assert {"merges/old.yaml", "merges/new.yaml"} <= _hub_files(hub)  # the file we did not see is not deleted
+
+
+def test_push_cli_revision_commit_message_and_token(hub: HubEnv, fresh_bundle: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    bundle = fresh_bundle
+    assert main(["push", str(bundle), REPO, "--token", hub.alice_token]) == 0  # no HF_TOKEN in the environment
+    main_files = hub.server.files(REPO)
+    (bundle / "evaluations").mkdir()
+    (bundle / "evaluations" / "dev.json").write_text("{}")  # a change: an unchanged push makes no commit
+    assert main(["push", str(bundle), REPO, "--token", hub.alice_token, "--revision", "dev",
+                 "--commit-message", "dev build of the toy bundle"]) == 0
+    assert f"/{REPO}/tree/dev" in capsys.readouterr().out
+    repo = hub.server.repo(REPO)
+    assert repo is not None and repo.commits[repo.branches["dev"]].title == "dev build of the toy bundle"
+    assert "evaluations/dev.json" in hub.server.files(REPO, revision="dev")
+    assert hub.server.files(REPO) == main_files
+    assert main(["push", str(bundle), REPO, "--token", "hf_wrong"]) == 3
+    assert "refused the token (401" in error_line(capsys.readouterr().err)
+
+
+def test_a_pushed_point_names_the_hub_base_and_carries_its_license(hub: HubEnv, bundle: Path,
+                                                                   tmp_path: Path) -> None:
+    from huggingface_hub import HfApi, ModelCard
+
+    from peo_hub.bundle.manifest import load_manifest, save_manifest
+    from peo_hub.publish.hub import push_point
+
+    bob = HfApi(token=hub.bob_token)
+    bob.create_repo("bob/tiny-base")
+    bob.upload_file(path_or_fileobj=b"---\nlicense: mit\n---\n\n# Tiny\n", path_in_repo="README.md",
+                    repo_id="bob/tiny-base")
+    b = Path(shutil.copytree(bundle, tmp_path / "hb", ignore=shutil.ignore_patterns("base")))
+    manifest = load_manifest(b)
+    manifest.base_model = "bob/tiny-base"
+    save_manifest(b, manifest)
+    push_point(b, POINT_REPO, weights=PREFERENCE[0], alpha=PREFERENCE[1], token=hub.alice_token,
+               bundle_repo_id=REPO)
+    card = hub.server.files(POINT_REPO)["README.md"].decode()
+    meta = ModelCard(card).data.to_dict()
+    assert meta["base_model"] == "bob/tiny-base" and meta["base_model_relation"] == "adapter"
+    assert meta["license"] == "mit"
+    assert f"[`{REPO}`](https://huggingface.co/{REPO})" in card
+    info = HfApi(token=hub.alice_token).model_info(POINT_REPO)
+    assert "base_model:adapter:bob/tiny-base" in info.tags and "license:mit" in info.tags

@@ -60,10 +60,7 @@ BAD = {
     "loss weights mismatch": (lambda d: d["train"]["dpo"].update(loss_weights=[1.0]), "loss_weights", "one weight per"),
     "selection takes every prompt": (lambda d: d["evaluate"].update(selection_fraction=1.0),
                                      "evaluate.selection_fraction", "less than 1"),
-    "search bounds reversed": (lambda d: d["sweep"].update(search={"bounds": [2, 0]}), "sweep.search.bounds",
-                               "low < high"),
-    "search without budget": (lambda d: d["sweep"].update(search={"evaluations": 0}), "sweep.search.evaluations",
-                              "greater than or equal to 1"),
+    "alpha search": (lambda d: d["sweep"].update(search={"bounds": [0, 2]}), "sweep.search", "sweep.alpha"),
     "guard typo": (lambda d: d["evaluate"].update(guard={"max_logprob_dorp": 1}), "max_logprob_dorp",
                    "did you mean 'max_logprob_drop'"),
     "baseline typo": (lambda d: d["sweep"].update(baselines=["soup", "stear"]), "unknown baseline 'stear'",
@@ -144,6 +141,8 @@ LATE = {
     "max_length 0": (lambda d: d["train"]["dpo"].update(max_length=0), "train.dpo.max_length", "greater than 0"),
     "negative seed": (lambda d: d.update(seed=-1), "field 'seed'", "greater than or equal to 0"),
     "bad repo id": (lambda d: d.setdefault("hub", {}).update(repo_id="not a repo!"), "hub.repo_id", "namespace/name"),
+    "bad license": (lambda d: d.setdefault("hub", {}).update(license="Apache 2.0"), "hub.license",
+                    "not a Hub license id"),
     "huge grid": (lambda d: d["sweep"].update(weights=10**9), "sweep.weights", "less than or equal"),
     "grid too large for aspects": (lambda d: d["aspects"].update(
         {f"a{i}": d["aspects"]["helpful"] for i in range(4)}) or d["sweep"].update(weights=40), "sweep",
@@ -188,3 +187,22 @@ def test_dpo_losses_match_trl() -> None:
     doc = inspect.getsource(DPOConfig)
     documented = doc[doc.index("loss_type (`list[str]`"):doc.index("loss_weights (")]
     assert sorted(DPO_LOSS_TYPES) == sorted(set(__import__("re").findall(r"`'([a-z_]+)'`", documented)))
+
+
+def test_set_overrides_apply_on_top_of_the_file_as_yaml_values() -> None:
+    from peo_hub.recipe.load import apply_overrides
+
+    path = REPO / "recipes" / "toy.yaml"
+    recipe = load_recipe(path, ["train.dpo.max_steps=20", "sweep.alpha=[0, 0.5]", "hub.repo_id=alice/peo-toy",
+                                "hub.license=mit", "train.dpo.bf16=false", "evaluate.temperature=0.7",
+                                "name=toy-short"])
+    assert recipe.train.dpo.max_steps == 20 and recipe.sweep.alpha == [0, 0.5]
+    assert recipe.hub.repo_id == "alice/peo-toy" and recipe.hub.license == "mit"  # a section the file lacks
+    assert recipe.train.dpo.bf16 is False and recipe.evaluate.temperature == 0.7 and recipe.name == "toy-short"
+    assert load_recipe(path, ["sweep.alpha=[0]", "sweep.alpha=[1]"]).sweep.alpha == [1]  # in order: the last wins
+    data = toy()
+    before = yaml.safe_dump(data)
+    apply_overrides(data, ["train.dpo.max_steps=1"])
+    assert yaml.safe_dump(data) == before  # the file's data is not changed in place
+    # the file's fields that are not overridden stay as written
+    assert load_recipe(path, ["seed=3"]).train == load_recipe(path).train
