@@ -2,8 +2,9 @@
 
 :func:`preflight` checks what can be checked without training, in the order a run would
 meet it: the generation engine, the base model (built, copied or found), every aspect's
-data, the evaluation prompts, their harmful flags (the refusal plane's, steer's), every judge, the DPO settings as TRL will see them, and the
-LoRA target modules against the base's own module names. ``peo-hub recipe validate`` and
+data, the evaluation prompts, their harmful flags and the baselines' own checks, every judge,
+the DPO settings as TRL will see them, and the LoRA target modules against the base's own
+module names. ``peo-hub recipe validate`` and
 ``recipe run`` call the same function, so a recipe that validates does not fail an hour
 later on something that could have been seen at once.
 """
