@@ -83,7 +83,7 @@ def baseline_lines(front: Front) -> list[str]:
         diff = differences.get(f"peo_minus_{method}")
         diff_text = "–" if diff is None else f"{diff.estimate:+.3g} " + (
             f"[{diff.ci[0]:+.3g}, {diff.ci[1]:+.3g}] {diff.verdict}" if diff.ci else diff.verdict)
-        volume = front.hypervolume.get("peo" if method == "peo" else method)
+        volume = front.hypervolume.get(method)
         lines.append(f"| {method} | {'–' if volume is None else f'{volume:.3g}'} | {diff_text} | "
                      f"{entry.get('training_runs', '–')} | {entry.get('forward_passes_per_token', 0):.3g} | "
                      f"{str(entry.get('dial', '')).split(':')[0] or '–'} |")
