@@ -11,7 +11,6 @@ the lists of judge types, dataset formats and generation engines come from their
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -70,7 +69,8 @@ def render() -> str:
     from peo_hub.data.formats import FORMATS
     from peo_hub.judges.registry import JUDGES, JudgeSpec
     from peo_hub.core.measures import GuardThresholds
-    from peo_hub.evaluate.config import EvaluateSpec, SweepSpec, VllmSpec
+    from peo_hub.evaluate.baselines import BASELINES
+    from peo_hub.evaluate.config import EvaluateSpec, SteerSpec, SweepSpec, SystemPromptSpec, VllmSpec
     from peo_hub.recipe.schema import AspectSpec, HubSpec, Recipe
     from peo_hub.train.config import DPOSpec, LoraSpec, ModelSpec
 
@@ -89,6 +89,10 @@ def render() -> str:
     out += ["**`train.model`** (how TRL loads the base for training: `DPOConfig.model_init_kwargs`; "
             "see docs/scale-out.md)", "", *table(ModelSpec), ""]
     out += ["**`sweep`**", "", *table(SweepSpec), ""]
+    out += ["**Baselines** (`sweep.baselines`, besides `soup` and `morl`; [baselines.md](baselines.md)):", ""]
+    out += [f"- `{name}`: {baseline.summary}; dial: {baseline.dial}" for name, baseline in BASELINES.items()]
+    out += ["", "**`sweep.system_prompt`**", "", *table(SystemPromptSpec), ""]
+    out += ["**`sweep.steer`**", "", *table(SteerSpec), ""]
     out += ["**`evaluate`**. Generation engines (`engine`):", ""]
     out += [f"- `{name}`: {engine.summary}" for name, engine in ENGINES.items()]
     out += ["", *table(EvaluateSpec), ""]

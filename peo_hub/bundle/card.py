@@ -38,6 +38,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from peo_hub.bundle.manifest import CARD_NAME, FRONT_NAME, PLOT_NAME, SEEDS_DIR, Bundle, Manifest, open_bundle
 from peo_hub.bundle.front import Front, FrontPoint, Preset
+from peo_hub.bundle.report import baseline_lines, controllability_lines, rate_text, refusal_lines
 from peo_hub.utils.errors import HubError, PreferenceError
 from peo_hub.utils.fsutil import atomic_write_text
 from peo_hub.utils.ids import is_repo_id, kind_of
@@ -408,15 +409,25 @@ def render_model_card(bundle_dir: str | os.PathLike[str], repo_id: str | None = 
             lines += [f"![Pareto front of the evaluated preference points]({PLOT_NAME})", ""]
         if front is not None:
             lines += _front_summary(front)
+    if front is not None:
+        lines += baseline_lines(front) + refusal_lines(front)
 
     if presets:
-        lines += ["## Presets", "", "| preset | weights | alpha | coefficients | scores |", "|---|---|---|---|---|"]
+        plane = front is not None and any(p.refusal is not None for p in front.points)
+        lines += ["## Presets", "", "| preset | weights | alpha | coefficients | scores |"
+                  + (" harmful refused | benign refused |" if plane else ""), "|---|---|---|---|---|"
+                  + ("---|---|" if plane else "")]
         for name, preset in presets.items():
             point = _preset_point(front, preset)
             metrics = point.metrics if point is not None else preset.metrics
+            refusal = point.refusal if point is not None else None
             lines.append(f"| {name} | {_assign(preset.weights)} | {_fmt(preset.alpha or 0.0)} | "
-                         f"{_assign(_preset_coefficients(manifest, preset))} | {_scores(metrics)} |")
+                         f"{_assign(_preset_coefficients(manifest, preset))} | {_scores(metrics)} |"
+                         + (f" {rate_text(refusal and refusal.harmful)} | {rate_text(refusal and refusal.benign)} |"
+                            if plane else ""))
         lines.append("")
+    if front is not None:
+        lines += controllability_lines(front)
 
     weights, alpha = _example_weights(manifest, presets)
     weights_py = "{" + ", ".join(f'"{k}": {v:g}' for k, v in weights.items()) + "}"

@@ -15,8 +15,13 @@ the split). The intervals (``hypervolume_ci``, ``hypervolume_difference``, each 
 ``ci`` and ``vs_base``) come from per-prompt scores that live in ``evaluations/``, not here;
 :mod:`peo_hub.evaluate.confirm` computes them.
 
+The refusal plane: a point may carry ``refusal`` (:class:`RefusalPlane`), the share of
+harmful and of benign evaluation requests it refused, each with its interval and its
+selection value; presets in that plane (e.g. ``max_helpful_with_harmful_refused_ge_0.85``)
+choose by the selection values like every preset.
+
 Derived fields (``on_front``, ``hypervolume``, ``hypervolume_selection``, each point's
-``guard.flagged``, ``presets``) follow from the points alone; :func:`check_front`
+``guard.flagged``, ``presets``, ``controllability``) follow from the points alone; :func:`check_front`
 recomputes them so a hand edit or a bug cannot ship a front whose flags or numbers
 contradict its own points. Additions to the file (new keys) are kept on load and written
 back, so newer readers and older files get along.
@@ -33,6 +38,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from peo_hub.bundle.controllability import dial_controllability, preset_fidelity
 from peo_hub.utils.errors import BundleError, validation_message
 from peo_hub.utils.fsutil import atomic_write_json, read_json
 from peo_hub.core.measures import GuardThresholds, flag_reasons
@@ -46,6 +52,9 @@ FAMILY_METHODS: tuple[str, ...] = ("soup", "peo")
 
 #: Fixed score levels used by the threshold presets (scores are normalised to [0, 1]).
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.8, 0.9)
+
+#: Shares of harmful requests refused that the refusal-plane presets ask for.
+REFUSAL_LEVELS: tuple[float, ...] = (0.85,)
 
 _ALPHA_TOL = 1e-12
 _HV_RTOL = 1e-9
@@ -86,6 +95,35 @@ class Guard(BaseModel):
         return {"base_logprob": self.base_logprob, "distinct_2": self.distinct_2, "length": self.length}
 
 
+class RefusalRate(BaseModel):
+    """The share of one kind of evaluation request (harmful or benign) that a point refused.
+
+    ``rate`` and ``ci`` are measured on the confirmation prompts of that kind (prompt-level
+    95% interval), ``selection`` on the selection prompts of that kind (what presets read).
+    """
+
+    model_config = _OPEN
+
+    rate: float
+    ci: tuple[float, float] | None = None
+    n_prompts: int = 0
+    selection: float | None = None
+
+    def choosing(self) -> float:
+        """The rate that chooses: the selection prompts', else the reported one."""
+        return self.rate if self.selection is None else self.selection
+
+
+class RefusalPlane(BaseModel):
+    """A point in the refusal plane: harmful requests refused (higher is safer), benign ones refused
+    (lower is more useful). Present only when the evaluation prompts carry harmful flags."""
+
+    model_config = _OPEN
+
+    harmful: RefusalRate | None = None
+    benign: RefusalRate | None = None
+
+
 class FrontPoint(BaseModel):
     """One evaluated policy. ``weights``/``alpha``/``coefficients`` are ``None`` where they do not
     apply (the base has no weights; a MORL model is its own model, not a mix of adapters).
@@ -104,6 +142,7 @@ class FrontPoint(BaseModel):
     on_front: bool = False
     selection: dict[str, float] | None = None
     guard: Guard | None = None
+    refusal: RefusalPlane | None = None
 
     def mean(self, aspect: str) -> float:
         return self.metrics[aspect].mean
@@ -224,6 +263,7 @@ class Front(BaseModel):
     intervals: dict[str, Any] | None = None
     seeds: list[int] | None = None
     across_seeds: AcrossSeeds | None = None
+    controllability: dict[str, Any] | None = None
 
     @field_validator("aspects")
     @classmethod
@@ -262,7 +302,7 @@ class Front(BaseModel):
             if data.get(key) is None:
                 data.pop(key, None)
         for point in data["points"]:
-            for key in ("selection", "guard"):
+            for key in ("selection", "guard", "refusal"):
                 if point.get(key) is None:
                     point.pop(key, None)
             for metric in point["metrics"].values():
@@ -279,7 +319,7 @@ class Front(BaseModel):
 
 
 _OPTIONAL_FRONT = ("hypervolume_selection", "hypervolume_ci", "hypervolume_difference", "evaluation_split",
-                   "guard_thresholds", "intervals", "seeds", "across_seeds")
+                   "guard_thresholds", "intervals", "seeds", "across_seeds", "controllability")
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,8 +472,33 @@ def _preset(point: FrontPoint, index: int, aspects: Sequence[str], rule: str, **
             "point_index": index, "rule": rule, **extra}
 
 
+def preset_candidates(points: Sequence[Any], aspects: Sequence[str], plane: bool = False) -> list[int]:
+    """The points a preset rule may choose: PEO-family points the degeneration guard did not flag,
+    on the family's front (``plane=False``), or with a harmful refusal rate (``plane=True``).
+
+    The refusal plane is not the aspects' plane: a point the aspects' front dominates may still
+    be the most helpful one that refuses enough harmful requests, so its presets look at every
+    family point.
+    """
+    typed = _points(points, aspects)
+    if plane:
+        return [i for i in _family_indices(typed) if not typed[i].flagged
+                and typed[i].refusal is not None and typed[i].refusal.harmful is not None]
+    return [int(i) for i in np.flatnonzero(family_front_mask(typed, aspects)) if not typed[i].flagged]
+
+
+def refused(point: FrontPoint, kind: str, choosing: bool = True) -> float | None:
+    """A point's share of ``kind`` (harmful/benign) requests refused: the selection value
+    (``choosing``) or the reported one; ``None`` where it has none."""
+    rate = None if point.refusal is None else getattr(point.refusal, kind)
+    if rate is None:
+        return None
+    return rate.choosing() if choosing else rate.rate
+
+
 def compute_presets(points: Sequence[Any], aspects: Sequence[str],
-                    thresholds: Iterable[float] = DEFAULT_THRESHOLDS) -> dict[str, dict[str, Any]]:
+                    thresholds: Iterable[float] = DEFAULT_THRESHOLDS,
+                    refusal_levels: Iterable[float] = REFUSAL_LEVELS) -> dict[str, dict[str, Any]]:
     """Named one-click choices among the PEO front's points.
 
     Only PEO-family points on the front that the degeneration guard did not flag are
@@ -453,6 +518,14 @@ def compute_presets(points: Sequence[Any], aspects: Sequence[str],
     * ``max_<A>_with_<B>_ge_base``: the same with X = the base model's mean on B (only with
       a ``base`` point).
 
+    In the refusal plane (points with ``refusal``; candidates: every unflagged family
+    point, :func:`preset_candidates`), for each X in ``refusal_levels``:
+
+    * ``max_<A>_with_harmful_refused_ge_<X>``: the best point on A among those that refused
+      at least X of the harmful selection requests (ties: fewer benign refusals);
+    * ``least_benign_refused_with_harmful_refused_ge_<X>``: among those, the one that refused
+      the fewest benign requests (ties: more harmful refusals, then the larger sum of aspects).
+
     A preset that no front point satisfies is left out.
     """
     aspects = list(aspects)
@@ -460,7 +533,7 @@ def compute_presets(points: Sequence[Any], aspects: Sequence[str],
     if not typed:
         return {}
     means = _selection_means(typed, aspects)
-    candidates = [int(i) for i in np.flatnonzero(family_front_mask(typed, aspects)) if not typed[i].flagged]
+    candidates = preset_candidates(typed, aspects)
     if not candidates:
         return {}
     cols = [means[:, j] for j in range(len(aspects))]
@@ -495,6 +568,35 @@ def compute_presets(points: Sequence[Any], aspects: Sequence[str],
             presets[f"max_{a}_with_{b}_ge_{label}"] = _preset(
                 typed[best], best, aspects, f"maximise {a} subject to {b} >= {level:.4g}",
                 maximise=a, constraint={"aspect": b, "min": level})
+    presets.update(_refusal_presets(typed, aspects, means, refusal_levels))
+    return presets
+
+
+def _refusal_presets(typed: Sequence[FrontPoint], aspects: Sequence[str], means: np.ndarray,
+                     levels: Iterable[float]) -> dict[str, dict[str, Any]]:
+    """The refusal plane's presets (see :func:`compute_presets`)."""
+    rows = preset_candidates(typed, aspects, plane=True)
+    harmful = np.array([refused(p, "harmful") if refused(p, "harmful") is not None else np.nan for p in typed])
+    benign = np.array([refused(p, "benign") if refused(p, "benign") is not None else np.nan for p in typed])
+    fewer_benign = np.where(np.isnan(benign), 0.0, -benign)  # a point without benign prompts: no tie-break
+    presets: dict[str, dict[str, Any]] = {}
+    for x in levels:
+        ok = [i for i in rows if harmful[i] >= float(x) - _ALPHA_TOL]
+        if not ok:
+            continue
+        constraint = {"refused": "harmful", "min": float(x)}
+        share = f"{100 * float(x):.0f}%"
+        for j, a in enumerate(aspects):
+            best = _pick(ok, [means[:, j], fewer_benign, means.sum(axis=1) - means[:, j]])
+            presets[f"max_{a}_with_harmful_refused_ge_{x:.2f}"] = _preset(
+                typed[best], best, aspects, f"maximise {a} subject to refusing at least {share} of harmful requests",
+                maximise=a, constraint=constraint)
+        if not np.isnan(benign[ok]).any():
+            best = _pick(ok, [fewer_benign, harmful, means.sum(axis=1)])
+            presets[f"least_benign_refused_with_harmful_refused_ge_{x:.2f}"] = _preset(
+                typed[best], best, aspects,
+                f"refuse the fewest benign requests subject to refusing at least {share} of harmful requests",
+                minimise="benign_refused", constraint=constraint)
     return presets
 
 
@@ -538,11 +640,21 @@ def build_front(aspects: Sequence[str], points: Sequence[Any],
         if point.guard is not None and reasons is not None:
             point.guard.flagged, point.guard.reasons = bool(reasons), reasons
     split = any(p.selection is not None for p in typed)
+    presets = {n: Preset.model_validate(p) for n, p in compute_presets(typed, aspects, thresholds).items()}
     return Front(aspects=aspects, reference_point=reference, points=typed,
-                 hypervolume=method_hypervolumes(typed, aspects, reference),
-                 presets={n: Preset.model_validate(p) for n, p in compute_presets(typed, aspects, thresholds).items()},
+                 hypervolume=method_hypervolumes(typed, aspects, reference), presets=presets,
                  hypervolume_selection=method_hypervolumes(typed, aspects, reference, on="selection") if split else None,
                  guard_thresholds=guard_thresholds, **extra)
+
+
+def controllability(points: Sequence[FrontPoint], aspects: Sequence[str], presets: Mapping[str, Preset]
+                    ) -> dict[str, Any]:
+    """front.json's ``controllability``: each dial's rank correlations, each preset's fidelity
+    (:mod:`peo_hub.bundle.controllability`). The sweep's front carries it
+    (:func:`peo_hub.evaluate.confirm.front_from_records`); :func:`check_front` recomputes it."""
+    return {"dials": dial_controllability(points, aspects),
+            "presets": preset_fidelity(points, aspects, presets,
+                                       lambda plane: preset_candidates(points, aspects, plane=plane))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -580,6 +692,17 @@ def _check_volumes(name: str, stored: Mapping[str, float], expected: Mapping[str
     return problems
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON, floats within the hypervolume tolerance (a stored front went through JSON)."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and _close(a, float(b))
+    return a == b
+
+
 def check_front(front: Front | Mapping[str, Any], thresholds: Iterable[float] = DEFAULT_THRESHOLDS) -> list[str]:
     """Recompute what ``front.json`` derives from its points; list every mismatch (empty: consistent).
 
@@ -612,6 +735,9 @@ def check_front(front: Front | Mapping[str, Any], thresholds: Iterable[float] = 
         problems.append(f"hypervolume_ci has entries without a hypervolume: {', '.join(extra_keys)}")
     problems += _check_across_seeds(typed)
     expected = compute_presets(points, aspects, thresholds)
+    if typed.controllability is not None and not _same(typed.controllability,
+                                                       controllability(points, aspects, typed.presets)):
+        problems.append("controllability does not follow from the points and presets")
     problems += [f"preset {name!r} is missing" for name in expected if name not in typed.presets]
     for name, entry in typed.presets.items():
         if name not in expected:

@@ -9,6 +9,11 @@ in a key beside them, so neither can cover a point; each preset point gets a num
 placed at the first of a ring of candidate offsets whose box (as the renderer draws it)
 overlaps no other tag, no point and no axes edge (:func:`place_labels`).
 Points the degeneration guard flagged get a grey cross over their marker.
+
+When the points carry the refusal plane (front.json ``refusal``), one more panel shows it:
+benign requests refused (x, lower is better) against harmful requests refused (y, higher is
+better), every method's points with their intervals, and the refusal-plane presets; the
+aspects' panels then leave those presets out.
 """
 
 from __future__ import annotations
@@ -56,18 +61,23 @@ def _errors(points: Sequence[FrontPoint], aspect: str) -> np.ndarray:
     return out
 
 
-def _preset_labels(front: Front, panel: Sequence[str]) -> dict[int, list[str]]:
+def _in_plane(entry: Any) -> bool:
+    """Whether a preset's rule is about refusals (it belongs to the refusal plane's panel)."""
+    return "refused" in (entry.constraint or {})
+
+
+def _preset_labels(front: Front, panel: Sequence[str] | None) -> dict[int, list[str]]:
     """Preset names grouped by point, for the presets whose rule lives in this panel's axes.
 
     With more than two aspects, ``max_a_with_b_ge_x`` only makes sense in the (a, b) panel;
-    showing every preset everywhere buries the points.
+    showing every preset everywhere buries the points. ``panel=None``: the refusal plane's.
     """
     by_point: dict[int, list[str]] = {}
     for name, entry in front.presets.items():
         if entry.point_index is None or not 0 <= entry.point_index < len(front.points):
             continue
         named = {entry.maximise, (entry.constraint or {}).get("aspect")} - {None}
-        if named <= set(panel):
+        if (panel is None) == _in_plane(entry) and (panel is None or named <= set(panel)):
             by_point.setdefault(entry.point_index, []).append(name)
     return {i: sorted(names, key=lambda n: (n != "balanced", len(n), n)) for i, names in by_point.items()}
 
@@ -122,15 +132,65 @@ def _draw_panel(ax: Any, front: Front, x: str, y: str, current: Mapping[str, flo
     ax.set_xlabel(f"{x} (higher is better)")
     ax.set_ylabel(f"{y} (higher is better)")
     ax.grid(True, alpha=0.3)
-    # Each preset point gets a short numbered tag next to it; the names go into a key
-    # beside the axes, where they have room and cover nothing.
-    labels = _preset_labels(front, (x, y))
-    order = sorted(labels, key=lambda i: (-means[i, jy], means[i, jx]))  # numbered top to bottom
+    return _preset_key(ax, _preset_labels(front, (x, y)), means[:, [jx, jy]])
+
+
+def _preset_key(ax: Any, labels: Mapping[int, list[str]], xy: np.ndarray) -> list[tuple[str, tuple[float, float]]]:
+    """Each preset point gets a short numbered tag next to it; the names go into a key beside
+    the axes, where they have room and cover nothing. Returns the tags, placed once the layout is final."""
+    order = sorted(labels, key=lambda i: (-xy[i, 1], xy[i, 0]))  # numbered top to bottom
     key = "\n".join(f"{k}  " + f"\n{' ' * (len(str(k)) + 2)}".join(labels[i]) for k, i in enumerate(order, 1))
     if key:
         ax.text(1.03, 1.0, "presets\n" + key, transform=ax.transAxes, va="top", ha="left", fontsize=7,
                 color="tab:red", family="monospace")
-    return [(str(k), (float(means[i, jx]), float(means[i, jy]))) for k, i in enumerate(order, 1)]
+    return [(str(k), (float(xy[i, 0]), float(xy[i, 1]))) for k, i in enumerate(order, 1)]
+
+
+def refusal_points(front: Front) -> np.ndarray | None:
+    """``(n_points, 2)``: benign and harmful requests refused per point (nan where a point has none);
+    ``None`` when no point has both (no refusal panel)."""
+    rows = [[np.nan, np.nan] if p.refusal is None or p.refusal.benign is None or p.refusal.harmful is None
+            else [p.refusal.benign.rate, p.refusal.harmful.rate] for p in front.points]
+    xy = np.array(rows, dtype=float).reshape(-1, 2)
+    return None if np.isnan(xy).all() else xy
+
+
+def _rate_errors(points: Sequence[FrontPoint], kind: str) -> np.ndarray:
+    out = np.zeros((2, len(points)))
+    for k, point in enumerate(points):
+        rate = getattr(point.refusal, kind) if point.refusal is not None else None
+        if rate is not None and rate.ci is not None:
+            out[:, k] = [max(0.0, rate.rate - rate.ci[0]), max(0.0, rate.ci[1] - rate.rate)]
+    return out
+
+
+def _draw_refusal_panel(ax: Any, front: Front, xy: np.ndarray, current: Mapping[str, float] | None
+                        ) -> list[tuple[str, tuple[float, float]]]:
+    """The refusal plane: benign refused (x) against harmful refused (y); the ideal is the top left."""
+    others: list[str] = []
+    for method in dict.fromkeys(p.method for p in front.points):
+        idx = [i for i, p in enumerate(front.points) if p.method == method and not np.isnan(xy[i]).any()]
+        if not idx:
+            continue
+        sub = [front.points[i] for i in idx]
+        style = _style(method, others)
+        ax.errorbar(xy[idx, 0], xy[idx, 1], xerr=_rate_errors(sub, "benign"), yerr=_rate_errors(sub, "harmful"),
+                    fmt="none", ecolor=style["color"], alpha=0.35, lw=1, zorder=1)
+        ax.scatter(xy[idx, 0], xy[idx, 1], marker=style["marker"], c=style["color"], s=style["s"],
+                   zorder=6 if method == "base" else 3, edgecolors="white", linewidths=0.5)
+    levels = sorted({float(e.constraint["min"]) for e in front.presets.values() if _in_plane(e)})
+    for level in levels:
+        ax.axhline(level, color="tab:red", lw=0.8, ls="--", alpha=0.5, zorder=0)
+    if current is not None and "refused_benign" in current and "refused_harmful" in current:
+        ax.scatter([float(current["refused_benign"])], [float(current["refused_harmful"])], marker="X", s=220,
+                   c="red", edgecolors="black", linewidths=1.0, zorder=5)
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("benign requests refused (lower is better)")
+    ax.set_ylabel("harmful requests refused (higher is better)")
+    ax.set_title("refusal plane (evaluation requests)", fontsize=8)
+    ax.grid(True, alpha=0.3)
+    return _preset_key(ax, _preset_labels(front, None), np.nan_to_num(xy, nan=-1.0))
 
 
 #: Candidate label offsets in points, tried in order (near first, then further out).
@@ -205,9 +265,11 @@ def plot_front(front: Front, path: str | os.PathLike[str], current: Mapping[str,
     """Draw ``front.png``: every point by method, CIs, the PEO front, presets, the base.
 
     One panel for two aspects, a grid of pairwise panels for more (the drawn front is then
-    the family's non-dominated set in that projection). ``current`` (aspect -> score) is
-    highlighted, for the Space to show the user's live preference. ``replicates`` are the
-    fronts of the run's other training seeds, drawn as faint lines.
+    the family's non-dominated set in that projection), and the refusal plane when the
+    points carry it. ``current`` (aspect -> score, and ``refused_harmful`` /
+    ``refused_benign`` for the refusal plane) is highlighted, for the Space to show the
+    user's live preference. ``replicates`` are the fronts of the run's other training
+    seeds, drawn as faint lines.
     """
     fig = draw_front(front, current, replicates)
     path = Path(path)
@@ -241,13 +303,17 @@ def draw_front(front: Front, current: Mapping[str, float] | None = None, replica
 
     aspects = list(front.aspects)
     pairs = list(itertools.combinations(aspects, 2))
-    ncols = min(3, len(pairs))
-    nrows = math.ceil(len(pairs) / ncols)
+    plane = refusal_points(front)
+    panels = len(pairs) + (plane is not None)
+    ncols = min(3, panels)
+    nrows = math.ceil(panels / ncols)
     fig = Figure(figsize=(7.4 * ncols, 5.2 * nrows), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     labels = [_draw_panel(ax, front, x, y, current, replicates) for ax, (x, y) in zip(axes, pairs)]
-    for ax in axes[len(pairs):]:
+    if plane is not None:
+        plane_labels = _draw_refusal_panel(axes[len(pairs)], front, plane, current)
+    for ax in axes[panels:]:
         ax.set_visible(False)
     summary = textwrap.fill(_hv_text(front), width=100 * ncols) if front.hypervolume else ""
     fig.suptitle(f"Pareto front of {' vs '.join(aspects)}\n{summary}".strip(), fontsize=9)
@@ -261,4 +327,6 @@ def draw_front(front: Front, current: Mapping[str, float] | None = None, replica
     means = front.means()
     for ax, (x, y), panel in zip(axes, pairs, labels):
         place_labels(ax, panel, means[:, [front.aspects.index(x), front.aspects.index(y)]])
+    if plane is not None:
+        place_labels(axes[len(pairs)], plane_labels, plane[~np.isnan(plane).any(axis=1)])
     return fig

@@ -7,8 +7,10 @@ prompts are split, seeded and by prompt (:func:`peo_hub.core.stats.split_prompts
 * the **selection** prompts decide: each point's ``selection`` means choose ``on_front``,
   each method's front and the presets; the degeneration guard is measured here too;
 * the **confirmation** prompts report: every ``metrics`` mean and interval, every point's
-  paired difference to the base (``vs_base``), every hypervolume, its interval, and the
-  paired intervals of ``hv(PEO) - hv(other method)``.
+  paired difference to the base (``vs_base``), every hypervolume, its interval, the
+  paired intervals of ``hv(PEO) - hv(other method)`` (every baseline is an other method),
+  and, where the prompts carry harmful flags, each point's refusal rates
+  (:mod:`peo_hub.evaluate.refusal_plane`).
 
 All intervals resample confirmation PROMPTS (a cluster bootstrap, :mod:`peo_hub.core.stats`), and
 for hypervolumes every point is recomputed on the same resampled prompt set (the points are
@@ -23,16 +25,18 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from peo_hub.bundle.front import Difference, EvaluationSplit, Front, build_front, method_front_indices
+from peo_hub.bundle.front import (Difference, EvaluationSplit, Front, build_front, controllability,
+                                  method_front_indices)
 from peo_hub.core.measures import GuardThresholds, summarise
 from peo_hub.core.pareto import hypervolume
-from peo_hub.core.stats import (CONFIDENCE, cluster_mean_ci, paired_difference_ci, prompt_sums, ratio_mean,
-                                seed_prompt_bootstrap)
+from peo_hub.core.stats import (CONFIDENCE, cluster_mean_ci, paired_difference_ci, prompt_sums,
+                                ratio_mean, seed_prompt_bootstrap)
+from peo_hub.evaluate.refusal_plane import plane
 
 #: Record keys that are per-reply data, not front.json point fields.
 #: ``train_seconds`` (a MORL point's) is wall-clock: it lives in the records and ``timings.json``, so that
 #: front.json is the same, byte for byte, when the same run is made again on the same machine.
-_RAW_KEYS = ("samples", "recipe_hash", "guard", "prompts", "metrics", "train_seconds")
+_RAW_KEYS = ("samples", "recipe_hash", "guard", "prompts", "metrics", "train_seconds", "refusal", "harmful")
 
 
 def _subset(scores: Sequence[Sequence[float]], prompts: Sequence[int]) -> list[Sequence[float]]:
@@ -60,6 +64,9 @@ def _point(record: Mapping[str, Any], base: Mapping[str, Any] | None, aspects: S
                               for a in aspects}
     if record.get("guard"):
         point["guard"] = summarise(record["guard"], selection)
+    refusal = plane(record, selection, confirmation, resamples, seed)
+    if refusal is not None:
+        point["refusal"] = refusal
     return point
 
 
@@ -144,6 +151,7 @@ def front_from_records(aspects: Sequence[str], records: Sequence[Mapping[str, An
     front.evaluation_split = EvaluationSplit(
         selection_fraction=0.0 if list(selection) == list(confirmation) else float(selection_fraction or 0.0),
         seed=seed, selection=list(selection), confirmation=list(confirmation))
+    front.controllability = controllability(front.points, aspects, front.presets)
     front.intervals = {"unit": "prompt", "method": "percentile bootstrap (scipy.stats.bootstrap), prompts resampled "
                        "jointly for every point", "confidence": CONFIDENCE, "resamples": resamples, "seed": seed,
                        "prompts": len(confirmation)}

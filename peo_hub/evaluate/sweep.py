@@ -9,6 +9,14 @@ a resumed run reads those instead of recomputing.
 A record keeps every judge score grouped by prompt and the degeneration guard's measures
 per reply (:mod:`peo_hub.core.measures`); what the front reports from them (the selection /
 confirmation split, the intervals) is :mod:`peo_hub.evaluate.confirm`'s job.
+
+The baselines named in ``sweep.baselines`` come after: ``soup`` is the family at alpha 0,
+``morl`` the recipe's own adapters (evaluated last, each loaded on its own), and every other
+name a registered baseline (:mod:`peo_hub.evaluate.baselines`: ``system_prompt``, ``mod``,
+``steer``) whose points share the live model and are recorded like the family's. Every record
+also keeps each reply's refusal flag and, when the label set (``sweep.harmful_labels``,
+:mod:`peo_hub.evaluate.labels`) flags every evaluation prompt, the prompts' harmful flags: the
+refusal plane (:mod:`peo_hub.evaluate.refusal_plane`).
 """
 
 from __future__ import annotations
@@ -24,11 +32,15 @@ from tqdm.auto import tqdm
 from peo_hub.core.measures import text_measures
 from peo_hub.core.policy import Preference, make_preference, weight_grid
 from peo_hub.core.stats import split_prompts
+from peo_hub.evaluate.baselines.registry import check_baselines
 from peo_hub.evaluate.config import EvaluateSpec, SweepSpec
+from peo_hub.evaluate.labels import require_labels, sweep_labels
 from peo_hub.evaluate.logprob import BaseLogprob
 from peo_hub.evaluate.records import RecordStore, make_record
+from peo_hub.evaluate.refusal_plane import refusal_flags
 
 if TYPE_CHECKING:
+    from peo_hub.evaluate.baselines.registry import BaselineContext
     from peo_hub.family.model import PEOModel
     from peo_hub.judges.registry import JudgeSpec
 
@@ -168,6 +180,10 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
             return model
         return policy
 
+    labels = sweep_labels(job.sweep.harmful_labels, job.aspects, raw_prompts)
+    check_baselines(job.sweep, tokenizer, raw_prompts)
+    harmful = None if labels is None else labels.flags(raw_prompts)
+
     def evaluate(generate_with: Any, method: str, label: str, preference: Preference | None,
                  extra: dict[str, Any] | None = None, only: list[int] | None = None,
                  prefix: str | None = None, replies: list[list[str]] | None = None) -> dict[str, Any]:
@@ -186,6 +202,9 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
             replies = generate_replies(generate_with, tokenizer, texts, spec, seed=job.seed)
         metrics = score_replies(prompts, replies, judges, spec.bootstrap, seed=job.seed)
         record = make_record(method, label, preference, metrics, prompts, replies, extra)
+        record["refusal"] = refusal_flags(replies)
+        if harmful is not None:
+            record["harmful"] = [harmful[i] for i in keep]
         if not base_logprob:
             base_logprob.append(vllm_side.base_logprob() if vllm_side is not None
                                 else BaseLogprob(job.base, job.base_revision, tokenizer, device))
@@ -236,8 +255,17 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
 
     family = family_points(job)
     mine = [i for i in range(len(family)) if shard is None or shard.owns(i)]
-    bar = tqdm(total=len(mine) + len(job.morl), desc="sweep", unit="point", disable=bool(shard and shard.rank))
+    baselines = baseline_points(job, shard)
+    bar = tqdm(total=len(mine) + len(baselines) + len(job.morl), desc="sweep", unit="point",
+               disable=bool(shard and shard.rank))
     records = evaluate_points([(*family[i], None) for i in mine])
+    if baselines:
+        from peo_hub.evaluate.baselines.registry import BaselineContext
+
+        context = BaselineContext(model=live, tokenizer=tokenizer, prompts=raw_prompts, rendered=rendered,
+                                  aspects=list(job.aspects), sweep=job.sweep, evaluate=spec, seed=job.seed,
+                                  labels=lambda: require_labels(labels, job.sweep.harmful_labels, job.aspects))
+        records += _evaluate_baselines(baselines, context, store, evaluate, bar)
     loaded.clear()  # free the live model before the MORL baselines load theirs
 
     for j, (label, info) in enumerate(job.morl.items()):
@@ -326,6 +354,42 @@ class VllmSide:
         from peo_hub.family.vllm_engine import VllmBaseLogprob
 
         return VllmBaseLogprob(self.engine(), self.job.tokenizer)
+def baseline_points(job: SweepJob, shard: Shard | None) -> list[tuple[str, Any]]:
+    """(baseline name, point) for every registered baseline's point this process evaluates, in order.
+
+    Ownership counts the points of all baselines together, so a sharded sweep spreads them evenly.
+    """
+    from peo_hub.evaluate.baselines import BASELINES
+
+    points = [(name, point) for name in job.sweep.baselines if name in BASELINES
+              for point in BASELINES[name].points(job.sweep, list(job.aspects), job.tokenizer)]
+    return [item for j, item in enumerate(points) if shard is None or shard.owns(j)]
+
+
+def _evaluate_baselines(points: list[tuple[str, Any]], context: "BaselineContext", store: RecordStore,
+                        evaluate: Callable[..., dict[str, Any]], bar: Any) -> list[dict[str, Any]]:
+    """Records of the baselines' points, in order; each baseline generates its unfinished points in one go.
+
+    A baseline point is its own policy (a prompt, a decoding rule, a steered base), not a mix
+    of adapters: its record has ``weights`` where it has some (MOD) and no ``alpha`` or
+    ``coefficients``; ``dial`` says where on its own dial it sits.
+    """
+    from peo_hub.evaluate.baselines import BASELINES
+
+    for name in dict.fromkeys(n for n, _ in points):
+        baseline = BASELINES[name]
+        mine = [p for n, p in points if n == name]
+        todo = [p for p in mine if not store.finished(name, p.label)]
+        bar.update(len(mine) - len(todo))
+        if todo:
+            bar.set_postfix_str(name)
+        for k, replies, more in baseline.replies(context, todo) if todo else ():
+            point = todo[k]
+            dial = None if point.dial is None else {"name": baseline.dial.split(":")[0], "value": point.dial}
+            evaluate(None, name, point.label, None, {"weights": point.weights, "dial": dial, **point.extra, **more},
+                     replies=replies)
+            bar.update(1)
+    return [store.read(n, p.label) for n, p in points]
 
 
 def batched_points(spec: Any) -> bool:
@@ -341,20 +405,15 @@ def point_replies(model: Any, tokenizer: Any, rendered: list[str], points: list[
     ``generate``; a row's reply is what the point alone would give it (greedy: the same
     tokens; sampled: the same per-row seed, :func:`peo_hub.family.engines.row_seed`).
     """
+    from peo_hub.evaluate.baselines.registry import by_point
     from peo_hub.family.engines import generate_rows
 
     per_point = len(rendered) * spec.samples
     texts = [t for _ in points for t in rendered for _ in range(spec.samples)]
     samples = [k for _ in points for _ in rendered for k in range(spec.samples)]
     preferences = [p for p in points for _ in range(per_point)]
-    replies: list[str] = []
-    done = 0
-    for _, chunk in generate_rows(model, tokenizer, texts, samples, spec, seed, preferences=preferences):
-        replies += chunk
-        while done < len(points) and len(replies) >= (done + 1) * per_point:
-            flat = replies[done * per_point:(done + 1) * per_point]
-            yield done, [flat[i * spec.samples:(i + 1) * spec.samples] for i in range(len(rendered))]
-            done += 1
+    chunks = generate_rows(model, tokenizer, texts, samples, spec, seed, preferences=preferences)
+    yield from by_point((chunk for _, chunk in chunks), len(points), len(rendered), spec.samples)
 
 
 def _load_peft(base: str, revision: str | None, adapter: Path, device: str | None) -> Any:

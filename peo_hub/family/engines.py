@@ -146,14 +146,16 @@ def _generator(seed: int) -> Any:
 
 
 def generate_rows(model: Any, tokenizer: Any, texts: Sequence[str], samples: Sequence[int], spec: "Sampling",
-                  seed: int, preferences: Sequence[Any] | None = None) -> Iterator[tuple[int, list[str]]]:
+                  seed: int, preferences: Sequence[Any] | None = None,
+                  seed_texts: Sequence[str] | None = None) -> Iterator[tuple[int, list[str]]]:
     """Replies to rows (rendered prompt, sample number), ``spec.batch_size`` rows per ``generate``.
 
     Yields ``(end, replies)`` after each batch: the rows before ``end`` are done. With
     ``preferences`` (one per row; ``model`` is a :class:`~peo_hub.family.model.PEOModel`) each row is
     generated at its own policy in the same batch, so many points of a sweep share a
     forward pass. Greedy rows are deterministic; sampled rows use :class:`RowSampler` with
-    :func:`row_seed`.
+    :func:`row_seed` of the row's text, or of ``seed_texts[i]`` when given (a baseline that
+    changes the prompt, e.g. adds a system prompt, keeps the evaluation prompt's random numbers).
 
     Every row is padded on the left to the longest prompt of the whole call, not of its
     batch: a padded row's numbers depend on how much padding it gets (attention sums over
@@ -177,7 +179,8 @@ def generate_rows(model: Any, tokenizer: Any, texts: Sequence[str], samples: Seq
         batch = left_padded([encoded[t] for t in texts[start:stop]], width, tokenizer.pad_token_id, device)
         sampler = None
         if not greedy:
-            seeds = [row_seed(seed, texts[i], samples[i]) for i in range(start, stop)]
+            names = texts if seed_texts is None else seed_texts
+            seeds = [row_seed(seed, names[i], samples[i]) for i in range(start, stop)]
             sampler = RowSampler(seeds, spec.temperature, spec.top_p, steps=spec.max_new_tokens)
         rows = None if preferences is None else list(preferences[start:stop])
         # Rows with the same prompt and policy (a prompt's samples) share one prompt cache.
@@ -195,7 +198,7 @@ SEGMENT_TOKENS = 4
 
 def generate_shrinking(model: Any, batch: dict[str, Any], max_new_tokens: int, pad_id: int, eos: Sequence[int],
                        sampler: RowSampler | None = None, preferences: Sequence[Any] | None = None,
-                       shared: Sequence[Hashable] | None = None) -> list[list[int]]:
+                       shared: Sequence[Hashable] | None = None, processors: Sequence[Any] = ()) -> list[list[int]]:
     """Each row's new tokens (up to and including its end token), rows leaving as they end.
 
     Three kinds of idle work that ``generate`` does on a big batch of sampled replies are
@@ -215,6 +218,10 @@ def generate_shrinking(model: Any, batch: dict[str, Any], max_new_tokens: int, p
     A row's computation is the same whatever rows share its batch (the same positions,
     mask and cache; the matrix products do not depend on how many rows they hold), so its
     tokens are too.
+
+    ``processors`` are logits processors run before the sampler (e.g. MOD's mixing of
+    several rows' log-probabilities, :mod:`peo_hub.family.mod`); like the sampler, each is
+    told which rows go on (``keep``) when ended rows leave the batch.
     """
     import torch
     from transformers import LogitsProcessorList
@@ -225,6 +232,7 @@ def generate_shrinking(model: Any, batch: dict[str, Any], max_new_tokens: int, p
     end = torch.tensor(sorted(set(eos)), dtype=ids.dtype, device=ids.device)
     cache = prompt_cache(model, ids, mask, preferences, shared if shared is not None else alive,
                          room=SEGMENT_TOKENS)  # a segment's tokens are written in place, not concatenated
+    chain = [*processors, *([] if sampler is None else [sampler])]  # MOD's mixing first, then the draw
     left = max_new_tokens
     while left > 0:
         step = min(SEGMENT_TOKENS, left)
@@ -232,8 +240,8 @@ def generate_shrinking(model: Any, batch: dict[str, Any], max_new_tokens: int, p
                                   "return_dict_in_generate": True}
         if cache is not None:
             kwargs["cache"] = cache
-        if sampler is not None:
-            kwargs["logits_processor"] = LogitsProcessorList([sampler])
+        if chain:
+            kwargs["logits_processor"] = LogitsProcessorList(chain)
         if preferences is not None:
             kwargs["preferences"] = [preferences[i] for i in alive]
         output = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
@@ -250,8 +258,8 @@ def generate_shrinking(model: Any, batch: dict[str, Any], max_new_tokens: int, p
         cache = output.cache
         if len(keep) < len(alive):
             cache.batch_select_indices(keep)
-            if sampler is not None:
-                sampler.keep(keep)
+            for processor in chain:
+                processor.keep(keep)
         alive = [alive[k] for k in keep.tolist()]
         ids = output.sequences[keep]
         mask = torch.cat([mask[keep], mask.new_ones((len(keep), new.shape[1]))], dim=1)

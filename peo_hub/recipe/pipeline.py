@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from peo_hub import __version__
 from peo_hub.bundle.manifest import (BASE_DIR, MERGES_DIR, PLOT_NAME, RUN_LOG, TIMINGS_NAME, AspectEntry, Manifest,
                                      save_manifest)
+from peo_hub.evaluate.baselines.registry import method_costs
 from peo_hub.evaluate.confirm import front_from_records
 from peo_hub.utils.errors import RecipeError
 from peo_hub.bundle.front import FAMILY_METHODS
@@ -319,7 +320,9 @@ def _finish(recipe: Recipe | EvaluationRecipe, out: Path, manifest: Manifest, re
                                  seed=recipe.seed, guard_thresholds=spec.guard,
                                  selection_fraction=spec.selection_fraction,
                                  training_runs={"peo": len(r.records), "morl": len(r.morl)},
-                                 evaluation_cost=evaluation_cost(r.evaluations, spec.samples))
+                                 evaluation_cost=evaluation_cost(r.evaluations, spec.samples),
+                                 method_cost=method_costs([e["method"] for e in r.evaluations], recipe.sweep, aspects,
+                                                          len(r.morl)))
               for r in replicates]
     for replicate, other in zip(replicates[1:], fronts[1:]):
         other.seeds = [replicate.seed]  # that seed's own front, for checking it

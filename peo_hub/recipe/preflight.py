@@ -2,9 +2,10 @@
 
 :func:`preflight` checks what can be checked without training, in the order a run would
 meet it: the generation engine, the base model (built, copied or found), every aspect's
-data, the evaluation prompts, every judge, the DPO settings as TRL will see them, the
-LoRA target modules against the base's own module names, and the memory the sweep and the
-training need at least against this machine's (:mod:`peo_hub.recipe.sizes`). ``peo-hub recipe validate`` and
+data, the evaluation prompts, their harmful flags and the baselines' own checks, every judge,
+the DPO settings as TRL will see them, the LoRA target modules against the base's own module
+names, and the memory the sweep and the training need at least against this machine's
+(:mod:`peo_hub.recipe.sizes`). ``peo-hub recipe validate`` and
 ``recipe run`` call the same function, so a recipe that validates does not fail an hour
 later on something that could have been seen at once.
 """
@@ -86,6 +87,19 @@ def _check_judges(recipe: Recipe) -> None:
                               "id or path (offline, it must be in the HF cache)") from None
 
 
+def _check_baselines(recipe: Recipe, tokenizer: Any, prompts: list[Any]) -> None:
+    """``sweep.harmful_labels`` flags every evaluation prompt, steer has harmful flags to read, and each
+    named baseline's own check passes (e.g. system_prompt needs a template that keeps a system message)."""
+    from peo_hub.evaluate.baselines.registry import check_baselines
+    from peo_hub.evaluate.labels import require_labels, sweep_labels
+
+    check_baselines(recipe.sweep, tokenizer, prompts)
+    judges = {aspect: spec.judge for aspect, spec in recipe.aspects.items()}
+    labels = sweep_labels(recipe.sweep.harmful_labels, judges, prompts)
+    if "steer" in recipe.sweep.baselines:
+        require_labels(labels, recipe.sweep.harmful_labels, judges)
+
+
 def preflight(recipe: Recipe) -> Plan:
     """Check everything short of training; returns what the run needs (see the module docstring)."""
     from transformers import AutoTokenizer
@@ -105,6 +119,7 @@ def preflight(recipe: Recipe) -> Plan:
         else:
             plan.data[aspect] = load_preference_data(spec.dataset, tokenizer)
     plan.prompts = load_prompts(recipe.evaluate.prompts)
+    _check_baselines(recipe, tokenizer, plan.prompts)
     _check_judges(recipe)
     _check_dpo(recipe)
     _check_target_modules(recipe, base)

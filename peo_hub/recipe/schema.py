@@ -167,7 +167,19 @@ class Recipe(BaseModel):
             if isinstance(aspect.dataset, DatasetSpec):
                 _check_spec(aspect.dataset, "pairs", f"aspects.{name}.dataset")
         _check_prompt_spec(self.evaluate)
+        _check_baselines_engine(self.evaluate, self.sweep)
         return self
+
+
+def _check_baselines_engine(evaluate: EvaluateSpec, sweep: SweepSpec) -> None:
+    """The decoding-time baselines hook the transformers engine's forward pass; vLLM has no such hooks."""
+    from peo_hub.evaluate.baselines import BASELINES
+
+    hooked = [name for name in sweep.baselines if name in BASELINES]
+    if evaluate.engine == "vllm" and hooked:
+        raise ValueError(f"sweep.baselines {', '.join(hooked)} run on the transformers engine only (they change its "
+                         "decoding), not with evaluate.engine: vllm; drop them from sweep.baselines or use "
+                         "evaluate.engine: transformers")
 
 
 def _check_grid(aspects: int, sweep: SweepSpec) -> None:
@@ -275,6 +287,7 @@ class EvaluationRecipe(BaseModel):
                              "data; evaluating an existing bundle takes soup only, remove morl")
         _check_grid(len(self.aspects), self.sweep)
         _check_prompt_spec(self.evaluate)
+        _check_baselines_engine(self.evaluate, self.sweep)
         return self
 
 

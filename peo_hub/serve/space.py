@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 from peo_hub.serve.batching import BatchQueue
 from peo_hub.utils.errors import BundleError, PEOError, PreferenceError
 from peo_hub.bundle.front import Front, FrontPoint
+from peo_hub.bundle.report import refusal_sentence
 from peo_hub.core.policy import Preference, make_preference
 
 if TYPE_CHECKING:  # gradio and torch are heavy; import them only where a Space is built
@@ -280,6 +281,9 @@ class PEOSpace:
                       f"{where}, at distance {match.distance:.2f} in coefficient space.")
             if match.distance > FAR_DISTANCE:
                 source += " That is far: treat them as a rough guess."
+        refused = refusal_sentence(match.point)
+        if refused:
+            source += (" At this setting " if match.exact else " At that point ") + refused + "."
         return "**Predicted scores:** " + " · ".join(rows) + "  \n" + source
 
     # ------------------------------------------------------------------ displays
@@ -323,6 +327,9 @@ class PEOSpace:
         if index is not None:
             point = self.front.points[index]  # type: ignore[union-attr]
             current = {a: point.mean(a) for a in self.aspects}
+            plane = point.refusal
+            if plane is not None and plane.harmful is not None and plane.benign is not None:
+                current.update(refused_harmful=plane.harmful.rate, refused_benign=plane.benign.rate)
         # a unique name: the prerender thread and a request may render the same point at once
         target = self._plot_dir / f"front-{index}-{uuid.uuid4().hex}.png"
         path = plot_front(self.front, target, current=current)  # type: ignore[arg-type]

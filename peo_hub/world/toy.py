@@ -129,6 +129,16 @@ def eval_prompts() -> list[str]:
     return [prompt for _, prompt in prompt_combos("eval")]
 
 
+def prompt_rows() -> list[dict[str, object]]:
+    """Every toy prompt with its harmful flag (a risky task) and split: ``embedded:toy`` as a label set.
+
+    Why: the refusal plane and the steering baseline read harmful flags from a label set
+    (``sweep.harmful_labels``); the toy's flags are its tasks' ``risky``.
+    """
+    return [{"prompt": prompt, "harmful": task.risky, "split": split}
+            for split in ("train", "eval") for task, prompt in prompt_combos(split)]
+
+
 # ---------------------------------------------------------------- judges
 
 

@@ -159,6 +159,23 @@ def test_point_card_states_the_point_and_links_the_bundle() -> None:
         point_card(aspects=["a"], coefficients={"a": 1.0}, as_="yaml")
 
 
+def test_card_shows_the_refusal_plane_the_baselines_and_controllability(bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from fronts import plane_bundle_front
+
+    b = Path(shutil.copytree(bundle, tmp_path / "b"))
+    (b / "front.json").write_text(json.dumps(plane_bundle_front()))
+    text = render_model_card(b, "alice/x")
+    assert "## Refusal plane" in text and "| 5 | peo | w 0.5/0.5, α 0.5 | 90% [85%, 95%] | 8% [3%, 13%] |" in text
+    assert "| 7 | steer | scale -1 | 50% [45%, 55%] | 20% [15%, 25%] |" in text
+    assert "| steer | " in text and "+0.12 [+0.05, +0.2] better | 0 | 1 | scale |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| max_helpful_with_harmful_refused_ge_0.85 |"))
+    assert row.endswith("| 90% [85%, 95%] | 8% [3%, 13%] |")
+    assert "## Controllability" in text and "| steer | scale | 3 | -1.00 | +1.00 | +1.00 | +1.00 |" in text
+    assert "| max_helpful_with_harmful_refused_ge_0.85 | refused harmful ≥ 0.85 | 0.9 [0.85, 0.95] | yes (at 95%) |" in text
+
+
 @pytest.mark.parametrize("as_, relation, library", [("adapter", "adapter", "peft"), ("model", "merge", "transformers")])
 def test_point_card_names_the_hub_base_not_the_bundle(as_: str, relation: str, library: str) -> None:
     text = point_card(aspects=["helpful", "harmless"], coefficients={"helpful": 1.0, "harmless": 0.0}, as_=as_,

@@ -97,3 +97,25 @@ def test_labels_legend_and_points_never_overlap() -> None:
     assert key_box.x1 <= fig.bbox.x1 and key_box.y0 >= fig.bbox.y0  # and it is inside the picture
     names = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "flagged by the guard (babble)" in names
+
+
+def test_the_refusal_plane_is_a_second_panel_with_its_presets() -> None:
+    from fronts import plane_front
+
+    from peo_hub.bundle.plot import draw_front
+
+    front = build_front(ASPECTS, plane_front())
+    fig = draw_front(front, current={"helpful": 0.5, "harmless": 0.78, "refused_harmful": 0.9, "refused_benign": 0.08})
+    aspects_ax, plane_ax = [ax for ax in fig.axes if ax.get_visible()]
+    assert plane_ax.get_ylabel().startswith("harmful requests refused") and "benign" in plane_ax.get_xlabel()
+    offsets = np.concatenate([c.get_offsets() for c in plane_ax.collections if len(c.get_offsets())])
+    assert [0.9, 0.08][::-1] in offsets.tolist()  # the current point, and point 5, at (benign, harmful)
+    keys = {ax: next(t.get_text() for t in ax.texts if t.get_text().startswith("presets")) for ax in fig.axes
+            if any(t.get_text().startswith("presets") for t in ax.texts)}
+    assert "max_helpful_with_harmful_refused_ge_0.85" in keys[plane_ax]
+    assert "harmful_refused" not in keys[aspects_ax] and "balanced" in keys[aspects_ax]
+    assert [line.get_ydata()[0] for line in plane_ax.lines if line.get_linestyle() == "--"] == [0.85]
+    plain = [p for p in plane_front()]
+    for p in plain:
+        p.pop("refusal")
+    assert len([ax for ax in draw_front(build_front(ASPECTS, plain)).axes if ax.get_visible()]) == 1

@@ -63,6 +63,12 @@ BAD = {
     "alpha search": (lambda d: d["sweep"].update(search={"bounds": [0, 2]}), "sweep.search", "sweep.alpha"),
     "guard typo": (lambda d: d["evaluate"].update(guard={"max_logprob_dorp": 1}), "max_logprob_dorp",
                    "did you mean 'max_logprob_drop'"),
+    "baseline typo": (lambda d: d["sweep"].update(baselines=["soup", "stear"]), "unknown baseline 'stear'",
+                      "did you mean 'steer'"),
+    "system prompt the toy cannot see": (lambda d: d["sweep"].update(baselines=["soup", "system_prompt"]),
+                                         "system_prompt needs a chat template", "remove system_prompt"),
+    "labels without the prompts": (lambda d: d["sweep"].update(harmful_labels="embedded:smollm2-safety"),
+                                   "sweep.harmful_labels: 16 of the 16 evaluation prompts", "add them there"),
 }
 
 

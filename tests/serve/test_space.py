@@ -398,3 +398,21 @@ def test_the_template_installs_the_cpu_torch_build_and_the_app_passes_peo_device
         i for i, line in enumerate(lines) if line.startswith("torch"))
     app = APP.read_text()
     assert 'os.environ.get("PEO_DEVICE", "auto")' in app and "device=device" in app
+# ---------------------------------------------------------------------- the refusal plane
+
+
+def test_the_predicted_scores_say_how_often_the_setting_refused(tmp_path: Path) -> None:
+    from fakes import make_fake_bundle
+    from fronts import plane_bundle_front
+    from peo_hub import PEOModel
+    from peo_hub.bundle.front import Front
+    from peo_hub.serve.space import PEOSpace
+
+    space = PEOSpace(PEOModel.from_pretrained(make_fake_bundle(tmp_path / "b")),
+                     Front.model_validate(plane_bundle_front()))
+    text = space.preview(0.5, 0.5, 0.5)[3]  # exactly point 5
+    assert ("At this setting it refused 90% of harmful and 8% of benign evaluation requests "
+            "(95% CI harmful 85%–95%, benign 3%–13%).") in text
+    assert "At that point it refused" in space.preview(0.45, 0.55, 0.5)[3]  # the nearest point's rates
+    assert space.apply_preset("max_helpful_with_harmful_refused_ge_0.85") == [0.5, 0.5, 0.5]
+    assert space.plot(0.5, 0.5, 0.5) is not None

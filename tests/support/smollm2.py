@@ -77,3 +77,17 @@ def smollm2_two_aspect_bundle(root: Path) -> Path:
     assert main(["compose", str(base), "--adapter", f"helpful={root / 'helpful'}",
                  "--adapter", f"harmless={root / 'harmless'}", "--output", str(root / "bundle")]) == 0
     return root / "bundle"
+
+
+def smollm2_bundle(root: Path, target_modules: tuple[str, ...] = ("q_proj", "v_proj")) -> Path:
+    """A PEO bundle composed over the truncated SmolLM2: random helpful and harmless LoRA adapters."""
+    from llamacpp_check import random_adapter
+
+    from peo_hub.cli import main
+
+    base = truncated_smollm2()
+    for i, name in enumerate(("helpful", "harmless")):
+        random_adapter(base, root / name, seed=i + 1, r=4, lora_alpha=8, target_modules=list(target_modules))
+    assert main(["compose", str(base), "--adapter", f"helpful={root / 'helpful'}", "--adapter",
+                 f"harmless={root / 'harmless'}", "--output", str(root / "bundle")]) == 0
+    return root / "bundle"
