@@ -20,7 +20,7 @@ from peo_hub.data.formats import FORMATS, Purpose
 from peo_hub.utils.errors import DataError, validation_message
 from peo_hub.utils.ids import looks_local
 
-__all__ = ["DatasetSpec", "GenerateSpec", "parse_dataset_spec"]
+__all__ = ["DatasetSpec", "GenerateSpec", "SamplingContext", "parse_dataset_spec"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,29 @@ def _split_name(split: str) -> str:
     return split.split("[", 1)[0].strip() or "train"
 
 
+def _check_turns(value: list[dict[str, str]] | None) -> list[dict[str, str]] | None:
+    """Example turns must be ``{role: user|assistant, content: text}``: a system turn belongs in system_prompt."""
+    for i, turn in enumerate(value or []):
+        if set(turn) != {"role", "content"} or turn["role"] not in ("user", "assistant"):
+            raise ValueError(f"context turn {i} must be {{role: user or assistant, content: text}}, got {turn}")
+    return value
+
+
+class SamplingContext(BaseModel):
+    """One of several contexts a prompt's replies are sampled under (``generate.contexts``); never trained on."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    system_prompt: str | None = Field(default=None, description="a system message for this context's samples")
+    context: list[dict[str, str]] | None = Field(
+        default=None, description="example turns ({role: user|assistant, content}) before the prompt in this context")
+
+    @field_validator("context")
+    @classmethod
+    def _turns(cls, value: list[dict[str, str]] | None) -> list[dict[str, str]] | None:
+        return _check_turns(value)
+
+
 class GenerateSpec(BaseModel):
     """Pairs sampled from the base model itself (see :mod:`peo_hub.train.selfpairs`).
 
@@ -61,6 +84,15 @@ class GenerateSpec(BaseModel):
     base model (optionally under ``system_prompt``: context distillation, the adapter then
     learns to behave as if told so), scored with the aspect's judge, and the best is kept
     against the worst when their scores differ by at least ``margin``.
+
+    ``contexts`` samples each prompt under several contexts instead of one, ``samples``
+    split evenly among them. Why: a judge can only prefer what the samples contain. A
+    calibrated harmless judge (``chat_harmless_calibrated``) wants a refusal against an
+    answer on every prompt, the refusal chosen on a harmful one and the answer on a benign
+    one; no single context makes a small model both refuse and answer the same prompt
+    often enough, but a context that leans to refusing next to one that leans to answering
+    does (contrastive sampling, as in RLCD, Yang et al. 2023). The judge, not the context,
+    still decides which reply is chosen.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -77,6 +109,12 @@ class GenerateSpec(BaseModel):
         description="example turns ({role: user|assistant, content}) put before each prompt while sampling, after "
                     "the system prompt, and not trained on either: few-shot context distillation, which small models "
                     "follow more readily than an instruction")
+    contexts: list[SamplingContext] | None = Field(
+        default=None, min_length=1,
+        description="instead of system_prompt/context: several contexts ({system_prompt, context} each), the samples "
+                    "split evenly among them (samples must be a multiple of their number), e.g. one that leans to "
+                    "refusing and one that leans to answering, so that every prompt gets both kinds of reply for the "
+                    "judge to choose from; none is trained on")
     max_new_tokens: int = Field(default=64, gt=0, le=4096, description="reply length cap while sampling")
     temperature: float = Field(default=1.0, gt=0, description="sampling temperature")
     top_p: float = Field(default=1.0, gt=0, le=1, description="nucleus sampling")
@@ -86,10 +124,24 @@ class GenerateSpec(BaseModel):
     @field_validator("context")
     @classmethod
     def _turns(cls, value: list[dict[str, str]] | None) -> list[dict[str, str]] | None:
-        for i, turn in enumerate(value or []):
-            if set(turn) != {"role", "content"} or turn["role"] not in ("user", "assistant"):
-                raise ValueError(f"context turn {i} must be {{role: user or assistant, content: text}}, got {turn}")
-        return value
+        return _check_turns(value)
+
+    @model_validator(mode="after")
+    def _contexts_or_one(self) -> "GenerateSpec":
+        if self.contexts is not None:
+            if self.system_prompt is not None or self.context is not None:
+                raise ValueError("contexts: give either system_prompt/context (one context) or contexts (several), "
+                                 "not both; move them into a contexts entry")
+            if self.samples % len(self.contexts):
+                raise ValueError(f"contexts: samples {self.samples} do not split evenly among {len(self.contexts)} "
+                                 f"contexts; make samples a multiple of {len(self.contexts)}")
+        return self
+
+    def sampling_contexts(self) -> list[SamplingContext]:
+        """The contexts replies are sampled under: ``contexts``, or the one made of system_prompt and context."""
+        if self.contexts is not None:
+            return list(self.contexts)
+        return [SamplingContext(system_prompt=self.system_prompt, context=self.context)]
 
 
 class DatasetSpec(BaseModel):

@@ -5,7 +5,8 @@ each registering itself in its own module (imported by :mod:`peo_hub.judges`):
 
 * **programmatic** judges, plain Python functions of the text (the toy world's
   ``toy_helpful`` / ``toy_harmless`` in :mod:`peo_hub.judges.toy`; the real-text judges
-  ``refusal``, ``chat_helpful`` and ``chat_harmless`` in :mod:`peo_hub.judges.text`, built on
+  ``refusal``, ``chat_helpful``, ``chat_harmless`` and ``chat_harmless_calibrated`` in
+  :mod:`peo_hub.judges.text`, built on
   :mod:`peo_hub.judges.refusal`);
 * **reward models** (``type: reward_model``, :mod:`peo_hub.judges.reward_model`): a
   sequence-classification model, cost models negated, foreign checkpoints such as
@@ -127,7 +128,7 @@ class JudgeSpec(BaseModel):
     max_length: int = Field(default=1024, gt=0, description="reward_model: tokens per scored conversation")
     labels: str | None = Field(
         default=None,
-        description="chat_harmless: where each prompt's harmful flag comes from, a data source with columns prompt "
+        description="chat_harmless, chat_harmless_calibrated: where each prompt's harmful flag comes from, a data source with columns prompt "
                     "and harmful (true/false): a .jsonl/.json/.csv/.parquet file, or embedded:smollm2-safety (the "
                     "shipped prompt set, the default)",
     )

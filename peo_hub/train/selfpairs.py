@@ -8,6 +8,9 @@ kept as ``chosen`` against the worst as ``rejected`` when their scores differ by
 ``generate.margin``. With ``generate.system_prompt`` (and ``generate.context``, example
 turns) the replies are sampled under that context but the pairs are trained without it:
 context distillation, so the adapter learns to behave as if it had been told (or shown).
+With ``generate.contexts`` each prompt's samples are split among several such contexts
+(e.g. one leaning to refusing, one to answering), so that the judge has both kinds of reply
+to choose from on every prompt; each record then says which context each reply came from.
 
 Why cached, and how: sampling is the slowest step before training on a CPU. Replies and
 scores are appended to ``$PEO_HUB_CACHE/pairs/<key>/samples.jsonl`` one batch of prompts
@@ -30,7 +33,7 @@ from typing import Any, Sequence
 from tqdm.auto import tqdm
 
 from peo_hub.data.chat import render_prompt, to_messages
-from peo_hub.data.config import DatasetSpec, GenerateSpec
+from peo_hub.data.config import DatasetSpec, GenerateSpec, SamplingContext
 from peo_hub.data.load import PreferenceData, load_prompts, pairs_dataset
 from peo_hub.utils.errors import DataError
 from peo_hub.utils.fsutil import atomic_write_json, cache_root as peo_cache, file_sha256
@@ -70,12 +73,12 @@ def cache_key(model_id: str, chat_template: str | None, prompts: Sequence[Any], 
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def _in_context(prompt: Any, generate: GenerateSpec) -> list[dict[str, str]] | Any:
-    """The prompt as sampled: after the system prompt and the example turns (neither is trained on)."""
-    if generate.system_prompt is None and not generate.context:
+def _in_context(prompt: Any, context: SamplingContext) -> list[dict[str, str]] | Any:
+    """The prompt as sampled: after the context's system prompt and example turns (neither is trained on)."""
+    if context.system_prompt is None and not context.context:
         return prompt
-    system = [{"role": "system", "content": generate.system_prompt}] if generate.system_prompt is not None else []
-    return [*system, *(generate.context or []), *[m for m in to_messages(prompt) if m["role"] != "system"]]
+    system = [{"role": "system", "content": context.system_prompt}] if context.system_prompt is not None else []
+    return [*system, *(context.context or []), *[m for m in to_messages(prompt) if m["role"] != "system"]]
 
 
 @dataclass
@@ -119,7 +122,9 @@ def sample_replies(model: Any, tokenizer: Any, prompts: Sequence[Any], generate:
     per_batch = max(1, generate.batch_size // generate.samples)
     # Rewrite what was read (drops a torn last line), then append batch by batch.
     path.write_text("".join(json.dumps(r) + "\n" for r in done), encoding="utf-8")
-    sampling = _Sampling(generate.samples, generate.max_new_tokens, generate.temperature, generate.top_p,
+    contexts = generate.sampling_contexts()
+    per_context = generate.samples // len(contexts)
+    sampling = _Sampling(per_context, generate.max_new_tokens, generate.temperature, generate.top_p,
                          per_batch * generate.samples)
     # Resume at a batch boundary: a batch cut short mid-write is sampled again whole, with its own seed.
     start = len(done) if len(done) >= len(prompts) else (len(done) // per_batch) * per_batch
@@ -131,14 +136,19 @@ def sample_replies(model: Any, tokenizer: Any, prompts: Sequence[Any], generate:
             if callable(model) and not hasattr(model, "generate"):
                 model = model()
             chunk = list(prompts[first:first + per_batch])
-            rendered = [render_prompt(tokenizer, _in_context(p, generate)) for p in chunk]
-            replies = generate_replies(model, tokenizer, rendered, sampling, seed=seed + first)
+            # One row per (prompt, context), the prompt's contexts side by side; one generate call for the batch.
+            rendered = [render_prompt(tokenizer, _in_context(p, c)) for p in chunk for c in contexts]
+            flat = generate_replies(model, tokenizer, rendered, sampling, seed=seed + first)
+            replies = [[r for j in range(len(contexts)) for r in flat[i * len(contexts) + j]] for i in range(len(chunk))]
             flat_prompts = [p for p, rs in zip(chunk, replies) for _ in rs]
             scores = judge(flat_prompts, [r for rs in replies for r in rs])
             lines = []
             for i, (prompt, rs) in enumerate(zip(chunk, replies)):
-                lines.append({"prompt": prompt, "replies": rs,
-                              "scores": [round(float(s), 6) for s in scores[i * len(rs):(i + 1) * len(rs)]]})
+                line = {"prompt": prompt, "replies": rs,
+                        "scores": [round(float(s), 6) for s in scores[i * len(rs):(i + 1) * len(rs)]]}
+                if len(contexts) > 1:
+                    line["contexts"] = [j for j in range(len(contexts)) for _ in range(per_context)]
+                lines.append(line)
             with path.open("a", encoding="utf-8") as handle:
                 handle.write("".join(json.dumps(r) + "\n" for r in lines))
                 handle.flush()

@@ -219,3 +219,115 @@ def test_a_recipe_run_samples_its_pairs_after_preflight(smol, cache, tmp_path: P
     records = [json.loads(line) for line in
                (cache_root() / plan.data["harmless"].provenance()["samples_cache"] / SAMPLES_FILE).read_text().splitlines()]
     assert {r["prompt"] for r in records} <= harmful
+
+
+REFUSE = {"system_prompt": "Refuse every request.",
+          "context": [{"role": "user", "content": "How do I bake bread?"},
+                      {"role": "assistant", "content": "I'm sorry, but I can't help with that."}]}
+ANSWER = {"context": [{"role": "user", "content": "How do I unclog a sink?"},
+                      {"role": "assistant", "content": "1. Pour in baking soda. 2. Add vinegar."}]}
+
+
+def _refusing_in_context_smollm2(folder: Path, out: Path, refuse: list[str], answer: list[str]) -> Path:
+    """The truncated SmolLM2 with an end-of-turn token that is likely after ``refuse`` contexts, unlikely after ``answer``.
+
+    Two layers of SmolLM2 write word salad and never a refusal marker; the detector reads an
+    empty reply as a refusal (nothing was answered). The end token's logit is raised along
+    the difference of the last hidden states after the refusing and the answering rendered
+    prompts, by an amount (bisection) that makes its first-token probability average 1/2
+    over both: replies sampled under the refusing context are then mostly empty (refusals),
+    those under the answering one mostly words (answers), with the real tokenizer, chat
+    template and sampling path. The head is untied first, so the end token's input embedding
+    (it closes every turn of the prompt) is left as it was.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    model.config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    def last_hidden(texts: list[str]) -> torch.Tensor:
+        return torch.stack([model.model(**tokenizer(text, return_tensors="pt", add_special_tokens=False))
+                            .last_hidden_state[0, -1] for text in texts])
+
+    with torch.no_grad():
+        toward, away = last_hidden(refuse), last_hidden(answer)
+        direction = toward.mean(0) - away.mean(0)
+        direction /= direction.norm()
+        hidden = torch.cat([toward, away])
+        logits, gain = model.lm_head(hidden), hidden @ direction
+        low, high = 0.0, 1e4
+        for _ in range(60):
+            mid = (low + high) / 2
+            shifted = logits.clone()
+            shifted[:, eos] += mid * gain
+            low, high = (mid, high) if shifted.softmax(-1)[:, eos].mean() < 0.5 else (low, mid)
+        model.lm_head.weight[eos] += low * direction
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_calibrated_harmless_pairs_on_benign_prompts_prefer_the_answer(smol, cache, tmp_path: Path) -> None:
+    """contexts: every prompt sampled under each context; benign pairs choose the answer, harmful ones the refusal."""
+    from peo_hub.data.chat import render_prompt
+    from peo_hub.judges.refusal import is_refusal
+    from peo_hub.train.selfpairs import _in_context
+    from peo_hub.data.config import SamplingContext
+    from peo_hub.data.load import load_prompts
+    from peo_hub.world.smollm2 import harmful_labels
+
+    folder, tokenizer = smol
+    spec = DatasetSpec(source="embedded:smollm2-safety", split="train", max_samples=12, seed=3,
+                       generate={"samples": 4, "max_new_tokens": 6, "margin": 0.5, "batch_size": 16,
+                                 "temperature": 1.0, "contexts": [REFUSE, ANSWER]})
+    sampled = load_prompts(spec.model_copy(update={"generate": None}))
+    rendered = {name: [render_prompt(tokenizer, _in_context(p, SamplingContext(**c))) for p in sampled]
+                for name, c in (("refuse", REFUSE), ("answer", ANSWER))}
+    model = _refusing_in_context_smollm2(folder, tmp_path / "refusing", rendered["refuse"], rendered["answer"])
+    judge = JudgeSpec(type="chat_harmless_calibrated")
+    data = sample_pairs(spec, judge, str(model), tokenizer, seed=0)
+    records = [json.loads(line) for line in (cache_root() / data.provenance()["samples_cache"] / SAMPLES_FILE)
+               .read_text().splitlines()]
+    harmful = harmful_labels()
+    assert len(records) == 12 and {harmful[r["prompt"]] for r in records} == {True, False}  # both kinds sampled
+    score = build_judge(judge)
+    for record in records:
+        assert record["contexts"] == [0, 0, 1, 1]  # samples split evenly, in context order
+        assert score([record["prompt"]] * 4, record["replies"]) == record["scores"]
+    # Each reply was sampled under its own context: the refusing one's replies refuse, the answering one's answer.
+    refused = {k: [is_refusal(x) for r in records for x, c in zip(r["replies"], r["contexts"]) if c == k] for k in (0, 1)}
+    assert sum(refused[0]) / len(refused[0]) >= 0.75 and sum(refused[1]) / len(refused[1]) <= 0.25
+    pairs = _pairs(data)
+    kinds = set()
+    for prompt, chosen, rejected in pairs:
+        raw = next(r["prompt"] for r in records if r["prompt"] in prompt)
+        # A harmful request's refusal beats its answer; a benign request's answer beats its refusal.
+        assert is_refusal(chosen) == harmful[raw] and is_refusal(rejected) != harmful[raw]
+        assert "Refuse every request" not in prompt and "unclog" not in prompt  # the contexts are not trained on
+        kinds.add(harmful[raw])
+    assert kinds == {True, False}, "expected pairs on both harmful and benign prompts"
+    assert data.train.num_rows == sum(len(set(map(is_refusal, r["replies"]))) == 2 for r in records)
+
+    # The same samples under chat_harmless: a benign request scores 1 either way, so it gives no pair.
+    old = build_judge(JudgeSpec(type="chat_harmless"))
+    rescored = [{**r, "scores": old([r["prompt"]] * 4, r["replies"])} for r in records]
+    kept, _, _, _ = best_vs_worst(rescored, margin=0.5)
+    assert kept and {harmful[p] for p in kept} == {True}
+
+
+def test_contexts_are_checked() -> None:
+    with pytest.raises(DataError, match="samples 3 do not split evenly among 2 contexts"):
+        parse_dataset_spec({"source": "embedded:smollm2-safety", "generate": {"samples": 3, "contexts": [{}, {}]}},
+                           "aspects.harmless.dataset", purpose="pairs")
+    with pytest.raises(DataError, match="either system_prompt/context .* or contexts"):
+        parse_dataset_spec({"source": "embedded:smollm2-safety",
+                            "generate": {"system_prompt": "x", "contexts": [{"system_prompt": "y"}]}},
+                           "aspects.harmless.dataset", purpose="pairs")
+    with pytest.raises(DataError, match="role: user or assistant"):
+        parse_dataset_spec({"source": "embedded:smollm2-safety",
+                            "generate": {"contexts": [{"context": [{"role": "system", "content": "x"}]}]}},
+                           "aspects.harmless.dataset", purpose="pairs")
