@@ -13,13 +13,18 @@ row (``min_new_tokens``), chat prompts of different lengths padded on the left, 
 * ``mixed``: ``PEOModel.generate(preferences=...)``, every row at its own preference (B distinct);
 * ``fused``: a second ``PEOModel`` after ``set_preference(..., fuse=True)``;
 
-``live`` and ``mixed`` once with ``live_path="peft"`` (PEFT's forward: 2 x 7 x 30 small LoRA
-products per token, each with its own scale and add; what live mode did before) and once
-with ``live_path="packed"`` (``peo_hub.multilora``: ``B @ (c ⊙ (A @ x))``, one product pair
-per module), switched on the same model between runs (outside the timing). All
+``live`` and ``mixed`` once as before (``_peft``: PEFT's forward, 2 x 7 x 30 small LoRA
+products per token, each with its own scale and add) and once as after (``_packed``:
+``peo_hub.multilora``, ``B @ (c ⊙ (A @ x))``, one product pair per module), switched on the
+same model between runs (outside the timing); ``fused`` likewise before and after. "After"
+also has ``multilora.contiguous_head_input``: the prompt's last position reaches the head as
+one matrix product, as in the base model, not one matrix-vector product per row. All
 configurations are timed in interleaved rounds, rotating the order, and ratios use each
-one's best round (medians kept). The greedy tokens of the two paths are compared (equal
-tokens are expected but not guaranteed: the sums are rounded in another order).
+one's best round (medians kept). Two clocks: the process's CPU time (one torch thread, so
+the thread that computes; time spent descheduled by the other jobs of a shared machine does
+not count) gives the ratios quoted, wall time is kept beside it. The greedy tokens of the two
+paths are compared (equal tokens are expected but not guaranteed: the sums are rounded in
+another order).
 
 ``--profile B`` adds a torch.profiler table of one ``generate`` at batch B for base, live
 (packed) and mixed (packed): where the remaining time goes. Results:
@@ -41,7 +46,7 @@ import torch  # noqa: E402  (common sets the offline environment first)
 
 from smollm2_serving import PROMPTS, random_bundle  # noqa: E402
 
-CONFIGS = ("base", "live_peft", "live_packed", "mixed_peft", "mixed_packed", "fused")
+CONFIGS = ("base", "live_peft", "live_packed", "mixed_peft", "mixed_packed", "fused_before", "fused")
 PREFERENCE = {"weights": {"helpful": 0.5, "harmless": 0.5}, "alpha": 0.5}
 
 
@@ -74,6 +79,7 @@ def runners(peo: Any, fused: Any, base: Any, batch: int, new_tokens: int
     def path(name: str) -> Callable[[], None]:
         def setup() -> None:
             peo.live_path = name
+            head(peo, name == "packed")
             peo.set_preference(**PREFERENCE)
         return setup
 
@@ -86,10 +92,22 @@ def runners(peo: Any, fused: Any, base: Any, batch: int, new_tokens: int
             "live_packed": (path("packed"), lambda: peo.generate(**kwargs)[:, width:]),
             "mixed_peft": (path("peft"), lambda: peo.generate(prefs, **kwargs)[:, width:]),
             "mixed_packed": (path("packed"), lambda: peo.generate(prefs, **kwargs)[:, width:]),
-            "fused": (lambda: None, lambda: fused.generate(**kwargs)[:, width:])}
+            "fused_before": (lambda: head(fused, False), lambda: fused.generate(**kwargs)[:, width:]),
+            "fused": (lambda: head(fused, True), lambda: fused.generate(**kwargs)[:, width:])}
 
 
-def profile(runs: dict[str, tuple[Callable[[], None], Callable[[], Any]]], rows: int = 12) -> dict[str, Any]:
+def head(model: Any, on: bool) -> None:
+    """The contiguous head input (``multilora.contiguous_head_input``) on (after) or off (before)."""
+    from peo_hub.multilora import contiguous_head_input
+
+    if on and model._head_hook is None:
+        model._head_hook = contiguous_head_input(model.model)
+    elif not on and model._head_hook is not None:
+        model._head_hook.remove()
+        model._head_hook = None
+
+
+def profile(runs: dict[str, tuple[Callable[[], None], Callable[[], Any]]], rows: int = 30) -> dict[str, Any]:
     """The busiest operators of one ``generate`` for base, live and mixed (packed)."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
@@ -99,11 +117,12 @@ def profile(runs: dict[str, tuple[Callable[[], None], Callable[[], Any]]], rows:
         setup()
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
             run()
-        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: e.self_cpu_time_total,
+                        reverse=True)
         total = sum(e.self_cpu_time_total for e in events)
         tables[name] = {"self_cpu_ms_total": total / 1e3,
-                        "top": [{"op": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3}
-                                for e in events[:rows]]}
+                        "top": [{"op": e.key, "shapes": str(e.input_shapes), "calls": e.count,
+                                 "self_cpu_ms": e.self_cpu_time_total / 1e3} for e in events[:rows]]}
         print(f"profile {name}: {total / 1e3:.0f} ms self CPU; "
               + ", ".join(f"{e.key} {e.self_cpu_time_total / 1e3:.0f} ms/{e.count}" for e in events[:6]),
               file=sys.stderr)
@@ -145,31 +164,39 @@ def main(argv: list[str] | None = None) -> int:
             for name, (setup, run) in runs.items():  # warm-up, and the tokens to compare
                 setup()
                 tokens[name] = run()
-            times: dict[str, list[float]] = {name: [] for name in CONFIGS}
+            cpu: dict[str, list[float]] = {name: [] for name in CONFIGS}
+            wall: dict[str, list[float]] = {name: [] for name in CONFIGS}
             for r in range(args.rounds):
                 shift = r % len(CONFIGS)
                 for name in CONFIGS[shift:] + CONFIGS[:shift]:
                     setup, run = runs[name]
                     setup()
-                    start = time.perf_counter()
+                    start, start_cpu = time.perf_counter(), time.process_time()
                     run()
-                    times[name].append(time.perf_counter() - start)
-            best = {name: min(t) for name, t in times.items()}
+                    cpu[name].append(time.process_time() - start_cpu)
+                    wall[name].append(time.perf_counter() - start)
+            best, best_wall = {n: min(t) for n, t in cpu.items()}, {n: min(t) for n, t in wall.items()}
             entry: dict[str, Any] = {
-                name: {"time_vs_base": best[name] / best["base"], "tokens_per_s": batch * args.new_tokens / best[name],
-                       **{f"seconds_{k}": v for k, v in summary(times[name]).items()}} for name in CONFIGS}
+                name: {"time_vs_base": best[name] / best["base"], "wall_time_vs_base": best_wall[name] / best_wall["base"],
+                       "tokens_per_s": batch * args.new_tokens / best[name],
+                       **{f"cpu_seconds_{k}": v for k, v in summary(cpu[name]).items()},
+                       **{f"wall_seconds_{k}": v for k, v in summary(wall[name]).items() if k != "n"}}
+                for name in CONFIGS}
             entry["rows_with_equal_tokens"] = {
                 "live packed vs peft": f"{sum(torch.equal(a, b) for a, b in zip(tokens['live_packed'], tokens['live_peft']))}/{batch}",
                 "mixed packed vs peft": f"{sum(torch.equal(a, b) for a, b in zip(tokens['mixed_packed'], tokens['mixed_peft']))}/{batch}",
                 "fused vs live packed": f"{sum(torch.equal(a, b) for a, b in zip(tokens['fused'], tokens['live_packed']))}/{batch}",
             }
             report["batches"][str(batch)] = entry
-            print(f"batch {batch}: " + ", ".join(f"{n} {entry[n]['time_vs_base']:.3f}x" for n in CONFIGS)
+            print(f"batch {batch}: CPU (wall) time vs base: "
+                  + ", ".join(f"{n} {entry[n]['time_vs_base']:.3f}x ({entry[n]['wall_time_vs_base']:.3f}x)"
+                              for n in CONFIGS)
                   + f"; equal rows {entry['rows_with_equal_tokens']}", file=sys.stderr, flush=True)
         if args.profile:
             report["profile"] = {"batch": args.profile,
                                  **profile(runners(peo, fused, base, args.profile, args.new_tokens))}
         peo.live_path = "packed"
+        head(peo, True)
     report["load_after"] = load_avg()
     report["machine"] = machine()
     write_report("live_packed", report, args.output)

@@ -37,7 +37,7 @@ from peo_hub.errors import PEOError, PreferenceError
 from peo_hub.export import export_adapter, mergekit_config
 from peo_hub.front import Front, Preset
 from peo_hub.lora import base_shapes_from_model, load_bundle_adapters
-from peo_hub.multilora import MultiLora, peft_scale
+from peo_hub.multilora import MultiLora, contiguous_head_input, peft_scale
 from peo_hub.policy import Preference, coefficient_warning, make_preference
 from peo_hub.weights import check_model_folder
 
@@ -98,6 +98,7 @@ class PEOModel:
                 self._slots.append((layer.scaling, aspect, peft_scale(layer, aspect)))
                 self._slot_layers.append(layer)
         self._multilora = MultiLora(self._layers, self.aspects)
+        self._head_hook = contiguous_head_input(self.model)  # the prompt's logits in one product, as the base
         self._fused = False
         if exact_unfuse is None:  # subtracting back is only lossless enough in >= float32
             exact_unfuse = any(layer.get_base_layer().weight.element_size() < 4 for layer in self._layers)
