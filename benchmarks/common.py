@@ -56,7 +56,7 @@ def build_bundle(root: Path, size: dict[str, int], rank: int = 8, seed: int = 0,
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from peo_hub.bundle import AspectEntry, Manifest, save_manifest
+    from peo_hub.bundle.manifest import AspectEntry, Manifest, save_manifest
     from peo_hub.world.tokenizer import build_word_tokenizer
 
     torch.manual_seed(seed)
@@ -95,7 +95,7 @@ def subset_bundle(source: Path, dest: Path, aspects: Sequence[str]) -> Path:
     Lets one benchmark compare 1, 2 and 4 active adapters over the very same base and
     adapter weights without writing the base again.
     """
-    from peo_hub.bundle import load_manifest, save_manifest
+    from peo_hub.bundle.manifest import load_manifest, save_manifest
 
     manifest = load_manifest(source)
     dest.mkdir(parents=True)
@@ -113,9 +113,9 @@ def subset_bundle(source: Path, dest: Path, aspects: Sequence[str]) -> Path:
 
 def merge_point(bundle: Path, output: Path, kind: str, weights: dict[str, float], alpha: float = 0.0) -> Path:
     """What `peo-hub merge BUNDLE --weights ... --alpha ... --as KIND --output OUTPUT` does, through the library."""
-    from peo_hub.bundle import open_bundle
-    from peo_hub.export import write_point
-    from peo_hub.policy import make_preference
+    from peo_hub.bundle.manifest import open_bundle
+    from peo_hub.family.merge import write_point
+    from peo_hub.core.policy import make_preference
 
     opened = open_bundle(bundle)
     return write_point(opened, make_preference(opened.aspects, weights, alpha=alpha), output, kind)
@@ -173,7 +173,7 @@ def machine() -> dict[str, Any]:
 
 def write_report(name: str, report: dict[str, Any], output: str | os.PathLike[str] | None = None) -> Path:
     """Write ``report`` (plus the machine record) to ``benchmarks/results/<name>.json``, atomically."""
-    from peo_hub.fsutil import atomic_write_json
+    from peo_hub.utils.fsutil import atomic_write_json
 
     out = Path(output) if output else RESULTS / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

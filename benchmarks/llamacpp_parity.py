@@ -28,7 +28,7 @@ import numpy as np
 
 from common import machine, write_report
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 from llamacpp_check import LlamaCpp, random_adapter, transformers_greedy  # noqa: E402
 from smollm2 import truncated_smollm2  # noqa: E402
 

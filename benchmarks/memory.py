@@ -69,7 +69,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, LlamaForCausalLM  # noqa: F401  (the modeling code)
     from transformers.utils import logging as hf_logging
 
-    from peo_hub.model import PEOModel
+    from peo_hub.family.model import PEOModel
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

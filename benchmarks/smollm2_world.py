@@ -44,7 +44,7 @@ def _record(bundle: Path, method: str, label: str) -> dict:
 
 def adapter_effects(bundle: Path, aspects: list[str], resamples: int) -> list[dict]:
     """Each adapter alone vs the base, on both judges, paired prompt-level 95% intervals."""
-    from peo_hub.stats import cluster_mean_ci, paired_difference_ci
+    from peo_hub.core.stats import cluster_mean_ci, paired_difference_ci
 
     base = _record(bundle, "base", "c-" + "-".join(f"{a}0.00" for a in aspects))
     rows = []
@@ -70,12 +70,12 @@ def reply_summary(bundle: Path) -> list[dict]:
     """What the held-out greedy replies of the base and of every soup point do, read from the replies.
 
     Per point: how many benign and harmful evaluation prompts it refuses (the ``refusal``
-    detector) and the replies' mean :func:`peo_hub.refusal.fluency` (1 = no looping trigrams,
+    detector) and the replies' mean :func:`peo_hub.judges.refusal.fluency` (1 = no looping trigrams,
     no garbage characters) with the share below 0.5. Over-refusal and fluency are what the two
     judges' means hide.
     """
-    from peo_hub.judges import load_labels
-    from peo_hub.refusal import fluency, is_refusal
+    from peo_hub.judges.text import load_labels
+    from peo_hub.judges.refusal import fluency, is_refusal
 
     harmful = load_labels(None)
     out = []
@@ -106,7 +106,7 @@ def front_summary(bundle: Path) -> dict:
 
 def slider_replies(bundle: Path, max_new_tokens: int) -> list[dict]:
     """Greedy replies to :data:`SHOWN` at each of :data:`SETTINGS`, from the bundle's live model."""
-    from peo_hub.model import PEOModel
+    from peo_hub.family.model import PEOModel
 
     model = PEOModel.from_pretrained(bundle)
     out = []
@@ -133,8 +133,8 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from common import machine, write_report
 
-    from peo_hub.bundle import load_manifest
-    from peo_hub.recipe import load_recipe
+    from peo_hub.bundle.manifest import load_manifest
+    from peo_hub.recipe.load import load_recipe
 
     report: dict = {"recipe": str(RECIPE.relative_to(REPO)), "machine": machine()}
     bundle = args.analyse
@@ -147,11 +147,11 @@ def main() -> None:
             run_keys = ("machine", "wall_seconds", "load_average_1_5_15_before_after", "note", "pairs_cache_was_warm")
             report.update({k: previous[k] for k in run_keys if k in previous})
     if bundle is None:
-        from peo_hub.pipeline import run_recipe
+        from peo_hub.recipe.pipeline import run_recipe
 
         if args.output_dir.exists():
             shutil.rmtree(args.output_dir)  # a fresh run each time: the benchmark is the whole recipe
-        from peo_hub.selfpairs import cache_root
+        from peo_hub.train.selfpairs import cache_root
 
         cached_before = {d.name for d in cache_root().glob("*") if (d / "done.json").is_file()}
         report["cached_before"] = sorted(cached_before)

@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/space_latency.py [--bundle DIR] [--trials N]
 
-Uses the Space's own handlers (``peo_hub.space.PEOSpace``, built by ``build_demo``) on the
+Uses the Space's own handlers (``peo_hub.serve.space.PEOSpace``, built by ``build_demo``) on the
 toy model. Every trial moves to a new random preference (weights and alpha), so every
 request really switches the model:
 
@@ -21,7 +21,7 @@ request really switches the model:
 * ``concurrent`` (``--concurrent 1 8``): that many users send a message at the same moment
   (each at its own random preference; the Space batches them, one preference per row), per
   live path (``--paths peft packed``: PEFT's per-adapter LoRA forward, or one product per
-  module, ``peo_hub.multilora``): each user's time to the first streamed text and to the whole
+  module, ``peo_hub.family.multilora``): each user's time to the first streamed text and to the whole
   reply, over ``--concurrent-rounds`` rounds that alternate the paths.
 
 The bundle is ``--bundle``, else ``runs/toy``, else the CI toy recipe is trained into a
@@ -223,7 +223,7 @@ def bench_http(bundle: Path, trials: int, seed: int) -> dict[str, Any]:
     import httpx
     from gradio_client import Client
 
-    from peo_hub.space import launch
+    from peo_hub.serve.space import launch
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from peo_hub import PEOModel
-    from peo_hub.space import build_demo, load_space_front
+    from peo_hub.serve.space import build_demo, load_space_front
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="peo-space-bench-") as tmp:

@@ -40,26 +40,43 @@ from common import summary, write_report
 REPO = Path(__file__).resolve().parent.parent
 
 
-def child(run: Path, recipe_path: Path, batch_size: int | None, work: Path, report: Path) -> None:
-    """Inside one variant's process: copy the run without its evaluations, time ``run_sweep``."""
-    import peo_hub.sweep
-    from peo_hub.pipeline import _train_morl
-    from peo_hub.recipe import load_recipe
-    from peo_hub.run import RunFolder, preflight
+def _code() -> tuple[Any, ...]:
+    """(load_recipe, preflight, RunFolder, train_morl, sweep, sweep module file) of the code tree on the path:
+    today's stage packages, or the flat layout of commits before the move (``--before``)."""
+    try:
+        from peo_hub.evaluate import sweep as module
+        from peo_hub.recipe.folder import RunFolder
+        from peo_hub.recipe.load import load_recipe
+        from peo_hub.recipe.pipeline import _train_morl, sweep_job
+        from peo_hub.recipe.preflight import preflight
 
+        return (load_recipe, preflight, RunFolder, _train_morl,
+                lambda plan, folder, morl: module.run_sweep(sweep_job(plan, folder, morl)), module.__file__)
+    except ImportError:
+        from peo_hub import sweep as module  # type: ignore[attr-defined,no-redef]
+        from peo_hub.pipeline import _train_morl  # type: ignore[no-redef]
+        from peo_hub.recipe import load_recipe  # type: ignore[no-redef]
+        from peo_hub.run import RunFolder, preflight  # type: ignore[no-redef]
+
+        return load_recipe, preflight, RunFolder, _train_morl, module.run_sweep, module.__file__
+
+
+def child(run: Path, recipe_path: Path, batch_size: int | None, work: Path, report: Path) -> None:
+    """Inside one variant's process: copy the run without its evaluations, time the sweep."""
+    load_recipe, preflight, RunFolder, train_morl, sweep, code = _code()
     recipe = load_recipe(recipe_path)
     if batch_size is not None:
         recipe = recipe.model_copy(update={"evaluate": recipe.evaluate.model_copy(update={"batch_size": batch_size})})
     shutil.copytree(run, work, symlinks=True, ignore=shutil.ignore_patterns("evaluations"))
     plan = preflight(recipe)
     folder = RunFolder(work, recipe)
-    morl = _train_morl(plan, folder, resume=True, first_task=1, tasks=1)  # all kept: nothing is trained
+    morl = train_morl(plan, folder, resume=True, first_task=1, tasks=1)  # all kept: nothing is trained
     start = time.perf_counter()
-    records = peo_hub.sweep.run_sweep(plan, folder, morl)
+    records = sweep(plan, folder, morl)
     seconds = time.perf_counter() - start
     assert records is not None
-    report.write_text(json.dumps({"seconds": seconds, "code": peo_hub.sweep.__file__,
-                                  "batch_size": recipe.evaluate.batch_size, "records": records}))
+    report.write_text(json.dumps({"seconds": seconds, "code": code, "batch_size": recipe.evaluate.batch_size,
+                                  "records": records}))
 
 
 def variants(before: Path) -> dict[str, tuple[Path, int | None]]:
@@ -83,9 +100,9 @@ def run_variant(tree: Path, batch_size: int | None, run: Path, scratch: Path) ->
 
 def compare(records: dict[str, list[dict[str, Any]]], reference: str) -> dict[str, Any]:
     """Reply-level and front-level differences of every variant from ``reference``."""
-    from peo_hub.confirm import front_from_records
-    from peo_hub.recipe import load_recipe
-    from peo_hub.stats import split_prompts
+    from peo_hub.evaluate.confirm import front_from_records
+    from peo_hub.recipe.load import load_recipe
+    from peo_hub.core.stats import split_prompts
 
     recipe = load_recipe(REPO / "recipes" / "toy.yaml")
     spec = recipe.evaluate

@@ -2,7 +2,7 @@
 
 Reads the per-point evaluation records a `peo-hub recipe run` wrote (every sampled reply's
 score is kept there, grouped by prompt), so the numbers are exactly the bundle's. Intervals
-resample PROMPTS, not replies (replies to one prompt move together; peo_hub.stats), and the
+resample PROMPTS, not replies (replies to one prompt move together; peo_hub.core.stats), and the
 difference to the base is paired: both means are taken on the same resampled prompts. The
 one-hot adapters are fixed in advance (nothing is selected), so all evaluation prompts are
 used; the reply-level interval the table used before is printed next to it for comparison.
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from peo_hub.bundle import load_manifest
-from peo_hub.stats import cluster_mean_ci, paired_difference_ci
+from peo_hub.bundle.manifest import load_manifest
+from peo_hub.core.stats import cluster_mean_ci, paired_difference_ci
 
 
 def record(bundle: Path, method: str, label: str) -> dict:

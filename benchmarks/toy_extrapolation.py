@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from peo_hub.pipeline import run_recipe
+from peo_hub.recipe.pipeline import run_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 

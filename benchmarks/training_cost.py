@@ -64,7 +64,7 @@ def run_records(bundle: Path) -> dict[str, list[dict[str, Any]]]:
 
 def morl_with_corners_hypervolume(front: dict[str, Any]) -> float | None:
     """MORL's hypervolume once its corners (the single-aspect runs, alpha 0) are added."""
-    from peo_hub.pareto import hypervolume
+    from peo_hub.core.pareto import hypervolume
 
     aspects = front["aspects"]
     corners = [p for p in front["points"] if p["method"] == "soup" and p.get("weights")

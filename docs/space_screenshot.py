@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: needs Debian's chromium and chromedriver: apt-get install -y chromium chromium-driver",
               file=sys.stderr)
         return 2
-    from peo_hub.space import launch
+    from peo_hub.serve.space import launch
 
     demo = launch(args.bundle, host="127.0.0.1", port=free_port(), prevent_thread_lock=True, quiet=True)
     try:

@@ -27,11 +27,15 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from peo_hub.errors import PEOError, RecipeError
+from peo_hub.utils.errors import PEOError, RecipeError
 
 
-def train_aspect(recipe_path: str | Path, aspect: str, output: str | Path | None = None) -> Path:
+def train_aspect(recipe_path: str | Path, aspect: str, output: str | Path | None = None,
+                 overrides: Sequence[str] = ()) -> Path:
     """Train ``aspect``'s adapter of the recipe into ``output/adapters/<aspect>``; returns that folder.
+
+    ``overrides``: the ``--set FIELD.PATH=VALUE`` of ``recipe run``; give the same ones to
+    both, or the run refuses the adapter as made by another recipe.
 
     An adapter that is already complete is kept (like ``--resume``). Safe under
     ``accelerate launch``: the main process runs the pre-flight first (downloads happen
@@ -40,15 +44,17 @@ def train_aspect(recipe_path: str | Path, aspect: str, output: str | Path | None
     import torch
     from accelerate import PartialState
 
-    from peo_hub.recipe import load_recipe
-    from peo_hub.run import RunFolder, preflight, sample_pairs
+    from peo_hub.recipe.load import load_recipe
+    from peo_hub.recipe.folder import RunFolder
+    from peo_hub.recipe.preflight import preflight
+    from peo_hub.recipe.folder import sample_pairs
 
-    recipe = load_recipe(recipe_path)
+    recipe = load_recipe(recipe_path, overrides)
     if aspect not in recipe.aspects:
         raise RecipeError(
             f"aspect {aspect!r} is not in {recipe_path}; choose one of: {', '.join(recipe.aspects)}"
         )
-    run = RunFolder(output or Path("runs") / (recipe.name or "run"), recipe)
+    run = RunFolder(output or Path("runs") / (recipe.name or "run"), recipe, overrides=overrides)
     target = run.adapter_dir(aspect)
     # cpu=True without CUDA so that torchrun/accelerate CPU processes form a gloo group here
     # too; the trainer's own arguments later set up the same state again.
@@ -84,13 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("recipe", help="path to RECIPE.yaml")
     parser.add_argument("aspect", help="the aspect to train, as named in the recipe")
     parser.add_argument("--output", "-o", default=None, help="bundle folder (default: runs/<recipe name>)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD.PATH=VALUE",
+                        help="override a recipe field, as `peo-hub recipe run --set` (repeat; give the same ones to both)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        folder = train_aspect(args.recipe, args.aspect, output=args.output)
+        folder = train_aspect(args.recipe, args.aspect, output=args.output, overrides=args.overrides)
     except PEOError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,4 +1,8 @@
-"""Shared pytest set-up: offline by default, small thread counts, the tests folder on sys.path."""
+"""Shared pytest set-up: offline by default, small thread counts, tests/support on sys.path.
+
+Tests mirror the package (tests/<stage>/test_<module>.py); end-to-end runs are in tests/e2e,
+checks of the house itself (layers, docs) in tests/house, shared helpers and data in tests/support.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +18,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "support"))
 
-# The loopback Hub (`hub_server`, `hub` fixtures): see tests/hub_fixture.py.
+# The loopback Hub (`hub_server`, `hub` fixtures): see tests/support/hub_fixture.py.
 pytest_plugins = ["hub_fixture"]
 
 
@@ -36,7 +40,7 @@ def peo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def toy_bundle(tmp_path_factory: pytest.TempPathFactory, peo_cache: Path) -> Path:
     """A real toy bundle (trained adapters, sweep, front) from tests/recipes/toy-ci.yaml, built once."""
-    from peo_hub.pipeline import run_recipe
+    from peo_hub.recipe.pipeline import run_recipe
 
     out = tmp_path_factory.mktemp("toy") / "bundle"
     return run_recipe(REPO / "tests" / "recipes" / "toy-ci.yaml", output=out)
@@ -45,7 +49,7 @@ def toy_bundle(tmp_path_factory: pytest.TempPathFactory, peo_cache: Path) -> Pat
 @pytest.fixture(scope="module")
 def served(toy_bundle: Path):
     """The Space for the toy bundle, launched in a background thread (``prevent_thread_lock``)."""
-    from peo_hub.space import launch
+    from peo_hub.serve.space import launch
 
     sys.path.insert(0, str(REPO / "docs"))
     from space_screenshot import free_port  # the README's pictures use the same helper
@@ -58,7 +62,7 @@ def served(toy_bundle: Path):
 
 
 # Two tokenizers for rendering tests: the toy world's word-level one (its own template) and a
-# small BPE one trained here with Qwen2.5's ChatML template (tests/realdata.py).
+# small BPE one trained here with Qwen2.5's ChatML template (tests/support/realdata.py).
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from peo_hub.fsutil import atomic_dir, cache_root
+from peo_hub.utils.fsutil import atomic_dir, cache_root
 from peo_hub.world import toy
 from peo_hub.world.tokenizer import build_word_tokenizer
 
@@ -126,7 +126,7 @@ def ensure_embedded_base(base_model: str, seed: int = 0) -> Path:
     """The cached folder for ``embedded:<name>``, building it on first use."""
     name = base_model[len(EMBEDDED_PREFIX):]
     if name != "toy":
-        from peo_hub.errors import RecipeError
+        from peo_hub.utils.errors import RecipeError
 
         raise RecipeError(f"unknown embedded base model {base_model!r}; the embedded world is 'embedded:toy'")
     path = cache_root() / f"embedded-toy-v{WORLD_VERSION}-seed{seed}"

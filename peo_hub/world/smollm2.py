@@ -6,14 +6,21 @@ The file ``data/smollm2_safety_prompts.jsonl`` was written for this project (no 
 each row has ``prompt``, ``category``, ``harmful`` (true/false) and ``split`` (train/eval),
 split by prompt within each category, so no prompt is in both splits. Three kinds:
 
-* clearly harmful requests (weapons, drugs, cybercrime, fraud, violence, theft,
-  harassment, dangerous acts): ``harmful: true``;
+* clearly harmful requests, ``harmful: true``, in fourteen categories: ``weapons``,
+  ``drugs``, ``cybercrime``, ``fraud``, ``violence``, ``theft``, ``harassment``,
+  ``dangerous`` (dangerous acts), ``privacy`` (stalking, doxxing), ``hate`` (hate speech,
+  extremism), ``evasion`` (of the police and courts), ``scams``, ``counterfeiting`` and
+  ``animal_cruelty``; 16 training and 8 or 9 evaluation prompts each;
 * benign requests that only sound risky, in the style of over-refusal benchmarks such as
-  XSTest ("How do I kill a Python process?"): ``category: risky_sounding``;
+  XSTest ("How do I kill a Python process?", "What is a pipe bomb?", history, fiction,
+  games, safety questions): ``category: risky_sounding``;
 * everyday benign requests: ``category: everyday``.
 
-The eval split holds 44 harmful and 49 benign prompts, enough for prompt-resampled 95%
-intervals of a few points' width; the train split is the prompts pairs are sampled for.
+696 prompts: the train split holds 224 harmful and 227 benign (125 risky-sounding), so a
+harmless aspect can be shown where harm starts rather than only harm; the eval split
+holds 120 harmful and 125 benign (69 risky-sounding), enough for prompt-resampled 95%
+intervals of a few points' width. No eval prompt rewords a training prompt
+(tests/world/test_smollm2_prompts.py holds the near-duplicate rule).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from peo_hub.errors import DataError
+from peo_hub.utils.errors import DataError
 
 NAME = "smollm2-safety"
 FILE = "smollm2_safety_prompts.jsonl"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from peo_hub.errors import DataError
+from peo_hub.utils.errors import DataError
 
 ASPECTS = ("helpful", "harmless")
 

@@ -1,10 +1,10 @@
 """The PEO demo Space: preference sliders + chat over one PEO bundle.
 
-Thin on purpose; the app lives in ``peo_hub.space``. Which bundle it serves, first match wins:
+Thin on purpose; the app lives in ``peo_hub.serve.space``. Which bundle it serves, first match wins:
 
 1. the ``PEO_BUNDLE`` environment variable (a Hub repo id or a local folder);
 2. ``peo_space.json`` next to this file (``{"bundle": "user/repo"}``, written by
-   ``peo-hub push BUNDLE REPO --space SPACE`` / ``peo_hub.hub.push_space``);
+   ``peo-hub push BUNDLE REPO --space SPACE`` / ``peo_hub.publish.hub.push_space``);
 3. the offline default: the toy bundle ``runs/toy`` (of the current folder or of the
    peo-hub checkout this file lives in).
 
@@ -51,8 +51,8 @@ def resolve_bundle(environ: dict[str, str] | None = None, here: Path = HERE, cwd
 def main() -> None:
     bundle = resolve_bundle()
     try:
-        from peo_hub.errors import PEOError
-        from peo_hub.space import launch
+        from peo_hub.utils.errors import PEOError
+        from peo_hub.serve.space import launch
     except ImportError as exc:
         raise SystemExit(f"error: peo-hub is not importable ({exc}); deploy with `peo-hub push --space` (it uploads the package) or `pip install -e .` in a checkout")
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
