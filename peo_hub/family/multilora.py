@@ -200,9 +200,7 @@ class MultiLora:
     def set_live(self, coefficients: Mapping[str, float]) -> None:
         """One preference for every row: write ``c`` in place (no allocation, no weight touched)."""
         for group in self._groups.values():
-            values = torch.tensor(group.values(coefficients), dtype=torch.float32)
-            with torch.inference_mode(False):
-                group.live.copy_(values)
+            group.live.copy_(torch.tensor(group.values(coefficients), dtype=torch.float32))  # fine in inference mode
             group.c = group.live
 
     def set_rows(self, rows: Sequence[Mapping[str, float]]) -> None:
