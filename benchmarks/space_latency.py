@@ -18,6 +18,12 @@ request really switches the model:
   protocol (``/gradio_api/queue/join``, then the SSE stream) and once through
   ``gradio_client`` (whose own threads and polling add tens of milliseconds).
 
+* ``concurrent`` (``--concurrent 1 8``): that many users send a message at the same moment
+  (each at its own random preference; the Space batches them, one preference per row), per
+  live path (``--paths peft packed``: PEFT's per-adapter LoRA forward, or one product per
+  module, ``peo_hub.family.multilora``): each user's time to the first streamed text and to the whole
+  reply, over ``--concurrent-rounds`` rounds that alternate the paths.
+
 The bundle is ``--bundle``, else ``runs/toy``, else the CI toy recipe is trained into a
 temporary folder first (about a minute). Results: ``benchmarks/results/space_latency.json``.
 """
@@ -34,7 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -112,6 +118,50 @@ def bench_handlers(space: Any, trials: int, seed: int) -> dict[str, Any]:
     return {"slider_handler": stats_ms(slider), "switch_plus_first_token": stats_ms(first),
             "slider_to_first_token": stats_ms(end_to_end), "full_reply": stats_ms(total),
             "set_preference_live": stats_ms(switches)}
+
+
+def bench_concurrent(space: Any, users: Sequence[int], paths: Sequence[str], rounds: int, seed: int
+                     ) -> dict[str, Any]:
+    """Per live path and number of users: each user's time to the first text and to the whole reply."""
+    import threading
+
+    rng = random.Random(seed)
+    n = len(space.aspects)
+    samples: dict[str, dict[str, tuple[list[float], list[float]]]] = {
+        p: {str(u): ([], []) for u in users} for p in paths}
+
+    def one_round(path: str, count: int) -> None:
+        space.model.live_path = path
+        barrier = threading.Barrier(count)
+        first, total = samples[path][str(count)]
+
+        def user(k: int, values: list[float]) -> None:
+            barrier.wait()
+            start = time.perf_counter()
+            stream = space.chat_api(PROMPTS[k % len(PROMPTS)], *values)
+            next(stream)
+            first.append(time.perf_counter() - start)
+            for _ in stream:
+                pass
+            total.append(time.perf_counter() - start)
+
+        threads = [threading.Thread(target=user, args=(k, random_values(rng, n))) for k in range(count)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    for path in paths:  # warm-up
+        one_round(path, max(users))
+        for u in users:
+            samples[path][str(u)] = ([], [])
+    for r in range(rounds):
+        for path in (list(paths) if r % 2 == 0 else list(paths)[::-1]):
+            for u in users:
+                one_round(path, u)
+    space.model.live_path = "packed"
+    return {"concurrent": {path: {u: {"first_text": stats_ms(f), "full_reply": stats_ms(t)}
+                                  for u, (f, t) in per.items()} for path, per in samples.items()}}
 
 
 def bench_plot(space: Any, seed: int) -> dict[str, Any]:
@@ -245,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-trials", type=int, default=50, help="trials over HTTP (0 skips; default 50)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--concurrent", type=int, nargs="*", default=[], metavar="USERS",
+                        help="also time USERS simultaneous users (e.g. 1 8)")
+    parser.add_argument("--paths", nargs="+", default=["peft", "packed"], help="live paths for --concurrent")
+    parser.add_argument("--concurrent-rounds", type=int, default=10)
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "space_latency.json"))
     args = parser.parse_args(argv)
 
@@ -261,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, Any] = {}
         results.update(bench_handlers(space, args.trials, args.seed))
         results.update(bench_plot(space, args.seed))
+        if args.concurrent:
+            results.update(bench_concurrent(space, args.concurrent, args.paths, args.concurrent_rounds, args.seed))
         if args.http_trials:
             results.update(bench_http(bundle, args.http_trials, args.seed))
     met = results["slider_to_first_token"]["p95_ms"] < TARGET_MS
@@ -270,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
                            "trials": args.trials, "http_trials": args.http_trials},
               "target_ms": TARGET_MS, "target_met_at_p95": met, "results": results, "table": table(results)}
     print(report["table"])
+    for path, per in results.get("concurrent", {}).items():
+        print(f"{path}: " + "; ".join(f"{u} users: first text {v['first_text']['median_ms']:.1f} ms, "
+                                      f"reply {v['full_reply']['median_ms']:.1f} ms (median)" for u, v in per.items()))
     print(f"slider -> first token: median {results['slider_to_first_token']['median_ms']:.1f} ms, "
           f"p95 {results['slider_to_first_token']['p95_ms']:.1f} ms "
           f"({'meets' if met else 'MISSES'} the {TARGET_MS:.0f} ms target)")

@@ -164,6 +164,8 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="a checkout of the code to compare with")
     parser.add_argument("--run", type=Path, default=Path("runs/toy"), help="a finished run of recipes/toy.yaml")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--variants", default="before,after,after_batch64",
+                        help="comma-separated subset of before, after, after_batch64")
     parser.add_argument("--name", default="sweep_speed",
                         help="results file name (e.g. sweep_speed_1thread for a run under OMP_NUM_THREADS=1)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -181,7 +183,10 @@ def main() -> None:
         parser.error(f"{args.run} is not a finished run; peo-hub recipe run recipes/toy.yaml --output {args.run}")
     commit = subprocess.run(["git", "-C", str(args.before), "rev-parse", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or None
-    names = variants(args.before)
+    chosen = args.variants.split(",")
+    names = {name: v for name, v in variants(args.before).items() if name in chosen}
+    if "before" not in names:
+        parser.error("--variants must include before (the reference)")
     times: dict[str, list[float]] = {name: [] for name in names}
     records: dict[str, list[dict[str, Any]]] = {}
     batch: dict[str, int] = {}

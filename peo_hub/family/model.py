@@ -3,10 +3,12 @@
 The policy at coefficients ``c`` is ``θ₀ + Σᵢ cᵢ Δᵢ`` with ``Δᵢ = sᵢ Bᵢ Aᵢ`` (``sᵢ =
 lora_alpha/r``). Two in-memory realisations share the same loaded weights:
 
-* **live** (default): all aspect adapters are active at once and each adapter's scale on
-  every LoRA layer is ``cᵢ · sᵢ`` (what PEFT's ``LoraLayer.set_scale(aspect, cᵢ)`` computes),
-  so a forward pass adds ``Σ cᵢ sᵢ Bᵢ Aᵢ x``. Switching preference rewrites a few hundred
-  Python floats: microseconds, no tensor is touched.
+* **live** (default): all aspect adapters are active at once, and a forward pass adds
+  ``Σ cᵢ sᵢ Bᵢ Aᵢ x``. Each plain LoRA ``Linear`` computes it as one product for all
+  aspects, ``B @ (c ⊙ (A @ x))`` with the factors stacked once (:mod:`peo_hub.family.multilora`);
+  PEFT's own scales are kept equal to ``cᵢ · sᵢ`` too (what ``LoraLayer.set_scale(aspect, cᵢ)``
+  computes), for fusing and for the layers PEFT still runs (embeddings). Switching
+  preference writes a few floats into small tensors: microseconds, no weight is touched.
 * **fused** (``fuse=True``): the same scales are merged into the base weights in place
   (PEFT ``merge``), and unmerged (subtracted with the very same scales) before the next
   switch. Generation then runs at exactly the base model's cost. In float32 each
@@ -22,7 +24,6 @@ and :meth:`PEOModel.to_mergekit_config` (a mergekit ``task_arithmetic`` config),
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ from peo_hub.utils.errors import HubError, PEOError, PreferenceError, first_line
 from peo_hub.family.merge import export_adapter, mergekit_config
 from peo_hub.bundle.front import Front, Preset
 from peo_hub.family.lora import base_shapes_from_model, load_bundle_adapters
+from peo_hub.family.multilora import MultiLora, contiguous_head_input, peft_scale
 from peo_hub.core.policy import Preference, coefficient_warning, make_preference
 from peo_hub.utils.weights import check_loaded_finite
 
@@ -44,6 +46,9 @@ LOG = logging.getLogger("peo_hub")
 Messages = Sequence[Mapping[str, str]] | str
 # One row's preference: {"weights": {...}, "alpha": a}, {"coefficients": {...}} or a Preference.
 PreferenceSpec = Mapping[str, Any] | Preference
+#: How live mode runs the LoRA layers: "packed" (one product per module, peo_hub.family.multilora) or
+#: "peft" (PEFT's per-adapter loop, as before; kept for comparison). Default: $PEO_HUB_LIVE_PATH.
+LIVE_PATHS = ("packed", "peft")
 
 
 def warn_coefficients(manifest: Manifest, coefficients: Mapping[str, float]) -> None:
@@ -57,7 +62,7 @@ class PEOModel:
     """A PEO bundle loaded for inference: ``base + Σ cᵢ Δᵢ`` at a preference you can change."""
 
     def __init__(self, bundle: Bundle, peft_model: Any, tokenizer: Any,
-                 exact_unfuse: bool | None = None) -> None:
+                 exact_unfuse: bool | None = None, live_path: str | None = None) -> None:
         from peft.tuners.lora import LoraLayer
 
         self._bundle = bundle
@@ -80,10 +85,10 @@ class PEOModel:
         self._slot_layers: list[Any] = []  # the layer of each slot (its device, for per-row scales)
         for layer in self._layers:
             for aspect in layer.lora_A.keys() | getattr(layer, "lora_embedding_A", {}).keys():
-                r, alpha = layer.r[aspect], layer.lora_alpha[aspect]
-                base_scale = alpha / math.sqrt(r) if layer.use_rslora.get(aspect) else alpha / r
-                self._slots.append((layer.scaling, aspect, base_scale))
+                self._slots.append((layer.scaling, aspect, peft_scale(layer, aspect)))
                 self._slot_layers.append(layer)
+        self._multilora = MultiLora(self._layers, self.aspects)
+        self._head_hook = contiguous_head_input(self.model)  # the prompt's logits in one product, as the base
         self._fused = False
         self._auto_exact_unfuse = exact_unfuse is None
         if exact_unfuse is None:  # subtracting back is only lossless enough in >= float32
@@ -96,6 +101,7 @@ class PEOModel:
         self.preference: Preference = make_preference(self.aspects, {a: 1.0 for a in self.aspects},
                                                       formulation=self.manifest.formulation)
         self._apply_scales(self.preference.coefficients)
+        self.live_path = live_path or os.environ.get("PEO_HUB_LIVE_PATH") or "packed"
 
     # ------------------------------------------------------------------ loading
 
@@ -106,7 +112,7 @@ class PEOModel:
                         local_files_only: bool = False, attn_implementation: str | None = None,
                         quantization_config: Any = None, device: str | torch.device | None = None,
                         exact_unfuse: bool | None = None, torch_dtype: str | torch.dtype | None = None,
-                        **model_kwargs: Any) -> "PEOModel":
+                        live_path: str | None = None, **model_kwargs: Any) -> "PEOModel":
         """Load a bundle (local folder or Hub repo id): the base once, then every aspect adapter.
 
         The loading arguments are transformers' and PEFT's: ``dtype`` (``torch.bfloat16``,
@@ -123,6 +129,7 @@ class PEOModel:
         Starts at equal weights, alpha 0 (the uniform soup). ``exact_unfuse`` (default: only
         for half-precision weights) keeps a CPU copy of the adapted weights the first time a
         preference is fused, so unfusing restores them bitwise instead of subtracting.
+        ``live_path`` is :attr:`live_path` (default ``$PEO_HUB_LIVE_PATH``, else ``"packed"``).
         """
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -161,7 +168,7 @@ class PEOModel:
                                     is_trainable=False)
         peft_model.base_model.set_adapter(list(aspects), inference_mode=True)  # all active at once
         peft_model.eval()
-        return cls(bundle, peft_model, tokenizer, exact_unfuse=exact_unfuse)
+        return cls(bundle, peft_model, tokenizer, exact_unfuse=exact_unfuse, live_path=live_path)
 
     def to(self, *args: Any, **kwargs: Any) -> "PEOModel":
         """Move or cast the whole model, as ``torch.nn.Module.to`` (``m.to("cuda")``, ``m.to(torch.bfloat16)``).
@@ -188,7 +195,12 @@ class PEOModel:
             was_fused = self._fused
             if was_fused:
                 self._unfuse()
+            packed = self._multilora.installed
+            if packed:
+                self._multilora.remove()  # the stacked factors are taken again in the new device/dtype
             self.peft_model.to(*args, **kwargs)
+            if packed:
+                self._multilora.install()
             self._pristine.clear()  # copies of the old dtype: taken again on the next fuse
             if self._auto_exact_unfuse:
                 self.exact_unfuse = self._half_precision()
@@ -255,6 +267,23 @@ class PEOModel:
         return self._fused
 
     @property
+    def live_path(self) -> str:
+        """``"packed"``: live LoRA layers run one product for all aspects (:mod:`peo_hub.family.multilora`);
+        ``"peft"``: PEFT's per-adapter forward. Both give ``W + Σ cᵢ Δᵢ`` up to float rounding."""
+        return "packed" if self._multilora.installed else "peft"
+
+    @live_path.setter
+    def live_path(self, path: str) -> None:
+        if path not in LIVE_PATHS:
+            raise PEOError(f"unknown live path {path!r} (PEO_HUB_LIVE_PATH or live_path=); use one of: "
+                           + ", ".join(LIVE_PATHS))
+        with self._lock:
+            if path == "packed":
+                self._multilora.install()
+            else:
+                self._multilora.remove()
+
+    @property
     def _slot_devices(self) -> list[torch.device]:
         return [next(layer.get_base_layer().parameters()).device for layer in self._slot_layers]
 
@@ -274,8 +303,9 @@ class PEOModel:
             warn_coefficients(self.manifest, coefficients)
 
     def _apply_scales(self, coefficients: Mapping[str, float]) -> None:
-        for scaling, aspect, base_scale in self._slots:
+        for scaling, aspect, base_scale in self._slots:  # PEFT's scales: for merge and PEFT's forward
             scaling[aspect] = coefficients[aspect] * base_scale
+        self._multilora.set_live(coefficients)  # the packed layers' c, written in place
 
     def _unfuse(self) -> None:
         # Either restore the pristine copy bitwise, or subtract exactly what _fuse added
@@ -343,11 +373,12 @@ class PEOModel:
 
         With ``preferences`` (one per row of ``input_ids``: ``{"weights": {...}, "alpha": a}``,
         ``{"coefficients": {...}}`` or a :class:`Preference`), every row is generated at its
-        own policy in the same forward passes: each LoRA scale becomes a ``(rows, 1, 1)``
-        tensor, which PEFT's ``lora_B(lora_A(x)) * scaling`` broadcasts over the rows, so
-        row b gets ``Σᵢ c_{b,i} sᵢ Bᵢ Aᵢ x``. A fused model is unfused for the call and
-        fused again after (the merged weights cannot hold several policies); the model's
-        own preference is restored either way.
+        own policy in the same forward passes: each packed layer's coefficients become a
+        ``(rows, 1, Σr)`` tensor in ``B @ (c ⊙ (A @ x))`` (:mod:`peo_hub.family.multilora`),
+        each PEFT scale a ``(rows, 1, 1)`` tensor that PEFT's ``lora_B(lora_A(x)) * scaling``
+        broadcasts, so row b gets ``Σᵢ c_{b,i} sᵢ Bᵢ Aᵢ x``. A fused model is unfused for the
+        call and fused again after (the merged weights cannot hold several policies); the
+        model's own preference is restored either way.
         """
         if preferences is None:
             with self._lock, torch.inference_mode():
@@ -427,7 +458,8 @@ class PEOModel:
 
         The products are taken in Python floats, exactly as :meth:`_apply_scales` does, so a
         row sees the very scale its single-preference run multiplies by. One tensor per
-        (aspect, sᵢ, device), shared by every layer that has them.
+        (aspect, sᵢ, device), shared by every layer that has them. The packed layers get one
+        ``(rows, 1, Σr)`` tensor per rank layout instead (:meth:`MultiLora.set_rows`).
         """
         tensors: dict[tuple[str, float, torch.device], torch.Tensor] = {}
         for (scaling, aspect, base_scale), device in zip(self._slots, self._slot_devices):
@@ -436,6 +468,7 @@ class PEOModel:
                 values = [row[aspect] * base_scale for row in rows]
                 tensors[key] = torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1)
             scaling[aspect] = tensors[key]  # type: ignore[assignment]
+        self._multilora.set_rows(rows)
 
     def _chat_inputs(self, messages: Messages) -> dict[str, torch.Tensor]:
         from peo_hub.data.chat import render_prompt
