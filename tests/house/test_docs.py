@@ -115,6 +115,17 @@ def test_cli_reference_is_generated_from_the_parser() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_family_cost_table_is_the_last_benchmark_run() -> None:
+    """docs/family.md's cost table equals what docs/family_cost.py renders from live_packed.json now."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(REPO / "docs" / "family_cost.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "COST_TABLE" not in (REPO / "docs" / "family.md").read_text()
+
+
 def _parsers(parser, prefix: str = "peo-hub"):  # noqa: ANN001, ANN202 - argparse internals
     """Every (command, parser) pair: peo-hub, each verb, each recipe action."""
     import argparse
