@@ -198,11 +198,13 @@ def front_summary(bundle: Path) -> dict:
     front = json.loads((bundle / "front.json").read_text())
     points = [{"method": p["method"], "weights": p.get("weights"), "alpha": p.get("alpha"),
                "metrics": {a: round(m["mean"], 4) for a, m in p["metrics"].items()},
-               "on_front": p.get("on_front"), "flags": p.get("flags") or p.get("guard_flags")}
+               "on_front": p.get("on_front"), "flags": p.get("flags") or p.get("guard_flags"),
+               "label": p.get("label"), "dial": p.get("dial"), "refusal": p.get("refusal")}
               for p in front["points"]]
-    return {"points": points, "hypervolume": front.get("hypervolume"), "presets": front.get("presets"),
-            "hypervolume_difference": front.get("hypervolume_difference"), "seeds": front.get("seeds"),
-            "across_seeds": front.get("across_seeds")}
+    return {"points": points, "hypervolume": front.get("hypervolume"), "hypervolume_ci": front.get("hypervolume_ci"),
+            "presets": front.get("presets"), "hypervolume_difference": front.get("hypervolume_difference"),
+            "controllability": front.get("controllability"), "method_cost": front.get("method_cost"),
+            "seeds": front.get("seeds"), "across_seeds": front.get("across_seeds")}
 
 
 def slider_replies(bundle: Path, max_new_tokens: int) -> list[dict]:

@@ -14,7 +14,8 @@ and records, from the bundle's ``front.json``:
   often one training run alone would have said something else;
 * the command, the wall time, the load average before and after, the machine.
 
-    OMP_NUM_THREADS=1 flock /tmp/peo-cpu.lock python benchmarks/toy_seeds.py        # ~5 x the quick start
+    python benchmarks/toy_seeds.py             # ~5 x the quick start
+    python benchmarks/toy_seeds.py --rerun     # then again, and the one-seed quick start: what a rerun reproduces
     python benchmarks/toy_seeds.py --analyse runs/toy-seeds   # re-read a finished run (keeps its recorded time)
 
 Results: ``benchmarks/results/toy_seeds.json``.
@@ -52,6 +53,9 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=REPO / "runs" / "toy-seeds")
     parser.add_argument("--analyse", type=Path, default=None, help="a finished bundle: skip the run, re-read it")
     parser.add_argument("--output", type=Path, default=None, help="default: benchmarks/results/toy_seeds.json")
+    parser.add_argument("--rerun", action="store_true",
+                        help="then run the same command into OUTPUT_DIR-rerun and compare every front.json byte for "
+                             "byte, and the one-seed quick start into OUTPUT_DIR-one against seed 0's front")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     from common import machine, write_report
@@ -66,8 +70,7 @@ def main() -> None:
             report.update({k: previous[k] for k in ("machine", "command", "wall_seconds",
                                                     "load_average_1_5_15_before_after") if k in previous})
     if bundle is None:
-        if args.output_dir.exists():
-            shutil.rmtree(args.output_dir)  # a fresh run each time: the benchmark is the whole recipe
+        _fresh(args.output_dir)  # a fresh run each time: the benchmark is the whole recipe
         load_before = os.getloadavg()
         start = time.perf_counter()
         subprocess.run(command, check=True, cwd=REPO)
@@ -87,7 +90,45 @@ def main() -> None:
         print(f"  {name:>16}: {entry['estimate']:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]  per seed "
               + ", ".join(f"{v:+.3f}" for v in entry["per_seed"]) + (f"  {entry['verdict']}" if "verdict" in entry
                                                                       else ""))
+    if args.rerun:
+        report["rerun"] = rerun(command, bundle, seeds)
+        print(f"rerun: {json.dumps(report['rerun'])}")
     write_report("toy_seeds", report, output)
+
+
+def _fresh(folder: Path) -> None:
+    """Remove an earlier benchmark folder: only a run folder peo-hub wrote (it has peo_run.json)."""
+    if folder.exists():
+        if not (folder / "peo_run.json").is_file():
+            raise SystemExit(f"{folder} exists and is not a peo-hub run folder; move it aside")
+        shutil.rmtree(folder)
+
+
+def rerun(command: list[str], bundle: Path, seeds: list[int]) -> dict:
+    """The same command into a second folder (every front.json compared byte for byte), then the one-seed
+    quick start, whose front must equal seed 0's outside ``seeds`` and ``across_seeds``."""
+    second = bundle.with_name(bundle.name + "-rerun")
+    one = bundle.with_name(bundle.name + "-one")
+    _fresh(second)
+    _fresh(one)
+    out: dict = {"how": "the same command into a fresh folder, then `peo-hub recipe run recipes/toy.yaml` (one seed)",
+                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    start = time.perf_counter()
+    subprocess.run([*command[:-1], str(second)], check=True, cwd=REPO)
+    out["second_run_wall_seconds"] = round(time.perf_counter() - start, 1)
+    out["front_json_byte_identical"] = (bundle / "front.json").read_bytes() == (second / "front.json").read_bytes()
+    out["seed_fronts_byte_identical"] = {
+        str(s): (bundle / "seeds" / str(s) / "front.json").read_bytes() == (second / "seeds" / str(s) / "front.json"
+                                                                             ).read_bytes() for s in seeds[1:]}
+    start = time.perf_counter()
+    subprocess.run(["peo-hub", "recipe", "run", RECIPE, "--output", str(one)], check=True, cwd=REPO)
+    out["one_seed_quick_start_wall_seconds"] = round(time.perf_counter() - start, 1)
+    five, single = (json.loads((b / "front.json").read_text()) for b in (bundle, one))
+    skip = ("seeds", "across_seeds")
+    out["one_seed_front_equals_the_five_seed_runs_seed_0_front_outside_seeds_and_across_seeds"] = (
+        {k: v for k, v in five.items() if k not in skip} == {k: v for k, v in single.items() if k not in skip})
+    out["one_seed_verdicts"] = {k: v["verdict"] for k, v in (single.get("hypervolume_difference") or {}).items()}
+    return out
 
 
 if __name__ == "__main__":

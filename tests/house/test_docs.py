@@ -126,6 +126,26 @@ def test_family_cost_table_is_the_last_benchmark_run() -> None:
     assert "COST_TABLE" not in (REPO / "docs" / "family.md").read_text()
 
 
+def test_results_tables_are_the_last_benchmark_runs() -> None:
+    """docs/worlds.md's and docs/baselines.md's results tables equal what docs/results_tables.py renders now."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(REPO / "docs" / "results_tables.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_no_page_holds_a_placeholder() -> None:
+    """A line that is one upper-case word (COST_TABLE, SMOLLM2) is a section nobody wrote."""
+    import re
+
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        lines = page.read_text(encoding="utf-8").splitlines()
+        empty = [line for line in lines if re.fullmatch(r"[A-Z][A-Z0-9_]{4,}", line.strip())]
+        assert not empty, f"{page.name}: placeholder lines {empty}"
+
+
 def _parsers(parser, prefix: str = "peo-hub"):  # noqa: ANN001, ANN202 - argparse internals
     """Every (command, parser) pair: peo-hub, each verb, each recipe action."""
     import argparse
