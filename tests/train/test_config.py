@@ -105,6 +105,7 @@ def test_new_fields_at_their_defaults_keep_the_recipe_hash() -> None:
     assert "model" not in fingerprint["train"] and "use_rslora" not in fingerprint["train"]["lora"]
     old = recipe.model_dump(mode="json", exclude={"hub", "name"})
     del old["train"]["model"], old["evaluate"]["vllm"]
+    assert old.pop("seeds") is None  # unset seeds are left out of the hash too (tests/recipe/test_seeds.py)
     for name in ("use_rslora", "init_lora_weights", "layers_to_transform", "layers_pattern", "rank_pattern",
                  "alpha_pattern", "exclude_modules"):
         del old["train"]["lora"][name]
