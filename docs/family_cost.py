@@ -39,7 +39,7 @@ def render(results: dict) -> str:
         cells = [f"{row[key]['time_vs_base']:.2f}x" if key in row else "n/a" for key, _ in COLUMNS]
         lines.append(f"| {batch} | " + " | ".join(cells) + " |")
     lines += ["", "1.00x is the plain transformers base model's time at the same batch. Below 1.00x: "
-              "`contiguous_head_input` (below) also removes a cost the plain base model pays."]
+              "`contiguous_head_input` (above) also removes a cost the plain base model pays."]
     profile = results.get("profile")
     if profile:
         totals = {k: v["self_cpu_ms_total"] for k, v in profile.items() if isinstance(v, dict) and "self_cpu_ms_total" in v}
