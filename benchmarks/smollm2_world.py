@@ -271,8 +271,10 @@ def main() -> None:
     if bundle is None:
         from peo_hub.recipe.pipeline import run_recipe
 
-        if args.output_dir.exists():
-            shutil.rmtree(args.output_dir)  # a fresh run each time: the benchmark is the whole recipe
+        if args.output_dir.exists():  # a fresh run each time: the benchmark is the whole recipe
+            if not (args.output_dir / "peo_run.json").is_file():
+                raise SystemExit(f"{args.output_dir} exists and is not a peo-hub run folder; move it aside")
+            shutil.rmtree(args.output_dir)  # only a run folder an earlier benchmark (or recipe run) wrote
         from peo_hub.train.selfpairs import cache_root
 
         cached_before = {d.name for d in cache_root().glob("*") if (d / "done.json").is_file()}
