@@ -36,7 +36,9 @@ from peo_hub.evaluate.refusal_plane import plane
 #: Record keys that are per-reply data, not front.json point fields.
 #: ``train_seconds`` (a MORL point's) is wall-clock: it lives in the records and ``timings.json``, so that
 #: front.json is the same, byte for byte, when the same run is made again on the same machine.
-_RAW_KEYS = ("samples", "recipe_hash", "guard", "prompts", "metrics", "train_seconds", "refusal", "harmful")
+#: ``shared_from_seed``: a record copied from the first seed's (a point no training touches), said in the record.
+_RAW_KEYS = ("samples", "recipe_hash", "guard", "prompts", "metrics", "train_seconds", "refusal", "harmful",
+             "shared_from_seed")
 
 
 def _subset(scores: Sequence[Sequence[float]], prompts: Sequence[int]) -> list[Sequence[float]]:

@@ -77,6 +77,9 @@ class SweepJob:
     base_revision: str | None = None
     stamp: str = ""  # the evaluation's hash, written into every record (mixing two evaluations is refused)
     morl: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> {adapter (relative), weights, ...}
+    # Another training seed's records (the run's first seed): a point no training touches (the base,
+    # training-free baselines) replies the same for every seed, so it is evaluated once and copied.
+    shared: RecordStore | None = None
 
 
 def family_points(grid: Grid) -> list[tuple[str, Preference]]:
@@ -184,6 +187,16 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
     check_baselines(job.sweep, tokenizer, raw_prompts)
     harmful = None if labels is None else labels.flags(raw_prompts)
 
+    def done(kind: str, label: str) -> bool:
+        """Whether ``kind-label`` is on disk here, copying it from ``job.shared`` when no training touches it."""
+        if store.finished(kind, label):
+            return True
+        if job.shared is None or not untrained(kind, job.sweep, list(job.aspects)) \
+                or not job.shared.finished(kind, label):
+            return False
+        store.write(kind, label, {**job.shared.read(kind, label), "shared_from_seed": job.seed})
+        return True
+
     def evaluate(generate_with: Any, method: str, label: str, preference: Preference | None,
                  extra: dict[str, Any] | None = None, only: list[int] | None = None,
                  prefix: str | None = None, replies: list[list[str]] | None = None) -> dict[str, Any]:
@@ -192,7 +205,7 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
         ``replies`` are the point's replies when a batched pass already generated them.
         """
         kind = prefix or method
-        if store.finished(kind, label):
+        if done(kind, label):
             return store.read(kind, label)
         keep = range(len(raw_prompts)) if only is None else only
         prompts, texts = [raw_prompts[i] for i in keep], [rendered[i] for i in keep]
@@ -230,7 +243,7 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
         """
         keep = list(range(len(raw_prompts))) if only is None else only
         todo = [k for k, (method, preference, _) in enumerate(points)
-                if not store.finished(prefix or method, preference.label())]
+                if not done(prefix or method, preference.label())]
         if todo and (vllm_side is not None or (len(todo) > 1 and batched_points(spec))):
             texts = [rendered[i] for i in keep]
             wanted = [points[t][1] for t in todo]
@@ -265,7 +278,7 @@ def _sweep(job: SweepJob, shard: Shard | None = None) -> list[dict[str, Any]]:
         context = BaselineContext(model=live, tokenizer=tokenizer, prompts=raw_prompts, rendered=rendered,
                                   aspects=list(job.aspects), sweep=job.sweep, evaluate=spec, seed=job.seed,
                                   labels=lambda: require_labels(labels, job.sweep.harmful_labels, job.aspects))
-        records += _evaluate_baselines(baselines, context, store, evaluate, bar)
+        records += _evaluate_baselines(baselines, context, store, done, evaluate, bar)
     loaded.clear()  # free the live model before the MORL baselines load theirs
 
     for j, (label, info) in enumerate(job.morl.items()):
@@ -367,7 +380,8 @@ def baseline_points(job: SweepJob, shard: Shard | None) -> list[tuple[str, Any]]
 
 
 def _evaluate_baselines(points: list[tuple[str, Any]], context: "BaselineContext", store: RecordStore,
-                        evaluate: Callable[..., dict[str, Any]], bar: Any) -> list[dict[str, Any]]:
+                        done: Callable[[str, str], bool], evaluate: Callable[..., dict[str, Any]], bar: Any
+                        ) -> list[dict[str, Any]]:
     """Records of the baselines' points, in order; each baseline generates its unfinished points in one go.
 
     A baseline point is its own policy (a prompt, a decoding rule, a steered base), not a mix
@@ -379,7 +393,7 @@ def _evaluate_baselines(points: list[tuple[str, Any]], context: "BaselineContext
     for name in dict.fromkeys(n for n, _ in points):
         baseline = BASELINES[name]
         mine = [p for n, p in points if n == name]
-        todo = [p for p in mine if not store.finished(name, p.label)]
+        todo = [p for p in mine if not done(name, p.label)]
         bar.update(len(mine) - len(todo))
         if todo:
             bar.set_postfix_str(name)
@@ -390,6 +404,16 @@ def _evaluate_baselines(points: list[tuple[str, Any]], context: "BaselineContext
                      replies=replies)
             bar.update(1)
     return [store.read(n, p.label) for n, p in points]
+
+
+def untrained(method: str, sweep: Any, aspects: list[str]) -> bool:
+    """Whether a method's points are the same policy for every training seed: the base, and the
+    baselines that need no training (``training_runs`` 0 in their cost: system_prompt, steer)."""
+    from peo_hub.evaluate.baselines import BASELINES
+
+    if method == "base":
+        return True
+    return method in BASELINES and BASELINES[method].cost(sweep, aspects).get("training_runs") == 0
 
 
 def batched_points(spec: Any) -> bool:

@@ -52,16 +52,24 @@ from peo_hub.utils.fsutil import (
 from peo_hub.utils.ledger import LEDGER_NAME, Ledger, relative_files
 
 
-def recipe_fingerprint(recipe: Recipe) -> dict[str, Any]:
-    """What must not change between a run and its ``--resume``: everything but the name and the push.
+NOT_IDENTITY = ("hub", "name", "seeds")  # recipe fields a run may change under --resume (recipe_fingerprint)
 
-    ``seeds`` counts only when set, so a one-seed run's hash is what it was before ``seeds`` existed.
+
+def recipe_fingerprint(recipe: Recipe) -> dict[str, Any]:
+    """What must not change between a run and its ``--resume``: everything but the name, the push and
+    the list of training seeds.
+
+    ``seeds`` is left out because no artefact depends on it: a seed's adapters, MORL baselines and
+    records depend on that seed and the rest of the recipe only (every seed is swept with the run's
+    seed, the first of the list, which ``seed`` holds and the fingerprint keeps). So a finished run
+    takes more seeds under ``--resume`` (``--seeds 0,1,2`` after a run of seed 0 trains and sweeps
+    seeds 1 and 2 only), and a one-seed run's hash is what it was before ``seeds`` existed.
 
     Fields added to the recipe after runs were first recorded (:func:`later_fields`) count only
     when set to something other than their default, so a folder started before they existed
     still resumes, and an unchanged recipe keeps its hash.
     """
-    return without_later_defaults({k: v for k, v in recipe_json(recipe).items() if k not in ("hub", "name")})
+    return without_later_defaults({k: v for k, v in recipe_json(recipe).items() if k not in NOT_IDENTITY})
 
 
 @functools.cache
@@ -142,6 +150,8 @@ class RunFolder:
         self.overrides = list(overrides)  # the --set strings, recorded with the recipe they produced
         self.fingerprint = recipe_fingerprint(recipe)
         self.fingerprint_hash = fingerprint_hash(self.fingerprint)
+        # Multi-seed folders made while the seed list was part of the fingerprint carry this stamp.
+        self._listed_seeds_hash = fingerprint_hash({**self.fingerprint, "seeds": recipe.seeds}) if recipe.seeds else None
 
     # -- paths
 
@@ -181,13 +191,15 @@ class RunFolder:
                 if not isinstance(data, dict):
                     raise RecipeError(f"{path} is not a run record (a JSON object); delete it and resume again, "
                                       "or use a new --output")
-                return without_later_defaults(data.get("recipe", data) if name == RUN_RECORD else data), name
+                recorded = without_later_defaults(data.get("recipe", data) if name == RUN_RECORD else data)
+                return ({k: v for k, v in recorded.items() if k not in NOT_IDENTITY}
+                        if isinstance(recorded, dict) else recorded), name
         if (self.root / MANIFEST_NAME).is_file():
             try:
                 manifest = load_manifest(self.root)
             except BundleError as exc:
                 raise RecipeError(str(exc)) from None
-            recipe = {k: v for k, v in manifest.recipe.items() if k not in ("hub", "name")}
+            recipe = {k: v for k, v in manifest.recipe.items() if k not in NOT_IDENTITY}
             return (without_later_defaults(recipe) or None), MANIFEST_NAME
         return None, ""
 
@@ -209,7 +221,7 @@ class RunFolder:
         for artefact in self._artefacts():
             record = read_training_info(artefact) if artefact.is_dir() else _read_record(artefact)
             stamp = record.get("recipe_hash")
-            if stamp == self.fingerprint_hash or (stamp is None and recorded is not None):
+            if stamp in (self.fingerprint_hash, self._listed_seeds_hash) or (stamp is None and recorded is not None):
                 continue  # made by this recipe (unstamped: by peo-hub 0.1.0 under a matching record)
             if stamp is None:
                 raise RecipeError(f"cannot tell which recipe made {artefact} ({RUN_RECORD} is missing and the file "

@@ -241,7 +241,9 @@ def sweep_job(plan: Plan, folder: RunFolder, morl_records: dict[str, dict[str, A
 
     Every seed is swept with the run's seed (the same prompts, split and sampling streams:
     common random numbers, so seeds differ by their training only), from its own folder; the
-    base is the one copied into the run if it ships inside.
+    base is the one copied into the run if it ships inside. The points no training touches
+    (the base, training-free baselines) are the same policy for every seed: the other seeds
+    copy the first seed's records of them instead of generating them again.
     """
     from peo_hub.evaluate.records import RecordStore
     from peo_hub.evaluate.sweep import SweepJob
@@ -251,7 +253,8 @@ def sweep_job(plan: Plan, folder: RunFolder, morl_records: dict[str, dict[str, A
                     aspects={aspect: spec.judge for aspect, spec in recipe.aspects.items()},
                     sweep=recipe.sweep, evaluate=recipe.evaluate, seed=recipe.seed, prompts=plan.prompts,
                     tokenizer=plan.tokenizer, base=folder.base_path(plan.base), base_revision=plan.base.revision,
-                    stamp=folder.fingerprint_hash, morl=morl_records)
+                    stamp=folder.fingerprint_hash, morl=morl_records,
+                    shared=None if seed in (None, recipe.seed) else RecordStore(folder.evaluations_dir(recipe.seed)))
 
 
 def _train_morl(plan: Plan, folder: RunFolder, resume: bool, first_task: int, tasks: int, seed: int | None = None

@@ -163,6 +163,24 @@ def test_a_killed_multi_seed_run_resumes_per_seed_to_the_same_front(tmp_path: Pa
         for path in sorted((whole / adapter).rglob("adapter_*")):  # weights and config; training_info has the clock
             assert path.read_bytes() == (killed / path.relative_to(whole)).read_bytes(), path
 
+    # A finished one-seed run takes another seed under --resume: only seed 1 is trained and swept, and
+    # the front is the one the two-seed run made. The base point is the same policy for every seed, so
+    # seed 1 copies seed 0's record of it instead of generating it again; trained points are its own.
+    extended = tmp_path / "extended"
+    assert main(["recipe", "run", str(recipe), "--output", str(extended), "--seeds", "0"]) == 0
+    first = {name: folder_digest(extended / name) for name in ("adapters", "baselines", "evaluations")}
+    assert not (extended / "seeds").exists()
+    assert main(["recipe", "run", str(recipe), "--output", str(extended), "--seeds", "0,1", "--resume"]) == 0
+    assert {name: folder_digest(extended / name) for name in first} == first, "seed 0 was kept, not redone"
+    assert (extended / "front.json").read_bytes() == (whole / "front.json").read_bytes()
+    for path in sorted((whole / "seeds" / "1" / "evaluations").glob("*.json")):
+        record = json.loads(path.read_text())
+        shared = record["method"] == "base"
+        assert ("shared_from_seed" in record) == shared, path.name
+        if shared:
+            zero = json.loads((whole / "evaluations" / path.name).read_text())
+            assert {**record, "shared_from_seed": None} == {**zero, "shared_from_seed": None}
+
     front = load_front(whole)
     assert front.seeds == [0, 1] and front.across_seeds is not None
     assert set(front.across_seeds.hypervolume_difference) == {"peo_minus_soup", "peo_minus_base", "peo_minus_morl"}
