@@ -20,9 +20,13 @@ DPO adapters, the sweep, the front) and records:
     python benchmarks/smollm2_world.py                 # writes runs/smollm2-bench, results/smollm2_world.json
     python benchmarks/smollm2_world.py --analyse runs/smollm2-bench   # only re-read a finished bundle (keeps
                                                                       # the wall time its run recorded)
-    python benchmarks/smollm2_world.py --seeds 0,1,2   # every adapter trained once per seed (3x the training and
-                                                       # sweep); writes results/smollm2_world_seeds.json with the
-                                                       # front's across_seeds (claims over training runs)
+    python benchmarks/smollm2_world.py --seeds 0,1,2   # every adapter trained once per seed (3x the training,
+                                                       # the trained points' sweep 3x); writes
+                                                       # results/smollm2_world_seeds.json with the front's
+                                                       # across_seeds (claims over training runs)
+    cp -a runs/smollm2-bench runs/smollm2-seeds        # or: add seeds to a finished run of seed 0 (a copy),
+    python benchmarks/smollm2_world.py --seeds 0,1,2 --extend runs/smollm2-seeds   # training and sweeping
+                                                       # seeds 1 and 2 only (`recipe run --seeds 0,1,2 --resume`)
 """
 
 from __future__ import annotations
@@ -244,7 +248,12 @@ def main() -> None:
                                                                    "(smollm2_world_seeds.json with --seeds)")
     parser.add_argument("--seeds", default=None, metavar="S0,S1,...",
                         help="train every adapter once per seed (recipe run --seeds); the first seed's are served")
+    parser.add_argument("--extend", type=Path, default=None, metavar="RUN",
+                        help="with --seeds: a finished run of this recipe with the first seed, to which the other "
+                             "seeds are added in place (recipe run --resume); only their time is measured")
     args = parser.parse_args()
+    if args.extend is not None and (args.seeds is None or args.analyse is not None):
+        parser.error("--extend needs --seeds (the first one being the run's) and no --analyse")
     sys.path.insert(0, str(Path(__file__).parent))
     from common import machine, write_report
 
@@ -268,6 +277,22 @@ def main() -> None:
         if Path(previous.get("bundle", "")).resolve() == bundle.resolve():
             run_keys = ("machine", "wall_seconds", "load_average_1_5_15_before_after", "note", "pairs_cache_was_warm")
             report.update({k: previous[k] for k in run_keys if k in previous})
+    if bundle is None and args.extend is not None:
+        from peo_hub.recipe.pipeline import run_recipe
+
+        if not (args.extend / "front.json").is_file():
+            raise SystemExit(f"--extend {args.extend} is not a finished run (no front.json)")
+        earlier = json.loads((args.extend / "front.json").read_text()).get("seeds") or []
+        report["extended_from_seeds"] = earlier
+        load_before = os.getloadavg()
+        start = time.perf_counter()
+        bundle = run_recipe(RECIPE, output=args.extend, seeds=seeds, resume=True)
+        report["wall_seconds_added_seeds"] = round(time.perf_counter() - start, 1)
+        report["load_average_1_5_15_before_after"] = [list(load_before), list(os.getloadavg())]
+        report["note"] = (f"seeds {earlier} come from an earlier run of the same recipe in this folder (its wall time "
+                          "is smollm2_world.json's); wall_seconds_added_seeds is `recipe run --seeds ... --resume` "
+                          "training and sweeping the other seeds (the base and the training-free baselines are "
+                          "swept once, in the first seed's folder)")
     if bundle is None:
         from peo_hub.recipe.pipeline import run_recipe
 
@@ -305,6 +330,9 @@ def main() -> None:
     if (bundle / "front.json").is_file():
         report["front"] = front_summary(bundle)
         report["refusal_plane"] = refusal_plane(bundle, args.resamples)
+        for seed in (report["front"].get("seeds") or [])[1:]:  # each other training seed's own plane and knee
+            report.setdefault("refusal_plane_other_seeds", {})[str(seed)] = refusal_plane(
+                bundle / "seeds" / str(seed), args.resamples)
     else:  # --analyse on a run stopped during its sweep: the one-hot points exist, the front does not
         report["partial"] = ("the run was stopped before its sweep finished: no front; the adapter effects of the "
                              "points evaluated so far")
