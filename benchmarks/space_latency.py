@@ -321,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             results.update(bench_http(bundle, args.http_trials, args.seed))
     met = results["slider_to_first_token"]["p95_ms"] < TARGET_MS
     report = {"benchmark": "space_latency", "machine": machine(),
+              "command": "python benchmarks/space_latency.py " + " ".join(sys.argv[1:]),
               "bundle": str(bundle.relative_to(REPO) if bundle.is_relative_to(REPO) else bundle.name),
               "settings": {"max_new_tokens": space.settings.max_new_tokens, "do_sample": space.settings.do_sample,
                            "trials": args.trials, "http_trials": args.http_trials},

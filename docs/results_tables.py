@@ -9,7 +9,15 @@
   each seed alone would have claimed;
 * ``smollm2-front`` (docs/worlds.md and docs/baselines.md): the real run's points, their scores and
   refusal rates, and PEO's paired hypervolume difference to every method, from
-  ``benchmarks/results/smollm2_world.json`` (``python benchmarks/smollm2_world.py``).
+  ``benchmarks/results/smollm2_world.json`` (``python benchmarks/smollm2_world.py``);
+* ``smollm2-seeds`` (docs/worlds.md): the real run over three training seeds, every comparison with
+  its two-level interval and the refusal plane per seed, from
+  ``benchmarks/results/smollm2_world_seeds.json`` (``python benchmarks/smollm2_world.py --seeds 0,1,2``);
+* ``space-latency`` (docs/space.md): the Space on the real bundle, one and eight users at once,
+  per live path, from ``benchmarks/results/space_latency_smollm2.json``;
+* ``sweep-live-path-toy`` and ``sweep-live-path-smollm2`` (docs/family.md): a recipe's sweep on
+  PEFT's per-adapter LoRA forward and on the packed one, from
+  ``benchmarks/results/sweep_live_path_{toy,smollm2}.json`` (``benchmarks/sweep_live_path.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from generated_section import replace_section
 
 DOCS = Path(__file__).resolve().parent
 RESULTS = DOCS.parent / "benchmarks" / "results"
-PAGES = (DOCS / "worlds.md", DOCS / "baselines.md")
+PAGES = (DOCS / "worlds.md", DOCS / "baselines.md", DOCS / "space.md", DOCS / "family.md")
 
 
 def _markers(name: str, source: str) -> tuple[str, str]:
@@ -135,10 +143,104 @@ def _slider_name(setting: dict) -> str:
     return name + (f", α {setting['alpha']:g}" if setting["alpha"] else "")
 
 
+#: Family points whose refusal plane the seeds table shows, per seed: the dial's harmless half.
+SEED_PLANE_POINTS = ("soup w_helpful=0.00 alpha=0", "peo w_helpful=0.00 alpha=0.5", "soup w_helpful=0.25 alpha=0",
+                     "peo w_helpful=0.25 alpha=0.5", "soup w_helpful=0.50 alpha=0")
+
+
+def smollm2_seeds(results: dict) -> str:
+    """The real run over its training seeds: every comparison with its two-level interval, and the plane per seed."""
+    front = results["front"]
+    across, seeds = front["across_seeds"], front["seeds"]
+    earlier = results.get("extended_from_seeds") or []
+    added = [s for s in seeds if s not in earlier]
+    how = (f"seed{'s' if len(earlier) > 1 else ''} {', '.join(map(str, earlier))} from `python benchmarks/smollm2_world.py`"
+           f", seeds {', '.join(map(str, added))} added to that run by `{results['command']}` "
+           f"({results['wall_seconds_added_seeds'] / 60:.0f} min for the added seeds)"
+           if earlier else f"`{results['command']}` ({results['wall_seconds'] / 60:.0f} min)")
+    lines = [f"Over {across['n_seeds']} training seeds ({', '.join(map(str, seeds))}) of `recipes/smollm2-safety.yaml`: "
+             f"{how}, {results['machine']['cores']} CPU cores, {results['machine']['date']}; "
+             f"{across['prompts']} confirmation prompts, 95% two-level bootstrap (seeds, then prompts):", "",
+             "| method | hypervolume, mean over seeds [95% CI] | per seed | PEO − method [95% CI] | per seed | verdict |",
+             "|---|---|---|---|---|---|"]
+    for method, entry in across["hypervolume"].items():
+        diff = across["hypervolume_difference"].get(f"peo_minus_{method}")
+        lines.append(f"| {method} | {entry['estimate']:.3f}{_ci(entry['ci'])} | "
+                     + ", ".join(f"{v:.3f}" for v in entry["per_seed"])
+                     + (f" | {diff['estimate']:+.3f}{_ci(diff['ci'], True)} | "
+                        + ", ".join(f"{v:+.3f}" for v in diff["per_seed"]) + f" | {diff['verdict']} |"
+                        if diff else " | | | |"))
+    planes = {str(seeds[0]): results["refusal_plane"], **(results.get("refusal_plane_other_seeds") or {})}
+    lines += ["", "Refused on all evaluation prompts (harmful / benign), per seed, on the dial's harmless half, "
+              "and the point nearest the knee chosen on each seed's selection prompts:", "",
+              "| point | " + " | ".join(f"seed {s}" for s in planes) + " |", "|---|" + "---|" * len(planes)]
+    for name in SEED_PLANE_POINTS:
+        cells = []
+        for plane in planes.values():
+            point = next((p for p in plane["points"] if p["point"] == name), None)
+            cells.append(f"{100 * point['all']['refused_harmful']['mean']:.0f}% / "
+                         f"{100 * point['all']['refused_benign']['mean']:.0f}%" if point else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    knees = [plane["knee"] for plane in planes.values()]
+    lines.append("| knee chosen (shortfall on all prompts) | "
+                 + " | ".join(f"{k['point']} ({k['shortfall']['all']:.3f})" for k in knees) + " |")
+    return "\n".join(lines)
+
+
+def _ms(stats: dict) -> str:
+    def one(ms: float) -> str:
+        return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.0f} ms"
+    return f"{one(stats['median_ms'])} ({one(stats['p95_ms'])})"
+
+
+def space_latency(results: dict) -> str:
+    """Per live path and number of simultaneous users: time to the first text and to the whole reply."""
+    machine, concurrent = results["machine"], results["results"]["concurrent"]
+    rows = results["results"]
+    lines = [f"`{results.get('command') or 'python benchmarks/space_latency.py'}` on the `{results['bundle']}` bundle "
+             f"(SmolLM2-135M-Instruct), {machine['cpu']} ({machine['cores']} cores, {machine['torch_threads']} torch "
+             f"threads), {machine['date']}; replies of at most {results['settings']['max_new_tokens']} tokens, "
+             "greedy; median (p95):", "",
+             "| live path | users at once | first text | whole reply | whole reply vs PEFT's loop |",
+             "|---|---|---|---|---|"]
+    names = {"peft": "PEFT's per-adapter loop", "packed": "packed (one product per module)"}
+    for users in next(iter(concurrent.values())):
+        for path, per in concurrent.items():
+            entry = per[users]
+            ratio = entry["full_reply"]["median_ms"] / concurrent["peft"][users]["full_reply"]["median_ms"]
+            lines.append(f"| {names.get(path, path)} | {users} ({entry['full_reply']['n']} replies) | "
+                         f"{_ms(entry['first_text'])} | {_ms(entry['full_reply'])} | {ratio:.2f}x |")
+    lines += ["", f"Moving a slider costs {rows['set_preference_live']['median_ms']:.2f} ms (`set_preference`, "
+              f"median); the first token then waits for the prompt's forward pass: "
+              f"{_ms(rows['slider_to_first_token'])} from a slider change to the first token, one user."]
+    return "\n".join(lines)
+
+
+def sweep_live_path(results: dict) -> str:
+    """A recipe's sweep on each live path: seconds, the ratio, and how many replies are the same text."""
+    machine, seconds, replies = results["machine"], results["seconds"], results["replies"]
+    same = f"{replies['replies_same']} of {replies['replies_compared']}"
+    return "\n".join([
+        f"`{results['command']}`: `{results['recipe']}`, {results['points']} points x {results['prompts']} prompts "
+        f"(methods: {', '.join(results['methods']) if isinstance(results['methods'], list) else results['methods']}), "
+        f"{results['rounds']} rounds alternating the order, {machine['cpu']} ({machine['cores']} cores), "
+        f"{machine['date']}:", "",
+        "| live path | sweep, best of rounds | median |", "|---|---|---|",
+        f"| PEFT's per-adapter loop | {seconds['peft']['best']:.1f} s | {seconds['peft']['median']:.1f} s |",
+        f"| packed | {seconds['packed']['best']:.1f} s | {seconds['packed']['median']:.1f} s |", "",
+        f"Packed / PEFT: {results['packed_over_peft_best']:.2f}x (best), {results['packed_over_peft_median']:.2f}x "
+        f"(median). Kept sample replies with the same text on both paths: {same} (greedy; the packed path "
+        "sums in another order, so a reply may change where two tokens tie within float rounding)."])
+
+
 SECTIONS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "toy-seeds": ("toy_seeds.json", toy_seeds),
     "smollm2-front": ("smollm2_world.json", smollm2_front),
     "smollm2-replies": ("smollm2_world.json", smollm2_replies),
+    "smollm2-seeds": ("smollm2_world_seeds.json", smollm2_seeds),
+    "space-latency": ("space_latency_smollm2.json", space_latency),
+    "sweep-live-path-toy": ("sweep_live_path_toy.json", sweep_live_path),
+    "sweep-live-path-smollm2": ("sweep_live_path_smollm2.json", sweep_live_path),
 }
 
 

@@ -18,7 +18,7 @@ With training seeds (``seeds`` in the recipe, or ``--seeds`` given to ``recipe r
 trains that seed's adapter (into ``DIR/seeds/S/adapters/<aspect>/`` for every seed but the
 first): seeds are independent runs, so separate launches (e.g. one per GPU set, with
 ``CUDA_VISIBLE_DEVICES``) can train different seeds at once; the ``recipe run --resume``
-that follows must be given the same seeds.
+that follows must list those seeds, with the same first one (the run's seed).
 
 Run as plain ``python -m`` it is one process on one device (or the CPU): the same code path.
 Two aspects may train at once into one folder (e.g. on two GPU sets): each writes only its

@@ -1,0 +1,89 @@
+"""How far each training lever moves the real world's knee: the smollm2 recipe retrained with one change.
+
+The knee (issue 24, ``smollm2_world.py``): a point refusing at least 0.85 of harmful requests
+and at most 0.10 of benign ones, with helpfulness on benign requests within 0.05 of the helpful
+end. The shipped recipe does not reach it. Each lever here is the same recipe with a few
+``--set`` changes (e.g. half the prompts, a larger LoRA rank, two DPO epochs), trained in full
+(both aspects, seed 0, the same self-sampled pairs where the data is unchanged) and swept on a
+lighter grid (``sweep.weights: 3``, alpha 0: the base, the two adapters and their 50/50 soup)
+over the same 245 evaluation prompts. The reference is the shipped recipe's run at the same
+points, and the other training seeds' values (``smollm2_world_seeds.json``) say how much a
+point moves from training chance alone: a lever's effect smaller than that spread is not one.
+
+    python benchmarks/smollm2_levers.py \\
+        --lever half_data aspects.helpful.dataset.max_samples=60 aspects.harmless.dataset.max_samples=120 \\
+        --lever rank16 train.lora.r=16 train.lora.alpha=32 \\
+        --lever two_epochs train.dpo.num_train_epochs=2
+
+Each lever's run goes to ``--work/<name>`` (``--resume`` there when it exists: a stopped
+benchmark continues); results are written after every lever to
+``benchmarks/results/smollm2_levers.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPE = REPO / "recipes" / "smollm2-safety.yaml"
+#: The lighter grid every lever is swept on (its points are also in the reference run's grid).
+LIGHT_GRID = ("sweep.weights=3", "sweep.alpha=[0]", "sweep.baselines=[soup]")
+POINTS = ("soup w_helpful=0.00 alpha=0", "soup w_helpful=0.50 alpha=0", "soup w_helpful=1.00 alpha=0")
+
+
+def plane_summary(plane: dict) -> dict:
+    """The points this benchmark compares, each on all evaluation prompts, and the knee chosen."""
+    points = {p["point"]: p["all"] for p in plane["points"] if p["point"] in POINTS}
+    return {"points": points, "knee": {k: plane["knee"][k] for k in ("point", "shortfall", "met_on_all")}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lever", nargs="+", action="append", required=True, metavar=("NAME", "FIELD=VALUE"),
+                        help="a lever's name and its recipe changes (--set syntax); repeat for each lever")
+    parser.add_argument("--reference", type=Path, default=REPO / "runs" / "smollm2-bench",
+                        help="the shipped recipe's finished run (seed 0)")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "smollm2-levers")
+    parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "smollm2_levers.json")
+    args = parser.parse_args()
+    for lever in args.lever:
+        if len(lever) < 2 or any("=" not in s for s in lever[1:]):
+            parser.error(f"--lever {' '.join(lever)}: give a name, then FIELD.PATH=VALUE changes")
+    if not (args.reference / "front.json").is_file():
+        parser.error(f"--reference {args.reference} is not a finished run of {RECIPE.name} (no front.json)")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from common import machine, write_report
+    from smollm2_world import refusal_plane
+
+    from peo_hub.recipe.pipeline import run_recipe
+
+    seeds_file = REPO / "benchmarks" / "results" / "smollm2_world_seeds.json"
+    other_seeds = {}
+    if seeds_file.is_file():
+        seeds = json.loads(seeds_file.read_text())
+        other_seeds = {seed: plane_summary(plane) for seed, plane in (seeds.get("refusal_plane_other_seeds") or {}).items()}
+    report = {"recipe": str(RECIPE.relative_to(REPO)), "machine": machine(),
+              "command": "python benchmarks/smollm2_levers.py " + " ".join(sys.argv[1:]),
+              "grid": list(LIGHT_GRID), "reference": plane_summary(refusal_plane(args.reference, args.resamples)),
+              "reference_other_seeds": other_seeds, "levers": {}}
+    for name, *sets in args.lever:
+        out = args.work / name
+        start = time.perf_counter()
+        run_recipe(RECIPE, output=out, resume=out.exists(), overrides=[*sets, *LIGHT_GRID])
+        seconds = round(time.perf_counter() - start, 1)
+        pairs = json.loads((out / "peo_config.json").read_text())["aspects"]
+        report["levers"][name] = {"set": sets, "wall_seconds": seconds,
+                                  "train_rows": {a: v.get("dataset", {}).get("train_rows") for a, v in pairs.items()},
+                                  **plane_summary(refusal_plane(out, args.resamples))}
+        write_report("smollm2_levers", dict(report), args.output)
+        knee = report["levers"][name]["knee"]
+        print(f"{name}: knee {knee['point']}, shortfall on all prompts {knee['shortfall']['all']} ({seconds:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
