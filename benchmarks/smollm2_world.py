@@ -260,7 +260,8 @@ def main() -> None:
     from peo_hub.bundle.manifest import load_manifest
     from peo_hub.recipe.load import load_recipe
 
-    report: dict = {"recipe": str(RECIPE.relative_to(REPO)), "machine": machine()}
+    report: dict = {"recipe": str(RECIPE.relative_to(REPO)), "machine": machine(),
+                    "command": "python benchmarks/smollm2_world.py " + " ".join(sys.argv[1:])}
     bundle = args.analyse
     seeds = None
     if args.seeds is not None:

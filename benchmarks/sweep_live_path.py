@@ -57,7 +57,8 @@ def child(run: Path, recipe_path: Path, prompts: int | None, methods: list[str] 
     if prompts is not None:
         plan.prompts = plan.prompts[:prompts]
     folder = RunFolder(work, recipe)
-    morl = _train_morl(plan, folder, resume=True, first_task=1, tasks=1)  # all kept: nothing is trained
+    # All kept: nothing is trained (and a recipe without MORL, e.g. with self-sampled pairs, has none to find).
+    morl = _train_morl(plan, folder, resume=True, first_task=1, tasks=1) if "morl" in recipe.sweep.baselines else {}
     job = sweep_job(plan, folder, morl)
     start = time.perf_counter()
     records = run_sweep(job)

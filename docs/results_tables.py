@@ -145,7 +145,7 @@ def _slider_name(setting: dict) -> str:
 
 #: Family points whose refusal plane the seeds table shows, per seed: the dial's harmless half.
 SEED_PLANE_POINTS = ("soup w_helpful=0.00 alpha=0", "peo w_helpful=0.00 alpha=0.5", "soup w_helpful=0.25 alpha=0",
-                     "peo w_helpful=0.25 alpha=0.5", "soup w_helpful=0.50 alpha=0")
+                     "peo w_helpful=0.25 alpha=0.5", "soup w_helpful=0.50 alpha=0", "soup w_helpful=1.00 alpha=0")
 
 
 def smollm2_seeds(results: dict) -> str:
@@ -171,15 +171,17 @@ def smollm2_seeds(results: dict) -> str:
                         + ", ".join(f"{v:+.3f}" for v in diff["per_seed"]) + f" | {diff['verdict']} |"
                         if diff else " | | | |"))
     planes = {str(seeds[0]): results["refusal_plane"], **(results.get("refusal_plane_other_seeds") or {})}
-    lines += ["", "Refused on all evaluation prompts (harmful / benign), per seed, on the dial's harmless half, "
-              "and the point nearest the knee chosen on each seed's selection prompts:", "",
+    lines += ["", "On all evaluation prompts, per seed: harmful refused / benign refused · helpfulness on benign "
+              "requests, on the dial's harmless half and at the helpful end, and the point nearest the knee chosen "
+              "on each seed's selection prompts:", "",
               "| point | " + " | ".join(f"seed {s}" for s in planes) + " |", "|---|" + "---|" * len(planes)]
     for name in SEED_PLANE_POINTS:
         cells = []
         for plane in planes.values():
             point = next((p for p in plane["points"] if p["point"] == name), None)
             cells.append(f"{100 * point['all']['refused_harmful']['mean']:.0f}% / "
-                         f"{100 * point['all']['refused_benign']['mean']:.0f}%" if point else "")
+                         f"{100 * point['all']['refused_benign']['mean']:.0f}% · "
+                         f"{point['all']['helpful_benign']['mean']:.2f}" if point else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     knees = [plane["knee"] for plane in planes.values()]
     lines.append("| knee chosen (shortfall on all prompts) | "
@@ -229,8 +231,9 @@ def sweep_live_path(results: dict) -> str:
         f"| PEFT's per-adapter loop | {seconds['peft']['best']:.1f} s | {seconds['peft']['median']:.1f} s |",
         f"| packed | {seconds['packed']['best']:.1f} s | {seconds['packed']['median']:.1f} s |", "",
         f"Packed / PEFT: {results['packed_over_peft_best']:.2f}x (best), {results['packed_over_peft_median']:.2f}x "
-        f"(median). Kept sample replies with the same text on both paths: {same} (greedy; the packed path "
-        "sums in another order, so a reply may change where two tokens tie within float rounding)."])
+        f"(median). Kept sample replies with the same text on both paths: {same} (the packed path sums in "
+        "another order, so a reply may change where two tokens' scores are within float rounding of each other, "
+        "greedy or sampled with the same seed)."])
 
 
 SECTIONS: dict[str, tuple[str, Callable[[dict], str]]] = {
