@@ -13,6 +13,8 @@
 * ``smollm2-seeds`` (docs/worlds.md): the real run over three training seeds, every comparison with
   its two-level interval and the refusal plane per seed, from
   ``benchmarks/results/smollm2_world_seeds.json`` (``python benchmarks/smollm2_world.py --seeds 0,1,2``);
+* ``smollm2-levers`` (docs/worlds.md): the real recipe retrained with one change at a time, from
+  ``benchmarks/results/smollm2_levers.json`` (``python benchmarks/smollm2_levers.py``);
 * ``space-latency`` (docs/space.md): the Space on the real bundle, one and eight users at once,
   per live path, from ``benchmarks/results/space_latency_smollm2.json``;
 * ``sweep-live-path-toy`` and ``sweep-live-path-smollm2`` (docs/family.md): a recipe's sweep on
@@ -189,6 +191,32 @@ def smollm2_seeds(results: dict) -> str:
     return "\n".join(lines)
 
 
+def smollm2_levers(results: dict) -> str:
+    """Each lever's run against the shipped recipe (seed 0) and the other seeds, at the same points."""
+    def cell(plane: dict | None) -> str:
+        if not plane:
+            return ""
+        return (f"{100 * plane['refused_harmful']['mean']:.0f}% / {100 * plane['refused_benign']['mean']:.0f}% · "
+                f"{plane['helpful_benign']['mean']:.2f}")
+
+    rows = [("shipped recipe, seed 0", None, results["reference"]),
+            *((f"shipped recipe, seed {seed}", None, entry) for seed, entry in results["reference_other_seeds"].items()),
+            *((name, lever, lever) for name, lever in results["levers"].items())]
+    points = list(results["reference"]["points"])
+    lines = [f"`{results['command']}` ({results['machine']['cores']} CPU cores, {results['machine']['date']}); each "
+             "lever is a full `recipe run` of seed 0 with its changes, swept at w_helpful 0, 0.5 and 1 (alpha 0) on all "
+             "245 evaluation prompts: harmful refused / benign refused · helpfulness on benign requests, and the "
+             "knee's shortfall (0 meets the rule; for the shipped recipe its nearest point over its whole grid, for a "
+             "lever over the three points shown):", "",
+             "| run | changes | " + " | ".join(points) + " | knee shortfall (all prompts) |",
+             "|---|---|" + "---|" * len(points) + "---|"]
+    for name, lever, entry in rows:
+        changes = ", ".join(f"`{s}`" for s in lever["set"]) + f" ({lever['wall_seconds'] / 60:.0f} min)" if lever else ""
+        lines.append(f"| {name} | {changes} | " + " | ".join(cell(entry["points"].get(p)) for p in points)
+                     + f" | {entry['knee']['shortfall']['all']:.3f} |")
+    return "\n".join(lines)
+
+
 def _ms(stats: dict) -> str:
     def one(ms: float) -> str:
         return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.0f} ms"
@@ -241,6 +269,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "smollm2-front": ("smollm2_world.json", smollm2_front),
     "smollm2-replies": ("smollm2_world.json", smollm2_replies),
     "smollm2-seeds": ("smollm2_world_seeds.json", smollm2_seeds),
+    "smollm2-levers": ("smollm2_levers.json", smollm2_levers),
     "space-latency": ("space_latency_smollm2.json", space_latency),
     "sweep-live-path-toy": ("sweep_live_path_toy.json", sweep_live_path),
     "sweep-live-path-smollm2": ("sweep_live_path_smollm2.json", sweep_live_path),
