@@ -221,7 +221,8 @@ class RunFolder:
         for artefact in self._artefacts():
             record = read_training_info(artefact) if artefact.is_dir() else _read_record(artefact)
             stamp = record.get("recipe_hash")
-            if stamp in (self.fingerprint_hash, self._listed_seeds_hash) or (stamp is None and recorded is not None):
+            if (stamp is not None and stamp in (self.fingerprint_hash, self._listed_seeds_hash)) \
+                    or (stamp is None and recorded is not None):
                 continue  # made by this recipe (unstamped: by peo-hub 0.1.0 under a matching record)
             if stamp is None:
                 raise RecipeError(f"cannot tell which recipe made {artefact} ({RUN_RECORD} is missing and the file "
