@@ -71,11 +71,17 @@ def main() -> None:
               "command": "python benchmarks/smollm2_levers.py " + " ".join(sys.argv[1:]),
               "grid": list(LIGHT_GRID), "reference": plane_summary(refusal_plane(args.reference, args.resamples)),
               "reference_other_seeds": other_seeds, "levers": {}}
+    # A lever finished by an earlier invocation keeps the wall time it was measured with (a rerun
+    # of the command only resumes it, in seconds); the results file is the record of that time.
+    earlier = json.loads(args.output.read_text()).get("levers", {}) if args.output.is_file() else {}
     for name, *sets in args.lever:
         out = args.work / name
+        finished_before = (out / "front.json").is_file()
         start = time.perf_counter()
         run_recipe(RECIPE, output=out, resume=out.exists(), overrides=[*sets, *LIGHT_GRID])
         seconds = round(time.perf_counter() - start, 1)
+        if finished_before and earlier.get(name, {}).get("set") == sets:
+            seconds = earlier[name]["wall_seconds"]
         pairs = json.loads((out / "peo_config.json").read_text())["aspects"]
         report["levers"][name] = {"set": sets, "wall_seconds": seconds,
                                   "train_rows": {a: v.get("dataset", {}).get("train_rows") for a, v in pairs.items()},

@@ -100,6 +100,10 @@ class GenerateSpec(BaseModel):
     samples: int = Field(default=4, ge=2, le=64, description="replies sampled per prompt (best and worst become a pair)")
     margin: float = Field(default=0.1, ge=0, le=1,
                           description="keep a prompt's pair only when best and worst judge scores differ by this much")
+    pairs_per_prompt: int = Field(
+        default=1, ge=1, le=32,
+        description="pairs kept per prompt: the best reply against the worst, the second best against the second "
+                    "worst, and so on (each pair must meet margin; at most samples // 2, no reply used twice)")
     system_prompt: str | None = Field(
         default=None,
         description="a system message the replies are sampled under but the pairs are trained without (context "
@@ -135,6 +139,10 @@ class GenerateSpec(BaseModel):
             if self.samples % len(self.contexts):
                 raise ValueError(f"contexts: samples {self.samples} do not split evenly among {len(self.contexts)} "
                                  f"contexts; make samples a multiple of {len(self.contexts)}")
+        if self.pairs_per_prompt > self.samples // 2:
+            raise ValueError(f"pairs_per_prompt: {self.pairs_per_prompt} pairs need at least "
+                             f"{2 * self.pairs_per_prompt} samples (no reply is used twice); raise samples to "
+                             f"{2 * self.pairs_per_prompt} or lower pairs_per_prompt to {self.samples // 2}")
         return self
 
     def sampling_contexts(self) -> list[SamplingContext]:

@@ -86,19 +86,25 @@ def later_fields() -> dict[tuple[str, ...], Any]:
              "alpha_pattern", "exclude_modules")
     return {("train", "model"): ModelSpec().model_dump(mode="json"),
             ("evaluate", "vllm"): VllmSpec().model_dump(mode="json"),
-            **{("train", "lora", name): lora[name] for name in added}}
-
+            **{("train", "lora", name): lora[name] for name in added},
+            ("aspects", "*", "dataset", "generate", "pairs_per_prompt"): 1}
 
 
 def without_later_defaults(dump: dict[str, Any]) -> dict[str, Any]:
-    """``dump`` (a recipe as JSON) without the :func:`later_fields` that hold their default."""
+    """``dump`` (a recipe as JSON) without the :func:`later_fields` that hold their default (``*``: any key)."""
     out = json.loads(json.dumps(dump))
+
+    def drop(node: Any, path: tuple[str, ...], default: Any) -> None:
+        if not isinstance(node, dict):
+            return
+        if len(path) > 1:
+            for child in (node.values() if path[0] == "*" else [node.get(path[0])]):
+                drop(child, path[1:], default)
+        elif path[0] in node and node[path[0]] == default:
+            del node[path[0]]
+
     for path, default in later_fields().items():
-        parent = out
-        for key in path[:-1]:
-            parent = parent.get(key) if isinstance(parent, dict) else None
-        if isinstance(parent, dict) and path[-1] in parent and parent[path[-1]] == default:
-            del parent[path[-1]]
+        drop(out, path, default)
     return out
 
 

@@ -68,7 +68,8 @@ def cache_key(model_id: str, chat_template: str | None, prompts: Sequence[Any], 
     reweighted substance score) samples and scores again instead of reusing stale scores.
     """
     blob = json.dumps({"model": model_id, "template": chat_template, "prompts": list(prompts),
-                       "generate": generate.model_dump(mode="json", exclude_none=True), "judge": judge.model_dump(mode="json"),
+                       # pairs_per_prompt only chooses among the cached replies: it does not change them.
+                       "generate": generate.model_dump(mode="json", exclude_none=True, exclude={"pairs_per_prompt"}), "judge": judge.model_dump(mode="json"),
                        "judge_code": judge_code_hash(judge.type), "seed": seed}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -159,22 +160,31 @@ def sample_replies(model: Any, tokenizer: Any, prompts: Sequence[Any], generate:
     return done
 
 
-def best_vs_worst(records: Sequence[dict[str, Any]], margin: float) -> tuple[list[Any], list[str], list[str], int]:
+def best_vs_worst(records: Sequence[dict[str, Any]], margin: float,
+                  pairs_per_prompt: int = 1) -> tuple[list[Any], list[str], list[str], int]:
     """(prompts, chosen, rejected, dropped): per prompt its best reply against its worst, when they differ by margin.
 
-    Ties go to the earliest sample (best) and the latest (worst), so the choice is stable.
+    With ``pairs_per_prompt`` k > 1 the replies are ranked by score and the i-th best is paired with
+    the i-th worst for i < k, so no reply is in two pairs and the pairs with the widest gaps come
+    first; each pair is kept only when it meets the margin, and a prompt is ``dropped`` when none
+    does. Why not every (better, worse) combination: those share replies, and DPO would then push
+    the same reply up in one pair and down in another. Ties go to the earliest sample (best) and
+    the latest (worst), so the choice is stable.
     """
     prompts, chosen, rejected, dropped = [], [], [], 0
     for record in records:
         scores, replies = record["scores"], record["replies"]
-        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
-        worst = min(range(len(scores)), key=lambda i: (scores[i], -i))
-        if scores[best] - scores[worst] < margin or scores[best] == scores[worst] or replies[best] == replies[worst]:
-            dropped += 1
-            continue
-        prompts.append(record["prompt"])
-        chosen.append(replies[best])
-        rejected.append(replies[worst])
+        ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        kept = 0
+        for rank in range(min(pairs_per_prompt, len(ranked) // 2)):
+            best, worst = ranked[rank], ranked[len(ranked) - 1 - rank]
+            if scores[best] - scores[worst] < margin or scores[best] == scores[worst] or replies[best] == replies[worst]:
+                break  # the gaps only narrow from here
+            prompts.append(record["prompt"])
+            chosen.append(replies[best])
+            rejected.append(replies[worst])
+            kept += 1
+        dropped += kept == 0
     return prompts, chosen, rejected, dropped
 
 
@@ -198,7 +208,7 @@ def sample_pairs(spec: DatasetSpec, judge_spec: JudgeSpec, model_path: str, toke
 
     records = sample_replies(load, tokenizer, prompts, generate, build_judge(judge_spec), seed + spec.seed, folder,
                              desc=desc)
-    kept_prompts, chosen, rejected, dropped = best_vs_worst(records, generate.margin)
+    kept_prompts, chosen, rejected, dropped = best_vs_worst(records, generate.margin, generate.pairs_per_prompt)
     if not kept_prompts:
         raise DataError(f"{spec.describe()}: none of {len(records)} prompts gave replies whose judge scores differ by "
                         f"generate.margin {generate.margin}; lower the margin or raise generate.samples/temperature")

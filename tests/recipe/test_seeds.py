@@ -70,6 +70,21 @@ def test_seed_and_seeds_combine_as_documented() -> None:
         mode="json", exclude={"hub", "name", "seeds"})))
 
 
+def test_a_field_added_later_keeps_older_runs_hash_until_it_is_set() -> None:
+    """generate.pairs_per_prompt arrived after runs were recorded: at its default a recipe hashes as before."""
+    data = _data()
+    for aspect in data["aspects"].values():
+        aspect["dataset"] = {"source": "embedded:smollm2-safety", "split": "train", "generate": {"samples": 4}}
+    recipe = parse_recipe(data, "r.yaml")
+    recorded = recipe.model_dump(mode="json", exclude={"hub", "name", "seeds"})
+    for aspect in recorded["aspects"].values():  # what a run recorded before the field existed
+        del aspect["dataset"]["generate"]["pairs_per_prompt"]
+    assert fingerprint_hash(recipe_fingerprint(recipe)) == fingerprint_hash(without_later_defaults(recorded))
+    first = next(iter(data["aspects"].values()))
+    first["dataset"]["generate"]["pairs_per_prompt"] = 2
+    assert fingerprint_hash(recipe_fingerprint(parse_recipe(data, "r.yaml"))) != fingerprint_hash(without_later_defaults(recorded))
+
+
 def test_the_seeds_flag_replaces_seed_and_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     recipe = load_recipe(CI_RECIPE).with_seeds([2, 0, 1])
     assert (recipe.seed, recipe.seeds) == (2, [2, 0, 1])

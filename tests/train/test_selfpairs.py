@@ -82,6 +82,40 @@ def test_a_margin_drops_close_pairs() -> None:
     assert (prompts, chosen, rejected, dropped) == (["a"], ["y"], ["z"], 2)
 
 
+def test_more_pairs_per_prompt_pair_the_next_best_with_the_next_worst() -> None:
+    records = [{"prompt": "a", "replies": ["r1", "a1", "r2", "a2"], "scores": [0.9, 0.1, 0.8, 0.2]},
+               # the second pair (0.6 against 0.5) misses the margin: one pair only
+               {"prompt": "b", "replies": ["w", "x", "y", "z"], "scores": [1.0, 0.6, 0.5, 0.0]},
+               {"prompt": "c", "replies": ["p", "q", "r", "s"], "scores": [0.5, 0.5, 0.5, 0.5]}]
+    assert best_vs_worst(records, margin=0.3, pairs_per_prompt=2) == (
+        ["a", "a", "b"], ["r1", "r2", "w"], ["a1", "a2", "z"], 1)
+    # One pair per prompt is what it always was: the best against the worst.
+    assert best_vs_worst(records, margin=0.3) == (["a", "b"], ["r1", "w"], ["a1", "z"], 1)
+    # More pairs than half the replies are never made: no reply is in two pairs.
+    prompts, chosen, rejected, _ = best_vs_worst(records[:1], margin=0.0, pairs_per_prompt=5)
+    assert len(prompts) == 2 and not set(chosen) & set(rejected)
+
+
+def test_pairs_per_prompt_choose_among_the_cached_replies(smol, cache, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, tokenizer = smol
+    judge = JudgeSpec(type="chat_helpful")
+    one = _pairs(sample_pairs(_spec(samples=4), judge, str(folder), tokenizer, seed=0))
+    import transformers
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pairs_per_prompt changes no reply: the cache must be read, not sampled again")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_model)
+    two = sample_pairs(_spec(samples=4, pairs_per_prompt=2), judge, str(folder), tokenizer, seed=0)
+    assert len(list(cache_root().glob(f"*/{SAMPLES_FILE}"))) == 1
+    (samples,) = cache_root().glob(f"*/{SAMPLES_FILE}")
+    records = [json.loads(line) for line in samples.read_text().splitlines()]
+    expected = sum(1 for r in records for k in range(2)
+                   if sorted(r["scores"])[-1 - k] > sorted(r["scores"])[k])  # margin 0: the gap must be positive
+    assert two.train.num_rows >= len(one) and set(one) <= set(_pairs(two))
+    assert two.train.num_rows <= expected
+
+
 def test_cached_seeded_and_resumable(smol, cache, monkeypatch: pytest.MonkeyPatch) -> None:
     folder, tokenizer = smol
     judge = JudgeSpec(type="chat_helpful")
@@ -178,6 +212,8 @@ def test_an_edited_refusal_module_changes_the_real_judges_keys(tmp_path: Path, m
     ({"source": "embedded:smollm2-safety", "generate": {"samples": 4}, "test_size": 0.2}, "no hold-out"),
     ({"source": "embedded:smollm2-safety"}, "holds prompts only; add generate"),
     ({"source": "embedded:smollm2-safety", "generate": {"samples": 1}}, "greater than or equal to 2"),
+    ({"source": "embedded:smollm2-safety", "generate": {"samples": 3, "pairs_per_prompt": 2}},
+     "pairs_per_prompt: 2 pairs need at least 4 samples .* raise samples to 4 or lower pairs_per_prompt to 1"),
     ({"source": "embedded:smollm2-safety", "generate": {"context": [{"role": "system", "content": "x"}]}},
      "role: user or assistant"),
 ])
