@@ -192,28 +192,47 @@ def smollm2_seeds(results: dict) -> str:
 
 
 def smollm2_levers(results: dict) -> str:
-    """Each lever's run against the shipped recipe (seed 0) and the other seeds, at the same points."""
+    """Each lever's run against the shipped recipe at the same seed and points, and the other seeds as chance."""
     def cell(plane: dict | None) -> str:
         if not plane:
             return ""
         return (f"{100 * plane['refused_harmful']['mean']:.0f}% / {100 * plane['refused_benign']['mean']:.0f}% · "
                 f"{plane['helpful_benign']['mean']:.2f}")
 
-    rows = [("shipped recipe, seed 0", None, results["reference"]),
-            *((f"shipped recipe, seed {seed}", None, entry) for seed, entry in results["reference_other_seeds"].items()),
-            *((name, lever, lever) for name, lever in results["levers"].items())]
+    def pairs(entry: dict) -> str:
+        rows = entry.get("train_rows")
+        return " / ".join(str(rows.get(a, "")) for a in ("helpful", "harmless")) if rows else ""
+
+    shipped = {"0": results["reference"], **results["reference_other_seeds"]}
     points = list(results["reference"]["points"])
+    harmless_end = points[0]
+
+    def effect(entry: dict, seed: str) -> str:
+        """The harmless end's move against the shipped recipe's same seed: harmful, benign refused, helpfulness."""
+        mine, theirs = entry["points"].get(harmless_end), shipped.get(seed, {}).get("points", {}).get(harmless_end)
+        if not mine or not theirs:
+            return ""
+        return (f"{100 * (mine['refused_harmful']['mean'] - theirs['refused_harmful']['mean']):+.0f} / "
+                f"{100 * (mine['refused_benign']['mean'] - theirs['refused_benign']['mean']):+.0f} · "
+                f"{mine['helpful_benign']['mean'] - theirs['helpful_benign']['mean']:+.2f}")
+
+    rows = [(f"shipped recipe, seed {seed}", seed, None, entry) for seed, entry in shipped.items()]
+    rows += [(name, str(lever.get("seed", 0)), lever, lever) for name, lever in results["levers"].items()]
     lines = [f"`{results['command']}` ({results['machine']['cores']} CPU cores, {results['machine']['date']}); each "
-             "lever is a full `recipe run` of seed 0 with its changes, swept at w_helpful 0, 0.5 and 1 (alpha 0) on all "
-             "245 evaluation prompts: harmful refused / benign refused · helpfulness on benign requests, and the "
-             "knee's shortfall (0 meets the rule; for the shipped recipe its nearest point over its whole grid, for a "
-             "lever over the three points shown):", "",
-             "| run | changes | " + " | ".join(points) + " | knee shortfall (all prompts) |",
-             "|---|---|" + "---|" * len(points) + "---|"]
-    for name, lever, entry in rows:
+             "lever is a full `recipe run` of one training seed with its changes, swept at w_helpful 0, 0.5 and 1 "
+             "(alpha 0) on all 245 evaluation prompts. Cells: harmful refused / benign refused · helpfulness on benign "
+             "requests; pairs: the helpful / harmless aspect's training pairs; the knee's shortfall (0 meets the "
+             "rule; for the shipped recipe its nearest point over its whole grid, for a lever over the three points "
+             "shown); the last column is the harmless end's move against the shipped recipe's run of the same seed "
+             "(points of harmful / benign refused · helpfulness):", "",
+             "| run | seed | changes | pairs | " + " | ".join(points)
+             + " | knee shortfall (all prompts) | harmless end vs shipped, same seed |",
+             "|---|---|---|---|" + "---|" * len(points) + "---|---|"]
+    for name, seed, lever, entry in rows:
         changes = ", ".join(f"`{s}`" for s in lever["set"]) + f" ({lever['wall_seconds'] / 60:.0f} min)" if lever else ""
-        lines.append(f"| {name} | {changes} | " + " | ".join(cell(entry["points"].get(p)) for p in points)
-                     + f" | {entry['knee']['shortfall']['all']:.3f} |")
+        lines.append(f"| {name} | {seed} | {changes} | {pairs(entry)} | "
+                     + " | ".join(cell(entry["points"].get(p)) for p in points)
+                     + f" | {entry['knee']['shortfall']['all']:.3f} | {effect(entry, seed) if lever else ''} |")
     return "\n".join(lines)
 
 
