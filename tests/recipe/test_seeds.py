@@ -242,3 +242,22 @@ def test_a_damaged_file_of_another_seed_is_named_with_its_own_fix(tmp_path: Path
     store.path("soup", "x").write_text("{}")  # damaged since peo-hub wrote it
     with pytest.raises(RecipeError, match=r"delete \S*/run/seeds/1/evaluations/soup-x.json and run again"):
         folder.prepare(resume=True)
+
+
+def test_records_stamped_with_the_seed_list_are_kept_for_that_list_only(tmp_path: Path) -> None:
+    """Folders of several seeds made while the seed list was part of the run's hash still resume."""
+    from peo_hub.evaluate.records import RecordStore
+    from peo_hub.recipe.folder import RunFolder
+
+    recipe = parse_recipe(_data(seeds=[0, 1]), "r.yaml")
+    folder = RunFolder(tmp_path / "run", recipe)
+    folder.prepare(resume=False)
+    old_stamp = fingerprint_hash({**recipe_fingerprint(recipe), "seeds": [0, 1]})  # how such a run stamped its files
+    assert old_stamp != folder.fingerprint_hash
+    store = RecordStore(folder.evaluations_dir(1))
+    store.write("soup", "x", {"method": "soup", "metrics": {}, "prompts": [], "recipe_hash": old_stamp})
+    RunFolder(tmp_path / "run", recipe).prepare(resume=True)  # kept
+    # Under another seed list the old stamp names another recipe: refused, with the fix.
+    other = parse_recipe(_data(seeds=[0, 2]), "r.yaml")
+    with pytest.raises(RecipeError, match="soup-x.json was made by a different recipe"):
+        RunFolder(tmp_path / "run", other).prepare(resume=True)
