@@ -90,12 +90,15 @@ def main() -> None:
     for name, *sets in args.lever:
         out = args.work / name
         finished_before = (out / "front.json").is_file()
+        # A run stopped part-way resumes from what it left (pairs, adapters, records): its time
+        # here is only what was left, and the record says so.
+        partial = out.exists() and not finished_before
         start = time.perf_counter()
         run_recipe(RECIPE, output=out, resume=out.exists(), overrides=[*sets, *LIGHT_GRID])
         seconds = round(time.perf_counter() - start, 1)
         if finished_before and earlier.get(name, {}).get("set") == sets:
-            seconds = earlier[name]["wall_seconds"]
-        report["levers"][name] = {"set": sets, "wall_seconds": seconds,
+            seconds, partial = earlier[name]["wall_seconds"], earlier[name].get("resumed_partial", False)
+        report["levers"][name] = {"set": sets, "wall_seconds": seconds, "resumed_partial": partial,
                                   "seed": json.loads((out / "peo_config.json").read_text())["recipe"]["seed"],
                                   "train_rows": training_pairs(out / "peo_config.json"),
                                   **plane_summary(refusal_plane(out, args.resamples))}

@@ -229,7 +229,10 @@ def smollm2_levers(results: dict) -> str:
              + " | knee shortfall (all prompts) | harmless end vs shipped, same seed |",
              "|---|---|---|---|" + "---|" * len(points) + "---|---|"]
     for name, seed, lever, entry in rows:
-        changes = ", ".join(f"`{s}`" for s in lever["set"]) + f" ({lever['wall_seconds'] / 60:.0f} min)" if lever else ""
+        took = f"{lever['wall_seconds'] / 60:.0f} min" if lever else ""
+        if lever and lever.get("resumed_partial"):
+            took += " to finish a stopped run: its sampling and training are not counted"
+        changes = ", ".join(f"`{s}`" for s in lever["set"]) + f" ({took})" if lever else ""
         lines.append(f"| {name} | {seed} | {changes} | {pairs(entry)} | "
                      + " | ".join(cell(entry["points"].get(p)) for p in points)
                      + f" | {entry['knee']['shortfall']['all']:.3f} | {effect(entry, seed) if lever else ''} |")
