@@ -291,16 +291,33 @@ def prompt_cache(model: Any, ids: Any, mask: Any, preferences: Sequence[Any] | N
     positions = (prefix_mask.long().cumsum(-1) - 1).masked_fill_(prefix_mask == 0, 1)  # as ``generate`` numbers them
     inputs = {"input_ids": ids[distinct, :-1], "attention_mask": prefix_mask, "position_ids": positions,
               "use_cache": True}
+    forward = model.model if hasattr(model, "row_preferences") else model  # a PEOModel: its transformers model
+    if keeps_logits(forward):
+        inputs["logits_to_keep"] = 1  # only the cache is wanted: skip the LM head on every prompt position
     if preferences is not None:
         with model.row_preferences([preferences[k] for k in distinct]):
-            cache = model.model(**inputs).cache
+            cache = forward(**inputs).cache
     else:
-        forward = model.model if hasattr(model, "row_preferences") else model  # a PEOModel at its own preference
         cache = forward(**inputs).cache
     if room:
         reserve(cache, room)
     cache.batch_select_indices(index)
     return cache
+
+
+def keeps_logits(model: Any) -> bool:
+    """Whether ``model``'s forward takes ``logits_to_keep`` (transformers' causal LMs do).
+
+    A prompt cache needs no logits, and on a small model the LM head is a large share of the
+    work (SmolLM2-135M: 28M of its 135M weights, run on every prompt token); the decoder
+    layers, and so the cache, are computed the same either way.
+    """
+    import inspect
+
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

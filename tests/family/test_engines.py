@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -117,3 +118,38 @@ def test_rows_leave_the_batch_as_they_end_and_share_their_prompt_without_changin
                                          shared=texts)
     assert got == expected
     assert appended and set(appended) == {1}
+
+
+def test_prompt_cache_skips_the_lm_head_and_holds_the_same_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prompt_cache asks transformers for the last position's logits only (logits_to_keep=1), and the
+    cache it returns equals the one a forward with every position's logits makes."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import peo_hub.family.engines as engines
+    from peo_hub.data.chat import render_prompt
+
+    path = realdata.build_tiny_qwen2(tmp_path / "qwen")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    texts = [render_prompt(tokenizer, p) for p in ("hi", PROMPTS[0], PROMPTS[2])]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    batch = engines.left_padded(encoded, max(map(len, encoded)), tokenizer.pad_token_id)
+    logits_rows: list[int] = []
+    forward = type(model).forward
+
+    @functools.wraps(forward)  # keeps the signature that keeps_logits reads
+    def recording(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        logits_rows.append(out.logits.shape[1])
+        return out
+
+    monkeypatch.setattr(type(model), "forward", recording)
+    assert engines.keeps_logits(model)
+    with torch.inference_mode():
+        lean = engines.prompt_cache(model, batch["input_ids"], batch["attention_mask"], None, texts)
+        monkeypatch.setattr(engines, "keeps_logits", lambda _: False)
+        full = engines.prompt_cache(model, batch["input_ids"], batch["attention_mask"], None, texts)
+    assert logits_rows == [1, batch["input_ids"].shape[1] - 1]
+    for mine, theirs in zip(lean.layers, full.layers):
+        assert torch.equal(mine.keys, theirs.keys) and torch.equal(mine.values, theirs.values)
