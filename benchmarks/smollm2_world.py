@@ -27,6 +27,9 @@ DPO adapters, the sweep, the front) and records:
     cp -a runs/smollm2-bench runs/smollm2-seeds        # or: add seeds to a finished run of seed 0 (a copy),
     python benchmarks/smollm2_world.py --seeds 0,1,2 --extend runs/smollm2-seeds   # training and sweeping
                                                        # seeds 1 and 2 only (`recipe run --seeds 0,1,2 --resume`)
+    python benchmarks/smollm2_world.py --set aspects.harmless.dataset.max_samples=451 \
+        --output-dir runs/smollm2-451 --output benchmarks/results/smollm2_world_451.json  # the recipe with a
+                                                       # field changed (repeat --set), recorded in the results
 """
 
 from __future__ import annotations
@@ -251,6 +254,9 @@ def main() -> None:
     parser.add_argument("--extend", type=Path, default=None, metavar="RUN",
                         help="with --seeds: a finished run of this recipe with the first seed, to which the other "
                              "seeds are added in place (recipe run --resume); only their time is measured")
+    parser.add_argument("--set", action="append", default=[], dest="sets", metavar="FIELD.PATH=VALUE",
+                        help="run the recipe with this field changed (repeat; as `recipe run --set`), e.g. "
+                             "aspects.harmless.dataset.max_samples=451; recorded in the results")
     args = parser.parse_args()
     if args.extend is not None and (args.seeds is None or args.analyse is not None):
         parser.error("--extend needs --seeds (the first one being the run's) and no --analyse")
@@ -262,6 +268,8 @@ def main() -> None:
 
     report: dict = {"recipe": str(RECIPE.relative_to(REPO)), "machine": machine(),
                     "command": "python benchmarks/smollm2_world.py " + " ".join(sys.argv[1:])}
+    if args.sets:
+        report["set"] = args.sets  # the recipe as run: the file with these fields changed
     bundle = args.analyse
     seeds = None
     if args.seeds is not None:
@@ -287,7 +295,7 @@ def main() -> None:
         report["extended_from_seeds"] = earlier
         load_before = os.getloadavg()
         start = time.perf_counter()
-        bundle = run_recipe(RECIPE, output=args.extend, seeds=seeds, resume=True)
+        bundle = run_recipe(RECIPE, output=args.extend, seeds=seeds, resume=True, overrides=args.sets)
         report["wall_seconds_added_seeds"] = round(time.perf_counter() - start, 1)
         report["load_average_1_5_15_before_after"] = [list(load_before), list(os.getloadavg())]
         report["note"] = (f"seeds {earlier} come from an earlier run of the same recipe in this folder (its wall time "
@@ -307,7 +315,7 @@ def main() -> None:
         report["cached_before"] = sorted(cached_before)
         load_before = os.getloadavg()
         start = time.perf_counter()
-        bundle = run_recipe(RECIPE, output=args.output_dir, seeds=seeds)
+        bundle = run_recipe(RECIPE, output=args.output_dir, seeds=seeds, overrides=args.sets)
         report["wall_seconds"] = round(time.perf_counter() - start, 1)
         report["load_average_1_5_15_before_after"] = [list(load_before), list(os.getloadavg())]
         report["note"] = ("wall time of one `recipe run` into a fresh folder; the GGUF conversion and the pairs' "
