@@ -325,7 +325,8 @@ def main() -> None:
     aspects = list(manifest.aspect_names)
     pairs_cache = {a: manifest.aspects[a].dataset.get("samples_cache") for a in aspects}
     if "cached_before" in report or "pairs_cache_was_warm" not in report:
-        report["pairs_cache_was_warm"] = {a: key in set(report.pop("cached_before", [])) for a, key in pairs_cache.items()}
+        cached = set(report.pop("cached_before", []))  # popped once: every aspect is checked against it
+        report["pairs_cache_was_warm"] = {a: key in cached for a, key in pairs_cache.items()}
     report["bundle"] = str(bundle)
     from peo_hub.bundle.manifest import training_seconds
 
