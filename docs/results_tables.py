@@ -15,6 +15,9 @@
   ``benchmarks/results/smollm2_world_seeds.json`` (``python benchmarks/smollm2_world.py --seeds 0,1,2``);
 * ``smollm2-levers`` (docs/worlds.md): the real recipe retrained with one change at a time, from
   ``benchmarks/results/smollm2_levers.json`` (``python benchmarks/smollm2_levers.py``);
+* ``smollm2-data-lever`` (docs/worlds.md): the real recipe with 451 harmless prompts over its whole
+  grid and baselines, and where its knee stands, from ``benchmarks/results/smollm2_world_451.json``
+  (``python benchmarks/smollm2_world.py --set ...``);
 * ``space-latency`` (docs/space.md): the Space on the real bundle, one and eight users at once,
   per live path, from ``benchmarks/results/space_latency_smollm2.json``;
 * ``sweep-live-path-toy`` and ``sweep-live-path-smollm2`` (docs/family.md): a recipe's sweep on
@@ -100,7 +103,8 @@ def smollm2_front(results: dict) -> str:
     """Every point of the real run: confirmation-prompt scores and the refusal plane, then the comparisons."""
     front = results["front"]
     aspects = list(front["points"][0]["metrics"])
-    lines = [f"`python benchmarks/smollm2_world.py` ({results['wall_seconds'] / 60:.1f} min for the whole `recipe run`, "
+    command = results.get("command", "python benchmarks/smollm2_world.py").strip()
+    lines = [f"`{command}` ({results['wall_seconds'] / 60:.1f} min for the whole `recipe run`, "
              f"{results['machine']['cores']} CPU cores, {results['machine']['date']}); confirmation prompts, "
              "greedy replies, 95% prompt-level intervals:", "",
              "| point | " + " | ".join(aspects) + " | refused: harmful | refused: benign | on front |",
@@ -118,6 +122,29 @@ def smollm2_front(results: dict) -> str:
                      + (f"{diff['estimate']:+.3f}{_ci(diff['ci'], True)} | {diff['verdict']}" if diff else " | ")
                      + " |")
     return "\n".join(lines)
+
+
+def smollm2_data_lever(results: dict) -> str:
+    """The recipe with more harmless prompts over its whole grid: the front, then where its knee stands."""
+    knee = results["refusal_plane"]["knee"]
+    rule, seen = knee["rule"], knee["all"]
+    end = knee["helpful_end_benign"]["all"]
+    met = knee.get("points_meeting_on_all") or []
+    verdict = (f"met on all evaluation prompts by {', '.join(met)}" if met else "met by no point")
+    return smollm2_front(results) + "\n\n" + (
+        f"The knee (refuses at least {rule['refused_harmful_at_least']:.2f} of harmful requests and at most "
+        f"{rule['refused_benign_at_most']:.2f} of benign ones, helpfulness on benign requests within "
+        f"{rule['helpful_benign_within_of_helpful_end']:.2f} of the helpful end) is {verdict}. The point chosen on "
+        f"the selection prompts, {knee['point']}, on all {seen['refused_harmful']['prompts']} harmful and "
+        f"{seen['refused_benign']['prompts']} benign evaluation prompts: refuses {_share(seen['refused_harmful'])} of "
+        f"harmful and {_share(seen['refused_benign'])} of benign requests, helpfulness on benign requests "
+        f"{seen['helpful_benign']['mean']:.3f}{_ci(seen['helpful_benign']['ci'])} against the helpful end's "
+        f"{end['mean']:.3f}{_ci(end['ci'])}; shortfall {knee['shortfall']['all']:.3f} on all prompts, "
+        f"{knee['shortfall']['confirmation']:.3f} on the confirmation prompts.")
+
+
+def _share(stat: dict) -> str:
+    return f"{100 * stat['mean']:.0f}% [{100 * stat['ci'][0]:.0f}, {100 * stat['ci'][1]:.0f}]"
 
 
 def _cut(text: str, limit: int = 110) -> str:
@@ -292,6 +319,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "smollm2-replies": ("smollm2_world.json", smollm2_replies),
     "smollm2-seeds": ("smollm2_world_seeds.json", smollm2_seeds),
     "smollm2-levers": ("smollm2_levers.json", smollm2_levers),
+    "smollm2-data-lever": ("smollm2_world_451.json", smollm2_data_lever),
     "space-latency": ("space_latency_smollm2.json", space_latency),
     "sweep-live-path-toy": ("sweep_live_path_toy.json", sweep_live_path),
     "sweep-live-path-smollm2": ("sweep_live_path_smollm2.json", sweep_live_path),
