@@ -183,11 +183,14 @@ def smollm2_seeds(results: dict) -> str:
     across, seeds = front["across_seeds"], front["seeds"]
     earlier = results.get("extended_from_seeds") or []
     added = [s for s in seeds if s not in earlier]
-    how = (f"seed{'s' if len(earlier) > 1 else ''} {', '.join(map(str, earlier))} from `python benchmarks/smollm2_world.py`"
+    sets = results.get("set") or []  # the recipe as run: the file with these fields changed
+    first = "python benchmarks/smollm2_world.py" + "".join(f" --set {s}" for s in sets)
+    how = (f"seed{'s' if len(earlier) > 1 else ''} {', '.join(map(str, earlier))} from `{first}`"
            f", seeds {', '.join(map(str, added))} added to that run by `{results['command']}` "
            f"({results['wall_seconds_added_seeds'] / 60:.0f} min for the added seeds)"
            if earlier else f"`{results['command']}` ({results['wall_seconds'] / 60:.0f} min)")
-    lines = [f"Over {across['n_seeds']} training seeds ({', '.join(map(str, seeds))}) of `recipes/smollm2-safety.yaml`: "
+    recipe = "`recipes/smollm2-safety.yaml`" + (" with " + ", ".join(f"`{s}`" for s in sets) if sets else "")
+    lines = [f"Over {across['n_seeds']} training seeds ({', '.join(map(str, seeds))}) of {recipe}: "
              f"{how}, {results['machine']['cores']} CPU cores, {results['machine']['date']}; "
              f"{across['prompts']} confirmation prompts, 95% two-level bootstrap (seeds, then prompts):", "",
              "| method | hypervolume, mean over seeds [95% CI] | per seed | PEO − method [95% CI] | per seed | verdict |",
