@@ -17,7 +17,8 @@
   ``benchmarks/results/smollm2_levers.json`` (``python benchmarks/smollm2_levers.py``);
 * ``smollm2-data-lever`` (docs/worlds.md): the real recipe with 451 harmless prompts over its whole
   grid and baselines, and where its knee stands, from ``benchmarks/results/smollm2_world_451.json``
-  (``python benchmarks/smollm2_world.py --set ...``);
+  (``python benchmarks/smollm2_world.py --set ...``); ``smollm2-data-lever-seeds``: the same over its
+  training seeds so far, from ``benchmarks/results/smollm2_world_451_seeds.json`` (``--seeds 0,1 --extend``);
 * ``space-latency`` (docs/space.md): the Space on the real bundle, one and eight users at once,
   per live path, from ``benchmarks/results/space_latency_smollm2.json``;
 * ``sweep-live-path-toy`` and ``sweep-live-path-smollm2`` (docs/family.md): a recipe's sweep on
@@ -186,7 +187,7 @@ def smollm2_seeds(results: dict) -> str:
     sets = results.get("set") or []  # the recipe as run: the file with these fields changed
     first = "python benchmarks/smollm2_world.py" + "".join(f" --set {s}" for s in sets)
     how = (f"seed{'s' if len(earlier) > 1 else ''} {', '.join(map(str, earlier))} from `{first}`"
-           f", seeds {', '.join(map(str, added))} added to that run by `{results['command']}` "
+           f", seed{'s' if len(added) > 1 else ''} {', '.join(map(str, added))} added to that run by `{results['command']}` "
            f"({results['wall_seconds_added_seeds'] / 60:.0f} min for the added seeds)"
            if earlier else f"`{results['command']}` ({results['wall_seconds'] / 60:.0f} min)")
     recipe = "`recipes/smollm2-safety.yaml`" + (" with " + ", ".join(f"`{s}`" for s in sets) if sets else "")
@@ -323,6 +324,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "smollm2-seeds": ("smollm2_world_seeds.json", smollm2_seeds),
     "smollm2-levers": ("smollm2_levers.json", smollm2_levers),
     "smollm2-data-lever": ("smollm2_world_451.json", smollm2_data_lever),
+    "smollm2-data-lever-seeds": ("smollm2_world_451_seeds.json", smollm2_seeds),
     "space-latency": ("space_latency_smollm2.json", space_latency),
     "sweep-live-path-toy": ("sweep_live_path_toy.json", sweep_live_path),
     "sweep-live-path-smollm2": ("sweep_live_path_smollm2.json", sweep_live_path),
