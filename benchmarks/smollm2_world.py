@@ -284,7 +284,7 @@ def main() -> None:
         # machine, which pairs were cached), which a re-read cannot measure.
         previous = json.loads(output.read_text())
         if Path(previous.get("bundle", "")).resolve() == bundle.resolve():
-            run_keys = ("machine", "wall_seconds", "load_average_1_5_15_before_after", "note", "pairs_cache_was_warm")
+            run_keys = ("machine", "wall_seconds", "load_average_1_5_15_before_after", "note", "pairs_cache_was_warm", "set")
             report.update({k: previous[k] for k in run_keys if k in previous})
     if bundle is None and args.extend is not None:
         from peo_hub.recipe.pipeline import run_recipe
