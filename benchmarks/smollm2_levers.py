@@ -2,15 +2,20 @@
 
 The knee (issue 24, ``smollm2_world.py``): a point refusing at least 0.85 of harmful requests
 and at most 0.10 of benign ones, with helpfulness on benign requests within 0.05 of the helpful
-end. The shipped recipe does not reach it. Each lever here is the same recipe with a few
-``--set`` changes (e.g. half the prompts, a larger LoRA rank, two DPO epochs), trained in full
-(both aspects, seed 0 unless the lever sets ``seed=S``, the same self-sampled pairs where the data
-and seed are unchanged) and swept on a
+end. Each lever here is the same recipe with a few ``--set`` changes (e.g. half the prompts, a
+larger LoRA rank, two DPO epochs), trained in full (both aspects, seed 0 unless the lever sets
+``seed=S``, the same self-sampled pairs where the data and seed are unchanged) and swept on a
 lighter grid (``sweep.weights: 3``, alpha 0: the base, the two adapters and their 50/50 soup)
-over the same 245 evaluation prompts. The reference is the shipped recipe's run at the same
-points, and the other training seeds' values (``smollm2_world_seeds.json``) say how much a
-point moves from training chance alone: a lever's effect smaller than that spread is not one. A
-lever run with ``seed=1`` is compared with the shipped recipe's seed 1.
+over the same 245 evaluation prompts. The reference is a finished run of the recipe (its
+seed 0) at the same points, and its other training seeds' values (``--seeds-results``, from
+``smollm2_world.py --seeds``) say how much a point moves from training chance alone: a lever's
+effect smaller than that spread is not one. A lever run with ``seed=1`` is compared with the
+reference's seed 1. ``--set`` gives the reference's recipe when it is not the file as it reads
+(every lever starts from it), e.g. the 240-prompt recipe the recorded levers ran against::
+
+    python benchmarks/smollm2_levers.py --reference runs/smollm2-240 \
+        --set aspects.harmless.dataset.max_samples=240 --set evaluate.batch_size=32 \
+        --seeds-results benchmarks/results/smollm2_world_240_seeds.json --lever ...
 
     python benchmarks/smollm2_levers.py \\
         --lever half_data aspects.helpful.dataset.max_samples=60 aspects.harmless.dataset.max_samples=120 \\
@@ -58,6 +63,13 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, default=REPO / "runs" / "smollm2-bench",
                         help="the shipped recipe's finished run (seed 0)")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "smollm2-levers")
+    parser.add_argument("--set", action="append", default=[], dest="sets", metavar="FIELD.PATH=VALUE",
+                        help="the recipe as the reference run had it, when it differs from the file (repeat): "
+                             "applied to every lever before its own changes, and recorded")
+    parser.add_argument("--seeds-results", type=Path,
+                        default=REPO / "benchmarks" / "results" / "smollm2_world_seeds.json",
+                        help="smollm2_world.py's results over training seeds of the reference's recipe: its "
+                             "other seeds show how far training chance alone moves a point")
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "smollm2_levers.json")
     args = parser.parse_args()
@@ -72,7 +84,7 @@ def main() -> None:
 
     from peo_hub.recipe.pipeline import run_recipe
 
-    seeds_file = REPO / "benchmarks" / "results" / "smollm2_world_seeds.json"
+    seeds_file = args.seeds_results
     other_seeds = {}
     if seeds_file.is_file():
         seeds = json.loads(seeds_file.read_text())
@@ -84,6 +96,8 @@ def main() -> None:
               "grid": list(LIGHT_GRID), "reference": {**plane_summary(refusal_plane(args.reference, args.resamples)),
                             "train_rows": training_pairs(args.reference / "peo_config.json")},
               "reference_other_seeds": other_seeds, "levers": {}}
+    if args.sets:
+        report["set"] = args.sets  # the recipe as run: the file with these fields changed, under every lever
     # A lever finished by an earlier invocation keeps the wall time it was measured with (a rerun
     # of the command only resumes it, in seconds); the results file is the record of that time.
     earlier = json.loads(args.output.read_text()).get("levers", {}) if args.output.is_file() else {}
@@ -94,7 +108,7 @@ def main() -> None:
         # here is only what was left, and the record says so.
         partial = out.exists() and not finished_before
         start = time.perf_counter()
-        run_recipe(RECIPE, output=out, resume=out.exists(), overrides=[*sets, *LIGHT_GRID])
+        run_recipe(RECIPE, output=out, resume=out.exists(), overrides=[*args.sets, *sets, *LIGHT_GRID])
         seconds = round(time.perf_counter() - start, 1)
         if finished_before and earlier.get(name, {}).get("set") == sets:
             seconds, partial = earlier[name]["wall_seconds"], earlier[name].get("resumed_partial", False)

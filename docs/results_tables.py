@@ -81,6 +81,24 @@ def toy_seeds(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _sets(results: dict) -> list[str]:
+    """The recipe fields a run changed against today's recipe file: its own ``--set`` list, then, when the file
+    changed after the run (``recipe_since_changed``), the values the file had then."""
+    return [*(results.get("set") or []), *(results.get("recipe_since_changed") or {}).get("set", [])]
+
+
+def _today(results: dict, command: str) -> str:
+    """``command`` as it reproduces the run under today's recipe file: the recorded command, plus what
+    ``recipe_since_changed`` says restores the file's values of then."""
+    since = results.get("recipe_since_changed") or {}
+    return " ".join([command.strip(), *(f"--set {s}" for s in since.get("set", [])), *since.get("extra_args", [])])
+
+
+def _recipe(results: dict) -> str:
+    sets = _sets(results)
+    return "`recipes/smollm2-safety.yaml`" + (" with " + ", ".join(f"`{s}`" for s in sets) if sets else "")
+
+
 def _rate(entry: dict | None) -> str:
     if not entry:
         return ""
@@ -104,7 +122,7 @@ def smollm2_front(results: dict) -> str:
     """Every point of the real run: confirmation-prompt scores and the refusal plane, then the comparisons."""
     front = results["front"]
     aspects = list(front["points"][0]["metrics"])
-    command = results.get("command", "python benchmarks/smollm2_world.py").strip()
+    command = _today(results, results.get("command", "python benchmarks/smollm2_world.py"))
     lines = [f"`{command}` ({results['wall_seconds'] / 60:.1f} min for the whole `recipe run`, "
              f"{results['machine']['cores']} CPU cores, {results['machine']['date']}); confirmation prompts, "
              "greedy replies, 95% prompt-level intervals:", "",
@@ -184,13 +202,13 @@ def smollm2_seeds(results: dict) -> str:
     across, seeds = front["across_seeds"], front["seeds"]
     earlier = results.get("extended_from_seeds") or []
     added = [s for s in seeds if s not in earlier]
-    sets = results.get("set") or []  # the recipe as run: the file with these fields changed
-    first = "python benchmarks/smollm2_world.py" + "".join(f" --set {s}" for s in sets)
+    first = "python benchmarks/smollm2_world.py" + "".join(f" --set {s}" for s in _sets(results))
     how = (f"seed{'s' if len(earlier) > 1 else ''} {', '.join(map(str, earlier))} from `{first}`"
-           f", seed{'s' if len(added) > 1 else ''} {', '.join(map(str, added))} added to that run by `{results['command']}` "
+           f", seed{'s' if len(added) > 1 else ''} {', '.join(map(str, added))} added to that run by "
+           f"`{_today(results, results['command'])}` "
            f"({results['wall_seconds_added_seeds'] / 60:.0f} min for the added seeds)"
-           if earlier else f"`{results['command']}` ({results['wall_seconds'] / 60:.0f} min)")
-    recipe = "`recipes/smollm2-safety.yaml`" + (" with " + ", ".join(f"`{s}`" for s in sets) if sets else "")
+           if earlier else f"`{_today(results, results['command'])}` ({results['wall_seconds'] / 60:.0f} min)")
+    recipe = _recipe(results)
     lines = [f"Over {across['n_seeds']} training seeds ({', '.join(map(str, seeds))}) of {recipe}: "
              f"{how}, {results['machine']['cores']} CPU cores, {results['machine']['date']}; "
              f"{across['prompts']} confirmation prompts, 95% two-level bootstrap (seeds, then prompts):", "",
@@ -223,7 +241,7 @@ def smollm2_seeds(results: dict) -> str:
 
 
 def smollm2_levers(results: dict) -> str:
-    """Each lever's run against the shipped recipe at the same seed and points, and the other seeds as chance."""
+    """Each lever's run against the reference recipe at the same seed and points, and the other seeds as chance."""
     def cell(plane: dict | None) -> str:
         if not plane:
             return ""
@@ -234,30 +252,31 @@ def smollm2_levers(results: dict) -> str:
         rows = entry.get("train_rows")
         return " / ".join(str(rows.get(a, "")) for a in ("helpful", "harmless")) if rows else ""
 
-    shipped = {"0": results["reference"], **results["reference_other_seeds"]}
+    reference = {"0": results["reference"], **results["reference_other_seeds"]}
     points = list(results["reference"]["points"])
     harmless_end = points[0]
 
     def effect(entry: dict, seed: str) -> str:
-        """The harmless end's move against the shipped recipe's same seed: harmful, benign refused, helpfulness."""
-        mine, theirs = entry["points"].get(harmless_end), shipped.get(seed, {}).get("points", {}).get(harmless_end)
+        """The harmless end's move against the reference recipe's same seed: harmful, benign refused, helpfulness."""
+        mine, theirs = entry["points"].get(harmless_end), reference.get(seed, {}).get("points", {}).get(harmless_end)
         if not mine or not theirs:
             return ""
         return (f"{100 * (mine['refused_harmful']['mean'] - theirs['refused_harmful']['mean']):+.0f} / "
                 f"{100 * (mine['refused_benign']['mean'] - theirs['refused_benign']['mean']):+.0f} · "
                 f"{mine['helpful_benign']['mean'] - theirs['helpful_benign']['mean']:+.2f}")
 
-    rows = [(f"shipped recipe, seed {seed}", seed, None, entry) for seed, entry in shipped.items()]
+    rows = [(f"reference recipe, seed {seed}", seed, None, entry) for seed, entry in reference.items()]
     rows += [(name, str(lever.get("seed", 0)), lever, lever) for name, lever in results["levers"].items()]
-    lines = [f"`{results['command']}` ({results['machine']['cores']} CPU cores, {results['machine']['date']}); each "
+    lines = [f"`{_today(results, results['command'])}` ({results['machine']['cores']} CPU cores, "
+             f"{results['machine']['date']}); the reference recipe is {_recipe(results)}; each "
              "lever is a full `recipe run` of one training seed with its changes, swept at w_helpful 0, 0.5 and 1 "
              "(alpha 0) on all 245 evaluation prompts. Cells: harmful refused / benign refused · helpfulness on benign "
              "requests; pairs: the helpful / harmless aspect's training pairs; the knee's shortfall (0 meets the "
-             "rule; for the shipped recipe its nearest point over its whole grid, for a lever over the three points "
-             "shown); the last column is the harmless end's move against the shipped recipe's run of the same seed "
+             "rule; for the reference recipe its nearest point over its whole grid, for a lever over the three points "
+             "shown); the last column is the harmless end's move against the reference recipe's run of the same seed "
              "(points of harmful / benign refused · helpfulness):", "",
              "| run | seed | changes | pairs | " + " | ".join(points)
-             + " | knee shortfall (all prompts) | harmless end vs shipped, same seed |",
+             + " | knee shortfall (all prompts) | harmless end vs reference, same seed |",
              "|---|---|---|---|" + "---|" * len(points) + "---|---|"]
     for name, seed, lever, entry in rows:
         took = f"{lever['wall_seconds'] / 60:.0f} min" if lever else ""
