@@ -27,8 +27,8 @@ DPO adapters, the sweep, the front) and records:
     cp -a runs/smollm2-bench runs/smollm2-seeds        # or: add seeds to a finished run of seed 0 (a copy),
     python benchmarks/smollm2_world.py --seeds 0,1,2 --extend runs/smollm2-seeds   # training and sweeping
                                                        # seeds 1 and 2 only (`recipe run --seeds 0,1,2 --resume`)
-    python benchmarks/smollm2_world.py --set aspects.harmless.dataset.max_samples=451 \
-        --output-dir runs/smollm2-451 --output benchmarks/results/smollm2_world_451.json  # the recipe with a
+    python benchmarks/smollm2_world.py --set aspects.harmless.dataset.max_samples=240 \
+        --output-dir runs/smollm2-240 --output benchmarks/results/smollm2_world_240.json  # the recipe with a
                                                        # field changed (repeat --set), recorded in the results
 """
 

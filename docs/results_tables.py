@@ -8,17 +8,17 @@
   ``benchmarks/results/toy_seeds.json`` (``python benchmarks/toy_seeds.py --rerun``), with what
   each seed alone would have claimed;
 * ``smollm2-front`` (docs/worlds.md and docs/baselines.md): the real run's points, their scores and
-  refusal rates, and PEO's paired hypervolume difference to every method, from
+  refusal rates, PEO's paired hypervolume difference to every method, and where the knee stands, from
   ``benchmarks/results/smollm2_world.json`` (``python benchmarks/smollm2_world.py``);
 * ``smollm2-seeds`` (docs/worlds.md): the real run over three training seeds, every comparison with
   its two-level interval and the refusal plane per seed, from
   ``benchmarks/results/smollm2_world_seeds.json`` (``python benchmarks/smollm2_world.py --seeds 0,1,2``);
 * ``smollm2-levers`` (docs/worlds.md): the real recipe retrained with one change at a time, from
   ``benchmarks/results/smollm2_levers.json`` (``python benchmarks/smollm2_levers.py``);
-* ``smollm2-data-lever`` (docs/worlds.md): the real recipe with 451 harmless prompts over its whole
-  grid and baselines, and where its knee stands, from ``benchmarks/results/smollm2_world_451.json``
-  (``python benchmarks/smollm2_world.py --set ...``); ``smollm2-data-lever-seeds``: the same over its
-  training seeds so far, from ``benchmarks/results/smollm2_world_451_seeds.json`` (``--seeds 0,1 --extend``);
+* ``smollm2-240-seeds`` (docs/worlds.md): the same three seeds of the recipe with 240 harmless
+  prompts, the levers' reference, from ``benchmarks/results/smollm2_world_240_seeds.json``;
+* a results file whose recipe field has changed since its run says so (``recipe_since_changed``):
+  its tables show the command with the ``--set`` that reproduces it under today's recipe;
 * ``space-latency`` (docs/space.md): the Space on the real bundle, one and eight users at once,
   per live path, from ``benchmarks/results/space_latency_smollm2.json``;
 * ``sweep-live-path-toy`` and ``sweep-live-path-smollm2`` (docs/family.md): a recipe's sweep on
@@ -143,8 +143,8 @@ def smollm2_front(results: dict) -> str:
     return "\n".join(lines)
 
 
-def smollm2_data_lever(results: dict) -> str:
-    """The recipe with more harmless prompts over its whole grid: the front, then where its knee stands."""
+def smollm2_front_and_knee(results: dict) -> str:
+    """The real run over its whole grid: the front, then where its knee stands."""
     knee = results["refusal_plane"]["knee"]
     rule, seen = knee["rule"], knee["all"]
     end = knee["helpful_end_benign"]["all"]
@@ -338,12 +338,11 @@ def sweep_live_path(results: dict) -> str:
 
 SECTIONS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "toy-seeds": ("toy_seeds.json", toy_seeds),
-    "smollm2-front": ("smollm2_world.json", smollm2_front),
+    "smollm2-front": ("smollm2_world.json", smollm2_front_and_knee),
     "smollm2-replies": ("smollm2_world.json", smollm2_replies),
     "smollm2-seeds": ("smollm2_world_seeds.json", smollm2_seeds),
     "smollm2-levers": ("smollm2_levers.json", smollm2_levers),
-    "smollm2-data-lever": ("smollm2_world_451.json", smollm2_data_lever),
-    "smollm2-data-lever-seeds": ("smollm2_world_451_seeds.json", smollm2_seeds),
+    "smollm2-240-seeds": ("smollm2_world_240_seeds.json", smollm2_seeds),
     "space-latency": ("space_latency_smollm2.json", space_latency),
     "sweep-live-path-toy": ("sweep_live_path_toy.json", sweep_live_path),
     "sweep-live-path-smollm2": ("sweep_live_path_smollm2.json", sweep_live_path),

@@ -3,6 +3,7 @@ every verb and flag (docs/cli.md, generated from the parser), and every docs pag
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,33 @@ def test_results_tables_are_the_last_benchmark_runs() -> None:
     result = subprocess.run([sys.executable, str(REPO / "docs" / "results_tables.py"), "--check"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("results_file", ["smollm2_world.json", "smollm2_world_seeds.json",
+                                          "smollm2_world_240.json", "smollm2_world_240_seeds.json"])
+def test_real_world_results_name_the_recipe_they_reproduce_under(results_file: str) -> None:
+    """The README quotes smollm2_world*.json as the shipped recipe's results: the recipe they ran, with their
+    ``--set`` values and those ``recipe_since_changed`` restores, must be the recipe file with those values
+    applied; and the default names hold the file as it reads (their ``--set`` change nothing)."""
+    import json
+
+    from peo_hub.recipe.load import load_recipe
+
+    recipe = REPO / "recipes" / "smollm2-safety.yaml"
+    results = json.loads((REPO / "benchmarks" / "results" / results_file).read_text())
+    since = (results.get("recipe_since_changed") or {}).get("set", [])
+    as_run = load_recipe(recipe, [*(results.get("set") or []), *since])
+    if not since:  # a current run: the recipe as it reads
+        assert as_run == load_recipe(recipe), f"{results_file} ran a recipe other than {recipe.name}"
+    else:  # an earlier recipe: its values differ from today's, and the docs show the command that restores them
+        assert as_run != load_recipe(recipe)
+        sys.path.insert(0, str(REPO / "docs"))
+        try:
+            import results_tables
+        finally:
+            sys.path.remove(str(REPO / "docs"))
+        command = results_tables._today(results, results.get("command", "python benchmarks/smollm2_world.py"))
+        assert all(f"--set {s}" in command for s in since), command
 
 
 def test_no_page_holds_a_placeholder() -> None:
