@@ -13,8 +13,8 @@ effect smaller than that spread is not one. A lever run with ``seed=1`` is compa
 reference's seed 1. ``--set`` gives the reference's recipe when it is not the file as it reads
 (every lever starts from it), e.g. the 240-prompt recipe the recorded levers ran against::
 
-    python benchmarks/smollm2_levers.py --reference runs/smollm2-240 \
-        --set aspects.harmless.dataset.max_samples=240 --set evaluate.batch_size=32 \
+    python benchmarks/smollm2_levers.py --reference runs/smollm2-240 \\
+        --set aspects.harmless.dataset.max_samples=240 --set evaluate.batch_size=32 \\
         --seeds-results benchmarks/results/smollm2_world_240_seeds.json --lever ...
 
     python benchmarks/smollm2_levers.py \\
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--lever", nargs="+", action="append", required=True, metavar=("NAME", "FIELD=VALUE"),
                         help="a lever's name and its recipe changes (--set syntax); repeat for each lever")
     parser.add_argument("--reference", type=Path, default=REPO / "runs" / "smollm2-bench",
-                        help="the shipped recipe's finished run (seed 0)")
+                        help="a finished run (seed 0) of the recipe, as the file reads or as --set gives it")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "smollm2-levers")
     parser.add_argument("--set", action="append", default=[], dest="sets", metavar="FIELD.PATH=VALUE",
                         help="the recipe as the reference run had it, when it differs from the file (repeat): "
