@@ -17,6 +17,9 @@
   ``benchmarks/results/smollm2_levers.json`` (``python benchmarks/smollm2_levers.py``);
 * ``smollm2-240-seeds`` (docs/worlds.md): the same three seeds of the recipe with 240 harmless
   prompts, the levers' reference, from ``benchmarks/results/smollm2_world_240_seeds.json``;
+* ``smollm2-recipe-change`` (docs/worlds.md): the 240- and 451-prompt recipes over their seeds, every quantity's
+  change with an interval, from ``benchmarks/results/smollm2_recipe_change.json``
+  (``python benchmarks/smollm2_recipe_change.py``);
 * a results file whose recipe field has changed since its run says so (``recipe_since_changed``):
   its tables show the command with the ``--set`` that reproduces it under today's recipe;
 * ``space-latency`` (docs/space.md): the Space on the real bundle, one and eight users at once,
@@ -289,6 +292,27 @@ def smollm2_levers(results: dict) -> str:
     return "\n".join(lines)
 
 
+def smollm2_recipe_change(results: dict) -> str:
+    """Two versions of the real recipe, each over its training seeds: every quantity that differs, with its interval."""
+    before, after = results["before"], results["after"]
+    lines = [f"`{results['command']}` ({results['machine']['cores']} CPU cores, {results['machine']['date']}): "
+             f"{before['label']} (seeds {', '.join(map(str, before['seeds']))}) against {after['label']} (seeds "
+             f"{', '.join(map(str, after['seeds']))}); hypervolumes on the {results['prompts']} confirmation prompts, "
+             f"the harmless end on all {results['prompts_harmless_end']}; 95% intervals resampling the prompts "
+             "(shared) and each recipe's training seeds:", "",
+             "| quantity | per seed, " + before["label"] + " | per seed, " + after["label"]
+             + " | change, mean over seeds [95% CI] | verdict |", "|---|---|---|---|---|"]
+    quantities = results["quantities"]
+    for name, q in quantities.items():
+        other = quantities.get("hypervolume " + name.removeprefix("peo_minus_"), {})
+        if q["before_per_seed"] == q["after_per_seed"] or other.get("before_per_seed", 0) == other.get("after_per_seed"):
+            continue  # an untrained method: the same replies under both recipes (PEO minus it moves as PEO does)
+        lines.append(f"| {name} | " + ", ".join(f"{v:.3f}" for v in q["before_per_seed"]) + " | "
+                     + ", ".join(f"{v:.3f}" for v in q["after_per_seed"])
+                     + f" | {q['after_minus_before']:+.3f}{_ci(q['ci'], True)} | {q['verdict']} |")
+    return "\n".join(lines)
+
+
 def _ms(stats: dict) -> str:
     def one(ms: float) -> str:
         return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.0f} ms"
@@ -343,6 +367,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "smollm2-seeds": ("smollm2_world_seeds.json", smollm2_seeds),
     "smollm2-levers": ("smollm2_levers.json", smollm2_levers),
     "smollm2-240-seeds": ("smollm2_world_240_seeds.json", smollm2_seeds),
+    "smollm2-recipe-change": ("smollm2_recipe_change.json", smollm2_recipe_change),
     "space-latency": ("space_latency_smollm2.json", space_latency),
     "sweep-live-path-toy": ("sweep_live_path_toy.json", sweep_live_path),
     "sweep-live-path-smollm2": ("sweep_live_path_smollm2.json", sweep_live_path),
