@@ -206,8 +206,10 @@ def smollm2_seeds(results: dict) -> str:
     earlier = results.get("extended_from_seeds") or []
     added = [s for s in seeds if s not in earlier]
     first = "python benchmarks/smollm2_world.py" + "".join(f" --set {s}" for s in _sets(results))
-    how = (f"seed{'s' if len(earlier) > 1 else ''} {', '.join(map(str, earlier))} from `{first}`"
-           f", seed{'s' if len(added) > 1 else ''} {', '.join(map(str, added))} added to that run by "
+    source = (f"seed {earlier[0]} from `{first}`" if len(earlier) == 1 else
+              f"seeds {', '.join(map(str, earlier))} from earlier runs in its folder (seed {earlier[0]} from `{first}`, the others "
+              "added by an earlier `--extend`)") if earlier else ""
+    how = (source + f", seed{'s' if len(added) > 1 else ''} {', '.join(map(str, added))} added to that run by "
            f"`{_today(results, results['command'])}` "
            f"({results['wall_seconds_added_seeds'] / 60:.0f} min for the added seeds)"
            if earlier else f"`{_today(results, results['command'])}` ({results['wall_seconds'] / 60:.0f} min)")
