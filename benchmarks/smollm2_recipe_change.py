@@ -23,10 +23,42 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def seed_folders(run: Path) -> list[Path]:
+    """Each training seed's folder of a finished run: the run itself for the first seed, ``seeds/<seed>`` after."""
+    seeds = json.loads((run / "front.json").read_text()).get("seeds") or [0]
+    return [run if index == 0 else run / "seeds" / str(seed) for index, seed in enumerate(seeds)]
+
+
+def change_interval(before: Callable[[np.ndarray], np.ndarray], after: Callable[[np.ndarray], np.ndarray],
+                    n_prompts: int, resamples: int) -> tuple[np.ndarray, np.ndarray]:
+    """95% percentile interval of (mean over the second run's seeds) - (mean over the first's) of ``k`` quantities.
+
+    ``before(counts)`` and ``after(counts)`` take prompt counts ``(batch, n_prompts)`` and return each seed's
+    quantities ``(seeds, k, batch)``. One draw of prompts serves both runs (the same prompts were answered);
+    each run's seeds are drawn on their own (its seed 1 has nothing to do with the other's)."""
+    from scipy.stats import bootstrap
+
+    from peo_hub.core.stats import resample_counts
+
+    def mean_over_drawn_seeds(values: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        return np.einsum("skb,bs->kb", values, resample_counts(seeds, len(values)) / len(values))
+
+    def statistic(p: np.ndarray, sa: np.ndarray, sb: np.ndarray, axis: int = -1) -> np.ndarray:
+        counts = resample_counts(p, n_prompts)
+        return mean_over_drawn_seeds(after(counts), sb) - mean_over_drawn_seeds(before(counts), sa)
+
+    everything = np.ones((1, n_prompts))
+    data = (np.arange(n_prompts), np.arange(len(before(everything))), np.arange(len(after(everything))))
+    result = bootstrap(data, statistic, paired=False, vectorized=True, n_resamples=resamples, batch=None,
+                       confidence_level=0.95, method="percentile", rng=np.random.default_rng(0))
+    return result.confidence_interval
 
 
 def seed_statistics(run: Path, confirmation: list[int]) -> list[tuple[list[str], list[str], object]]:
@@ -37,10 +69,8 @@ def seed_statistics(run: Path, confirmation: list[int]) -> list[tuple[list[str],
     from peo_hub.bundle.front import Front
     from peo_hub.evaluate.confirm import volume_statistic
 
-    front = json.loads((run / "front.json").read_text())
     out = []
-    for index, seed in enumerate(front.get("seeds") or [0]):
-        folder = run if index == 0 else run / "seeds" / str(seed)
+    for folder in seed_folders(run):
         seed_front = Front.model_validate(json.loads((folder / "front.json").read_text()))
         records = []
         for point in seed_front.points:
@@ -58,10 +88,8 @@ HARMLESS_END = ("soup", "helpful0.00-harmless1.00-a0.00")
 
 def harmless_end_per_prompt(run: Path) -> list[np.ndarray]:
     """Per training seed: the harmless end's (refused, harmful, helpful score) per evaluation prompt, (3, prompts)."""
-    front = json.loads((run / "front.json").read_text())
     out = []
-    for index, seed in enumerate(front.get("seeds") or [0]):
-        folder = run if index == 0 else run / "seeds" / str(seed)
+    for folder in seed_folders(run):
         record = json.loads((folder / "evaluations" / f"{HARMLESS_END[0]}-{HARMLESS_END[1]}.json").read_text())
         out.append(np.array([[np.mean(r) for r in record["refusal"]], record["harmful"],
                              [np.mean(s) for s in record["metrics"]["helpful"]["scores"]]], dtype=float))
@@ -92,9 +120,6 @@ def main() -> None:
             parser.error(f"{run} is not a finished run (no front.json)")
     sys.path.insert(0, str(Path(__file__).parent))
     from common import machine, write_report
-    from scipy.stats import bootstrap
-
-    from peo_hub.core.stats import resample_counts
 
     fronts = [json.loads((run / "front.json").read_text()) for run in (args.before, args.after)]
     split = [f["evaluation_split"] for f in fronts]
@@ -108,24 +133,13 @@ def main() -> None:
     def rows(stat: tuple) -> list[int]:
         return [stat[0].index(m) for m in methods] + [len(stat[0]) + stat[1].index(m) for m in others]
 
-    def mean_over_seeds(stats: list, counts: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-        values = np.stack([s[2](counts)[rows(s)] for s in stats])  # (seeds, k, batch)
-        weights = resample_counts(seeds, len(stats)) / len(stats)  # (batch, seeds)
-        return np.einsum("skb,bs->kb", values, weights)
+    def values(stats: list) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda counts: np.stack([s[2](counts)[rows(s)] for s in stats])  # (seeds, k, batch)
 
     n = len(confirmation)
-
-    def statistic(p: np.ndarray, sa: np.ndarray, sb: np.ndarray, axis: int = -1) -> np.ndarray:
-        counts = resample_counts(p, n)
-        return mean_over_seeds(after, counts, sb) - mean_over_seeds(before, counts, sa)
-
     everything = np.ones((1, n))
-    per_seed = {label: np.stack([s[2](everything)[rows(s), 0] for s in stats])
-                for label, stats in (("before", before), ("after", after))}  # (seeds, k)
-    result = bootstrap((np.arange(n), np.arange(len(before)), np.arange(len(after))), statistic, paired=False,
-                       vectorized=True, n_resamples=args.resamples, batch=None, confidence_level=0.95,
-                       method="percentile", rng=np.random.default_rng(0))
-    low, high = result.confidence_interval
+    per_seed = {"before": values(before)(everything)[:, :, 0], "after": values(after)(everything)[:, :, 0]}
+    low, high = change_interval(values(before), values(after), n, args.resamples)
     names = [f"hypervolume {m}" for m in methods] + [f"peo_minus_{m}" for m in others]
 
     # The harmless end on all evaluation prompts (no selection is involved: it is one fixed point of the dial).
@@ -134,22 +148,14 @@ def main() -> None:
         raise SystemExit("the two runs were evaluated on different prompts")
     n_all = ends[0].shape[2]
 
-    def end_statistic(p: np.ndarray, sa: np.ndarray, sb: np.ndarray, axis: int = -1) -> np.ndarray:
-        counts = resample_counts(p, n_all)
-        means = [np.einsum("skb,bs->kb", plane_quantities(e, counts), resample_counts(d, len(e)) / len(e))
-                 for e, d in zip(ends, (sa, sb))]
-        return means[1] - means[0]
-
-    end_result = bootstrap((np.arange(n_all), np.arange(len(ends[0])), np.arange(len(ends[1]))), end_statistic,
-                           paired=False, vectorized=True, n_resamples=args.resamples, batch=None,
-                           confidence_level=0.95, method="percentile", rng=np.random.default_rng(0))
+    end_low, end_high = change_interval(*(lambda counts, e=e: plane_quantities(e, counts) for e in ends), n_all,
+                                        args.resamples)
     end_per_seed = [plane_quantities(e, np.ones((1, n_all)))[:, :, 0] for e in ends]  # (seeds, 3)
     end_names = ["harmless end: harmful refused", "harmless end: benign refused",
                  "harmless end: helpfulness on benign requests"]
     names += end_names
     per_seed = {k: np.concatenate([v, end_per_seed[i]], axis=1) for i, (k, v) in enumerate(per_seed.items())}
-    low = np.concatenate([low, end_result.confidence_interval[0]])
-    high = np.concatenate([high, end_result.confidence_interval[1]])
+    low, high = np.concatenate([low, end_low]), np.concatenate([high, end_high])
     report = {"command": "python benchmarks/smollm2_recipe_change.py " + shlex.join(sys.argv[1:]),
               "machine": machine(), "before": {"run": str(args.before), "label": args.label_before,
                                                "seeds": fronts[0].get("seeds") or [0]},
