@@ -22,8 +22,8 @@ import argparse
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -101,7 +101,10 @@ def plane_quantities(arrays: np.ndarray, counts: np.ndarray) -> np.ndarray:
     helpfulness on benign requests, each a share or mean over the resampled prompts."""
     refused, harmful, helpful = arrays[:, 0], arrays[:, 1], arrays[:, 2]
     benign = 1.0 - harmful
-    per_kind = lambda values, mask: (values * mask) @ counts.T / (mask @ counts.T)  # noqa: E731
+
+    def per_kind(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return (values * mask) @ counts.T / (mask @ counts.T)
+
     return np.stack([per_kind(refused, harmful), per_kind(refused, benign), per_kind(helpful, benign)], axis=1)
 
 
