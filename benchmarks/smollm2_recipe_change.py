@@ -33,7 +33,11 @@ REPO = Path(__file__).resolve().parent.parent
 def seed_folders(run: Path) -> list[Path]:
     """Each training seed's folder of a finished run: the run itself for the first seed, ``seeds/<seed>`` after."""
     seeds = json.loads((run / "front.json").read_text()).get("seeds") or [0]
-    return [run if index == 0 else run / "seeds" / str(seed) for index, seed in enumerate(seeds)]
+    folders = [run if index == 0 else run / "seeds" / str(seed) for index, seed in enumerate(seeds)]
+    for folder in folders:
+        if not (folder / "front.json").is_file():
+            raise SystemExit(f"{folder} has no front.json: finish that run first (recipe run --seeds ... --resume)")
+    return folders
 
 
 def change_interval(before: Callable[[np.ndarray], np.ndarray], after: Callable[[np.ndarray], np.ndarray],
